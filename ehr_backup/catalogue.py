@@ -1,0 +1,84 @@
+"""Queries on the backup catalogue; keyword-only, one transaction each."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime, timezone
+from typing import Any
+
+from sqlmodel import col, select
+
+from .db import Database
+from .models import BackupRecord, Status
+
+
+def utcnow() -> datetime:
+    """The current time in UTC, timezone-aware."""
+    return datetime.now(timezone.utc)
+
+
+def as_utc(value: datetime | None) -> datetime | None:
+    """SQLite forgets time zones: treat stored naive datetimes as UTC."""
+    if value is None:
+        return None
+    return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
+
+
+class Catalogue:
+    """The record of every backup this installation knows."""
+
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    def add(self, record: BackupRecord) -> BackupRecord:
+        """Insert a new record."""
+        with self._db.writing() as s:
+            s.add(record)
+        return record
+
+    def update(self, backup_id: str, **fields: Any) -> BackupRecord | None:
+        """Change fields of a record; return it, or None when it is gone."""
+        with self._db.writing() as s:
+            row = s.get(BackupRecord, backup_id)
+            if row is None:
+                return None
+            for name, value in fields.items():
+                setattr(row, name, value)
+            s.add(row)
+        return row
+
+    def get(self, backup_id: str) -> BackupRecord | None:
+        """The record with this id."""
+        with self._db.reading() as s:
+            return s.get(BackupRecord, backup_id)
+
+    def all(self, *, location: str | None = None) -> Sequence[BackupRecord]:
+        """Records, newest first, optionally of one location."""
+        with self._db.reading() as s:
+            q = select(BackupRecord).order_by(col(BackupRecord.created_at).desc())
+            if location:
+                q = q.where(BackupRecord.location == location)
+            return s.exec(q).all()
+
+    def ids(self) -> set[str]:
+        """Every id in the catalogue."""
+        with self._db.reading() as s:
+            return set(s.exec(select(BackupRecord.id)).all())
+
+    def delete(self, backup_id: str) -> None:
+        """Remove a record."""
+        with self._db.writing() as s:
+            row = s.get(BackupRecord, backup_id)
+            if row is not None:
+                s.delete(row)
+
+    def fail_interrupted(self, *, reason: str) -> list[str]:
+        """Mark rows left RUNNING by a crash as FAILED; return their ids."""
+        with self._db.writing() as s:
+            rows = s.exec(select(BackupRecord).where(BackupRecord.status == Status.RUNNING)).all()
+            for row in rows:
+                row.status = Status.FAILED
+                row.error = reason
+                row.finished_at = utcnow()
+                s.add(row)
+            return [r.id for r in rows]

@@ -1,0 +1,268 @@
+"""The `ehr-backup` command line: parse, call one service method, print the result or a one-line error."""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import json
+import logging
+import sys
+import threading
+from pathlib import Path
+from typing import Any
+
+from . import __version__, demo
+from .audit import Actor
+from .config import VARIABLES, Settings
+from .errors import BackupError, InvalidInput
+from .keys import generate_key
+from .pipeline import Progress
+
+EPILOG = "environment:\n" + "\n".join(f"  {k:<28} {v}" for k, v in VARIABLES.items())
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="ehr-backup", formatter_class=argparse.RawDescriptionHelpFormatter,
+                                description="Encrypted, authenticated backups of an EHR PostgreSQL database.",
+                                epilog=EPILOG)
+    p.add_argument("--version", action="version", version=f"ehr-backup {__version__}")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def cmd(name: str, help_: str) -> argparse.ArgumentParser:
+        return sub.add_parser(name, help=help_, description=help_)
+
+    c = cmd("create", "make a backup of DATABASE_URL now")
+    c.add_argument("--description", required=True, help="what this backup is for (names the file)")
+    c.add_argument("--location", default="default",
+                   choices=["default", "desktop", "documents", "downloads", "custom"])
+    c.add_argument("--path", help="directory for --location custom (absolute; created if missing)")
+    c.add_argument("--compression", choices=["gzip", "zstd"], help="default: EHR_BACKUP_COMPRESSION or gzip")
+    c.add_argument("--json", action="store_true", help="print the backup as one JSON object")
+
+    c = cmd("list", "list backups in every location")
+    c.add_argument("--location", choices=["default", "desktop", "documents", "downloads", "custom"])
+    c.add_argument("--json", action="store_true", help='print {"backups": [...]}')
+
+    c = cmd("verify", "authenticate every byte, decompress, and check the dump is complete")
+    c.add_argument("backup_id", metavar="BACKUP_ID")
+    c.add_argument("--json", action="store_true")
+
+    c = cmd("restore", "replace a database with a backup (one transaction; safety backup first)")
+    c.add_argument("backup_id", metavar="BACKUP_ID")
+    c.add_argument("--target-url", help="restore into this database instead (created if absent)")
+    c.add_argument("--no-safety-backup", action="store_true",
+                   help="do not back up the configured database before restoring over it")
+    c.add_argument("--yes", action="store_true", help="confirm that the target database is replaced")
+    c.add_argument("--json", action="store_true")
+
+    c = cmd("delete", "delete a backup file and its catalogue entry")
+    c.add_argument("backup_id", metavar="BACKUP_ID")
+    c.add_argument("--yes", action="store_true", help="confirm the deletion")
+    c.add_argument("--json", action="store_true")
+
+    c = cmd("decrypt", "decrypt a backup file to plain SQL with only the file and the key")
+    c.add_argument("file", metavar="FILE")
+    c.add_argument("--output", required=True, metavar="OUT.sql")
+    c.add_argument("--json", action="store_true")
+
+    cmd("keygen", "print a new random key for BACKUP_ENCRYPTION_KEY")
+
+    c = cmd("locations", "show the backup locations, their free space and whether they are writable")
+    c.add_argument("--json", action="store_true")
+
+    c = cmd("demo", "start (or reuse) a demo PostgreSQL cluster with synthetic EHR data")
+    c.add_argument("--stop", action="store_true", help="stop the demo server")
+    c.add_argument("--json", action="store_true")
+
+    c = cmd("audit", "check or export the audit trail")
+    a = c.add_subparsers(dest="audit_command", required=True, metavar="ACTION")
+    a.add_parser("verify", help="check the hash chain of the audit log")
+    e = a.add_parser("export", help="write the audit log as CSV")
+    e.add_argument("--csv", required=True, metavar="FILE", help="output file ('-' for stdout)")
+    return p
+
+
+def _actor() -> Actor:
+    try:
+        name = getpass.getuser()
+    except (KeyError, OSError):
+        name = "unknown"
+    return Actor(name=f"os:{name}", address="cli")
+
+
+def _progress_printer(progress: Progress, stop: threading.Event) -> threading.Thread:
+    def run() -> None:
+        while not stop.wait(1.0):
+            d = progress.as_dict()
+            sys.stderr.write(f"\r{d['phase']:<14} {d['table'][:40]:<40} "
+                             f"read {d['bytesRead'] / 1e6:8.1f} MB  written {d['bytesWritten'] / 1e6:8.1f} MB  "
+                             f"{d['elapsed']:6.0f}s")
+            sys.stderr.flush()
+        sys.stderr.write("\r" + " " * 110 + "\r")
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    return t
+
+
+def _run_task(task: Any) -> Any:
+    stop = threading.Event()
+    printer = _progress_printer(task.progress, stop) if sys.stderr.isatty() else None
+    try:
+        return task.run()
+    except KeyboardInterrupt:
+        task.cancel.set()
+        raise
+    finally:
+        stop.set()
+        if printer:
+            printer.join()
+
+
+def _human_size(n: int | None) -> str:
+    if n is None:
+        return "-"
+    for unit in ("B", "kB", "MB", "GB"):
+        if n < 1024 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024  # type: ignore[assignment]
+    return str(n)
+
+
+def _printable(text: str) -> str:
+    return text.encode("unicode_escape").decode("ascii") if not text.isprintable() else text
+
+
+def _print_backups(rows: list[dict[str, Any]]) -> None:
+    if not rows:
+        print("no backups")
+        return
+    for b in rows:
+        verified = "-" if b["verifyOk"] is None else ("ok" if b["verifyOk"] else "FAILED")
+        print(f"{b['id']}\n    {b['status']:<10} {b['location']:<9} {_human_size(b['size']):>9}  "
+              f"{b['createdAt']}  by {_printable(b['createdBy'])}  verified: {verified}  "
+              f"{_printable(b['description'])}")
+
+
+def run(argv: list[str] | None = None) -> int:
+    """Run one command; return the exit status."""
+    args = _parser().parse_args(argv)
+    as_json = getattr(args, "json", False)
+    if args.command == "keygen":
+        print(generate_key())
+        return 0
+    logging.basicConfig(level=logging.WARNING, format="ehr-backup: warning: %(message)s")
+    try:
+        settings = Settings.from_env()
+        if args.command == "demo":
+            return _demo(settings, args)
+        from .service import BackupService  # heavy imports only when needed
+        service = BackupService(settings)
+        service.reconcile()
+        result = _dispatch(service, args)
+    except BackupError as exc:
+        print(f"ehr-backup: error: {exc.message}", file=sys.stderr)
+        return 2 if isinstance(exc, InvalidInput) else 1
+    except KeyboardInterrupt:
+        print("ehr-backup: error: interrupted; nothing was kept", file=sys.stderr)
+        return 130
+    if as_json:
+        print(json.dumps(result, indent=2, ensure_ascii=False))
+    else:
+        _print_human(args, result)
+    return 0
+
+
+def _dispatch(service: Any, args: argparse.Namespace) -> Any:
+    actor = _actor()
+    if args.command == "create":
+        task = service.prepare_create(actor, description=args.description, location=args.location,
+                                      custom_path=args.path, compression=args.compression)
+        return service.view(_run_task(task))
+    if args.command == "list":
+        return {"backups": service.list(location=args.location)}
+    if args.command == "verify":
+        return _run_task(service.prepare_verify(actor, args.backup_id))
+    if args.command == "restore":
+        if not args.yes:
+            raise InvalidInput("restore replaces the target database's contents; add --yes to confirm")
+        task = service.prepare_restore(actor, args.backup_id, target_url=args.target_url,
+                                       safety_backup=False if args.no_safety_backup else None)
+        return _run_task(task).as_dict()
+    if args.command == "delete":
+        if not args.yes:
+            raise InvalidInput("delete removes the backup file for good; add --yes to confirm")
+        service.delete(actor, args.backup_id)
+        return {"deleted": args.backup_id}
+    if args.command == "decrypt":
+        return service.decrypt_file(actor, Path(args.file), Path(args.output))
+    if args.command == "locations":
+        return {"locations": service.locations()}
+    if args.command == "audit":
+        return _audit(service, args)
+    raise InvalidInput(f"unknown command {args.command}")
+
+
+def _audit(service: Any, args: argparse.Namespace) -> Any:
+    if args.audit_command == "verify":
+        report = service.audit.verify()
+        if not report.ok:
+            raise BackupError(f"audit chain broken: {report.reason} ({report.entries} entries read)")
+        return {"ok": True, "entries": report.entries}
+    if args.csv == "-":
+        return {"exported": service.audit.export_csv(sys.stdout)}
+    with open(args.csv, "w", newline="", encoding="utf-8") as fh:
+        return {"exported": service.audit.export_csv(fh), "file": args.csv}
+
+
+def _demo(settings: Settings, args: argparse.Namespace) -> int:
+    if args.stop:
+        stopped = demo.stop(settings.data_dir)
+        print("demo server stopped" if stopped else "no demo server was running")
+        return 0
+    info = demo.start(settings.data_dir)
+    if args.json:
+        print(json.dumps(info, indent=2))
+        return 0
+    print(("created" if info["created"] else "reusing") + " the demo database with synthetic EHR data")
+    print("With DATABASE_URL unset, ehr-backup uses it. To use it from elsewhere:")
+    print(f"DATABASE_URL={info['url']}")
+    if not settings.encryption_key:
+        print(f"warning: demo backups use the key in {info['keyFile']}; real use needs BACKUP_ENCRYPTION_KEY, "
+              "kept away from the backups", file=sys.stderr)
+    return 0
+
+
+def _print_human(args: argparse.Namespace, result: Any) -> None:
+    cmd = args.command
+    if cmd == "create":
+        print(f"created {result['id']} ({_human_size(result['size'])}, "
+              f"{len(result['tableRowCounts'] or {})} tables) in {result['path']}")
+    elif cmd == "list":
+        _print_backups(result["backups"])
+    elif cmd == "verify":
+        print(f"{result['backupId']}: authentic, dump complete, {len(result['tableRowCounts'])} tables, "
+              f"{_human_size(result['dumpBytes'])} of SQL")
+    elif cmd == "restore":
+        state = "row counts match" if result["rowCountsMatch"] else \
+            f"ROW COUNTS DIFFER in {', '.join(result['mismatchedTables'])}"
+        print(f"restored {result['backupId']} into {result['database']} in {result['seconds']}s; "
+              f"{len(result['tables'])} tables, {state}")
+        if result["safetyBackup"]:
+            print(f"safety backup taken first: {result['safetyBackup']}")
+    elif cmd == "delete":
+        print(f"deleted {result['deleted']}")
+    elif cmd == "decrypt":
+        print(f"wrote {result['output']} ({_human_size(result['dumpBytes'])} of SQL)")
+    elif cmd == "locations":
+        for loc in result["locations"]:
+            flags = ("exists" if loc["exists"] else "absent") + (", writable" if loc["writable"] else
+                                                                 ", NOT writable")
+            print(f"{loc['key']:<10} {loc['path']}  ({flags}, {_human_size(loc['freeBytes'])} free"
+                  f"{', LOW' if loc['lowSpace'] else ''})")
+    elif cmd == "audit":
+        print(json.dumps(result))
+
+
+def main() -> None:
+    """Console entry point."""
+    sys.exit(run())

@@ -1,0 +1,51 @@
+"""One backup or restore at a time per database, across threads and processes (flock)."""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import os
+from pathlib import Path
+
+from .errors import Busy
+
+
+class DatabaseLock:
+    """An exclusive, non-blocking lock on one database; acquire() raises Busy when it is taken.
+
+    A lock may be acquired on one thread and released on another (a web request reserves the
+    database, the job thread releases it when done).
+    """
+
+    def __init__(self, lock_dir: Path, database_key: str) -> None:
+        lock_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        self.path = lock_dir / (hashlib.sha256(database_key.encode()).hexdigest()[:24] + ".lock")
+        self._fd: int | None = None
+
+    def acquire(self, what: str) -> DatabaseLock:
+        """Take the lock or raise Busy naming what holds it."""
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 200, 0).decode("utf-8", "replace").strip() or "another operation"
+            os.close(fd)
+            raise Busy(f"database is busy: {holder} is running; try again when it has finished") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{what} (pid {os.getpid()})".encode(), 0)
+        self._fd = fd
+        return self
+
+    def release(self) -> None:
+        """Give the lock back (idempotent)."""
+        fd, self._fd = self._fd, None
+        if fd is not None:
+            os.ftruncate(fd, 0)
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            os.close(fd)
+
+    def __enter__(self) -> DatabaseLock:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.release()

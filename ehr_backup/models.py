@@ -1,0 +1,96 @@
+"""SQLModel tables of the metadata database: backups, audit entries, users, tokens."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlmodel import Field, SQLModel
+
+
+class Status:
+    """Backup states: a row is RUNNING while the job works, then COMPLETED, FAILED or CANCELLED."""
+
+    RUNNING = "running"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    DISCOVERED = "discovered"  # found on disk, not made by this catalogue; not yet verified
+    MISSING = "missing"  # reported by list when a catalogued file is gone (not stored)
+
+
+class BackupRecord(SQLModel, table=True):
+    """One backup file and what is known about it."""
+
+    __tablename__ = "backups"
+
+    id: str = Field(primary_key=True)
+    location: str = Field(index=True)
+    directory: str
+    description: str = ""
+    kind: str = "manual"  # manual | safety
+    status: str = Field(index=True)
+    step: str | None = None
+    error: str | None = None
+    compression: str = "gzip"
+    size: int | None = None
+    dump_bytes: int | None = None
+    sha256: str | None = None
+    key_id: str | None = None
+    database: str = ""
+    server_version: str | None = None
+    pg_dump_version: str | None = None
+    table_counts: str | None = None  # JSON object: table -> rows, as recorded in the dump
+    created_at: datetime = Field(index=True)
+    finished_at: datetime | None = None
+    duration_s: float | None = None
+    created_by: str = ""
+    origin: str = "catalogue"  # catalogue | discovered
+    verified_at: datetime | None = None
+    verify_ok: bool | None = None
+    verify_message: str | None = None
+
+
+class AuditEntry(SQLModel, table=True):
+    """One append-only, hash-chained audit record."""
+
+    __tablename__ = "audit"
+
+    seq: int | None = Field(default=None, primary_key=True)
+    ts: datetime = Field(index=True)
+    actor: str = Field(index=True)
+    action: str = Field(index=True)
+    target: str = ""
+    outcome: str = ""
+    detail: str = ""
+    address: str = ""
+    prev_hash: str = ""
+    hash: str = ""
+
+
+class User(SQLModel, table=True):
+    """A person who may sign in."""
+
+    __tablename__ = "users"
+
+    id: int | None = Field(default=None, primary_key=True)
+    username: str = Field(unique=True, index=True)
+    password_hash: str = ""
+    is_admin: bool = False
+    disabled: bool = False
+    created_at: datetime
+    password_changed_at: datetime | None = None
+
+
+class ApiToken(SQLModel, table=True):
+    """A bearer token for scripts; only its hash is kept."""
+
+    __tablename__ = "api_tokens"
+
+    id: int | None = Field(default=None, primary_key=True)
+    user_id: int = Field(index=True, foreign_key="users.id")
+    label: str = ""
+    token_hash: str = Field(unique=True, index=True)
+    prefix: str = ""
+    created_at: datetime
+    last_used_at: datetime | None = None
+    revoked_at: datetime | None = None

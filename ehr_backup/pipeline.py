@@ -1,0 +1,270 @@
+"""The streams: pg_dump → compress → encrypt → file, and file → authenticate → decrypt → psql."""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import io
+import re
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+from . import compression, storage
+from .dumpstream import DumpScanner
+from .errors import Cancelled, NotAuthentic, ToolError
+from .fileformat import EncryptedWriter, OpenedFile
+from .keys import MasterKey
+from .pg import ConnInfo, ProcessOutput
+
+CHUNK = 1024 * 1024
+F_SETPIPE_SZ = 1031
+_TABLE_RE = re.compile(r'pg_dump: (?:dumping contents of table|processing data for table) "?([^"]+)"?')
+
+# Run first in the restore transaction: remove everything the dump does not bring back, so that the
+# database ends up holding exactly the backup (objects made after it do not survive).
+RESET_SQL = r"""
+DO $ehr_backup_reset$
+DECLARE r record;
+BEGIN
+  FOR r IN SELECT evtname FROM pg_event_trigger LOOP
+    EXECUTE format('DROP EVENT TRIGGER %I', r.evtname);
+  END LOOP;
+  FOR r IN SELECT pubname FROM pg_publication LOOP
+    EXECUTE format('DROP PUBLICATION %I', r.pubname);
+  END LOOP;
+  FOR r IN SELECT extname FROM pg_extension WHERE extname <> 'plpgsql' LOOP
+    EXECUTE format('DROP EXTENSION IF EXISTS %I CASCADE', r.extname);
+  END LOOP;
+  FOR r IN SELECT nspname FROM pg_namespace
+           WHERE nspname NOT IN ('pg_catalog', 'information_schema', 'pg_toast')
+             AND nspname NOT LIKE 'pg\_temp\_%' AND nspname NOT LIKE 'pg\_toast\_temp\_%' LOOP
+    EXECUTE format('DROP SCHEMA %I CASCADE', r.nspname);
+  END LOOP;
+  FOR r IN SELECT srvname FROM pg_foreign_server LOOP
+    EXECUTE format('DROP SERVER IF EXISTS %I CASCADE', r.srvname);
+  END LOOP;
+  FOR r IN SELECT fdwname FROM pg_foreign_data_wrapper LOOP
+    EXECUTE format('DROP FOREIGN DATA WRAPPER IF EXISTS %I CASCADE', r.fdwname);
+  END LOOP;
+  PERFORM pg_catalog.lo_unlink(oid) FROM pg_catalog.pg_largeobject_metadata;
+END
+$ehr_backup_reset$;
+CREATE SCHEMA public;
+ALTER SCHEMA public OWNER TO pg_database_owner;
+GRANT USAGE ON SCHEMA public TO PUBLIC;
+COMMENT ON SCHEMA public IS 'standard public schema';
+"""
+
+
+@dataclass
+class Progress:
+    """Live state of a job, read by the UI and the CLI while the job thread updates it."""
+
+    phase: str = "starting"
+    table: str = ""
+    bytes_read: int = 0
+    bytes_written: int = 0
+    total: int | None = None
+    started: float = field(default_factory=time.monotonic)
+    message: str = ""
+
+    def as_dict(self) -> dict[str, Any]:
+        """A JSON-ready snapshot."""
+        return {"phase": self.phase, "table": self.table, "bytesRead": self.bytes_read,
+                "bytesWritten": self.bytes_written, "total": self.total,
+                "elapsed": round(time.monotonic() - self.started, 1), "message": self.message}
+
+
+@dataclass(frozen=True)
+class DumpResult:
+    """What a finished backup file holds."""
+
+    rows: dict[str, int]
+    dump_bytes: int
+    size: int
+    sha256: str
+    header: dict[str, Any]
+    seconds: float
+
+
+class _HashingFile:
+    """Count and hash what is written to the file beneath."""
+
+    def __init__(self, fh: IO[bytes]) -> None:
+        self._fh = fh
+        self.sha = hashlib.sha256()
+        self.size = 0
+
+    def write(self, data: bytes | memoryview) -> int:
+        self.sha.update(data)
+        self.size += len(data)
+        return self._fh.write(data)
+
+
+def _widen_pipe(stream: IO[bytes]) -> None:
+    try:
+        fcntl.fcntl(stream.fileno(), F_SETPIPE_SZ, CHUNK)
+    except OSError:
+        pass  # a smaller pipe only means more, smaller reads
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    """Kill a child (before its input is closed, so psql cannot commit) and reap it."""
+    if proc.poll() is None:
+        proc.kill()
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        pass
+
+
+def run_backup(*, conn: ConnInfo, pg_dump: str, directory: Path, backup_id: str, key: MasterKey,
+               fields: dict[str, Any], algorithm: str, level: int, threads: int, progress: Progress,
+               cancel: threading.Event) -> DumpResult:
+    """Stream pg_dump into an authenticated, compressed file; nothing remains unless all succeeded."""
+    start = time.monotonic()
+    progress.phase = "dumping"
+
+    def on_line(line: str) -> None:
+        m = _TABLE_RE.search(line)
+        if m:
+            progress.table = m.group(1)
+
+    argv = [pg_dump, "--format=plain", "--verbose", "--no-password", "--lock-wait-timeout=60000"]
+    proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            env=conn.child_env())
+    assert proc.stdout is not None and proc.stderr is not None
+    _widen_pipe(proc.stdout)
+    errors = ProcessOutput(proc.stderr, conn.redact, on_line)
+    scanner = DumpScanner()
+    reader = io.BufferedReader(proc.stdout, CHUNK)  # type: ignore[arg-type]
+    try:
+        with storage.atomic_file(directory, backup_id) as fh:
+            out = _HashingFile(fh)
+            writer = EncryptedWriter(out, key, fields)
+            sink = compression.SafeSink(writer)
+            comp = compression.open_compressor(algorithm, sink, level, threads)
+            try:
+                while chunk := reader.read(CHUNK):
+                    scanner.feed(chunk)
+                    comp.write(chunk)
+                    if sink.error is not None:
+                        raise sink.error
+                    progress.bytes_read = scanner.bytes
+                    progress.bytes_written = out.size
+                    if cancel.is_set():
+                        raise Cancelled()
+            finally:
+                comp.close()
+            if sink.error is not None:
+                raise sink.error
+            rc = proc.wait()
+            errors.join()
+            if rc != 0:
+                raise ToolError(f"pg_dump failed (exit {rc}): {errors.errors()}")
+            scanner.finish()
+            if not scanner.complete:
+                raise ToolError("pg_dump's output ended without its completion marker; not a backup")
+            progress.phase = "finishing"
+            writer.finish({"tableRowCounts": scanner.rows, "dumpBytes": scanner.bytes,
+                           "completedAt": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
+            progress.bytes_written = out.size
+    finally:
+        _stop(proc)
+        errors.join()
+    return DumpResult(rows=dict(scanner.rows), dump_bytes=scanner.bytes, size=out.size,
+                      sha256=out.sha.hexdigest(), header=writer.header, seconds=time.monotonic() - start)
+
+
+def plaintext(opened: OpenedFile) -> Iterator[bytes]:
+    """The decrypted, decompressed dump of an authenticated file."""
+    return compression.decompress(str(opened.header.fields.get("compression")), opened.decrypt())
+
+
+@dataclass(frozen=True)
+class ScanResult:
+    """What a full read of a backup's dump found."""
+
+    rows: dict[str, int]
+    dump_bytes: int
+    complete: bool
+
+
+def scan_dump(opened: OpenedFile, trailer: dict[str, Any], progress: Progress,
+              cancel: threading.Event, out: IO[bytes] | None = None) -> ScanResult:
+    """Decrypt and decompress the whole dump (optionally writing it out) and check it against its record."""
+    scanner = DumpScanner()
+    progress.phase = "decompressing"
+    for piece in plaintext(opened):
+        scanner.feed(piece)
+        if out is not None:
+            out.write(piece)
+        progress.bytes_read = scanner.bytes
+        if cancel.is_set():
+            raise Cancelled()
+    scanner.finish()
+    _check_against_trailer(scanner, trailer)
+    return ScanResult(dict(scanner.rows), scanner.bytes, scanner.complete)
+
+
+def _check_against_trailer(scanner: DumpScanner, trailer: dict[str, Any]) -> None:
+    if (not scanner.complete or scanner.bytes != trailer.get("dumpBytes")
+            or scanner.rows != trailer.get("tableRowCounts")):
+        raise NotAuthentic()
+
+
+def run_restore(*, opened: OpenedFile, trailer: dict[str, Any], conn: ConnInfo, psql: str,
+                progress: Progress, cancel: threading.Event) -> dict[str, int]:
+    """Feed an authenticated file to psql in one transaction; on any failure psql is killed uncommitted.
+
+    Returns the row counts the dump carried.
+    """
+    progress.phase = "restoring"
+    progress.total = int(trailer.get("dumpBytes") or 0) or None
+    argv = [psql, "-X", "-q", "-v", "ON_ERROR_STOP=1", "--single-transaction", "--no-password",
+            "-f", "-"]
+    proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            env=conn.child_env())
+    assert proc.stdin is not None and proc.stderr is not None
+    _widen_pipe(proc.stdin)
+    errors = ProcessOutput(proc.stderr, conn.redact)
+    scanner = DumpScanner(strip_blob_transaction=True)
+    committed = False
+    try:
+        try:
+            proc.stdin.write(RESET_SQL.encode())
+            for piece in plaintext(opened):
+                for part in scanner.feed(piece):
+                    proc.stdin.write(part)
+                progress.bytes_read = scanner.bytes
+                progress.table = ""
+                if cancel.is_set():
+                    raise Cancelled()
+            for part in scanner.finish():
+                proc.stdin.write(part)
+            _check_against_trailer(scanner, trailer)
+        except BrokenPipeError:
+            _stop(proc)
+            errors.join()
+            raise ToolError(f"psql stopped: {errors.errors()}; nothing was committed") from None
+        progress.phase = "committing"
+        proc.stdin.close()  # end of input: psql commits the single transaction
+        committed = True
+        rc = proc.wait()
+        errors.join()
+        if rc != 0:
+            raise ToolError(f"psql failed (exit {rc}): {errors.errors()}; nothing was committed")
+    finally:
+        if not committed:
+            _stop(proc)  # killed before end of input: the transaction is rolled back
+            try:
+                proc.stdin.close()
+            except OSError:
+                pass
+        errors.join()
+    return dict(scanner.rows)

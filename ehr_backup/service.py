@@ -1,0 +1,609 @@
+"""BackupService: the operations every edge (CLI, REST, pages) calls, audited and catalogued."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import IO, Any
+
+from . import __version__, demo, pg, storage
+from .audit import Actor, AuditLog
+from .catalogue import Catalogue, as_utc, utcnow
+from .compression import EXTENSIONS, check
+from .config import Settings
+from .db import Database
+from .errors import (BackupError, Busy, Cancelled, ConfigError, InvalidInput, NotFound, StorageError)
+from .fileformat import OpenedFile, peek_header
+from .keys import KeyRing, load_keyring
+from .locks import DatabaseLock
+from .models import BackupRecord, Status
+from .pg import ConnInfo
+from .pipeline import Progress, run_backup, run_restore, scan_dump
+
+log = logging.getLogger("ehr_backup")
+MAX_DESCRIPTION = 500
+SPACE_MARGIN = 16 * 1024 * 1024
+
+
+def _clean_text(text: str, limit: int, what: str) -> str:
+    """Trim, bound and refuse control characters in a one-line text field."""
+    text = (text or "").strip()
+    if len(text) > limit:
+        raise InvalidInput(f"{what} is longer than {limit} characters")
+    if any(ord(c) < 32 or c == "\x7f" for c in text):
+        raise InvalidInput(f"{what} must be a single line without control characters")
+    return text
+
+
+@dataclass
+class Task:
+    """A prepared operation holding its database lock; run() does the work and releases the lock."""
+
+    kind: str
+    target: str
+    _run: Callable[[Progress, threading.Event], Any]
+    _lock: DatabaseLock | None
+    progress: Progress = field(default_factory=Progress)
+    cancel: threading.Event = field(default_factory=threading.Event)
+    backup_id: str | None = None
+
+    def run(self) -> Any:
+        """Do the work (on any thread); always releases the lock."""
+        try:
+            return self._run(self.progress, self.cancel)
+        finally:
+            if self._lock is not None:
+                self._lock.release()
+
+    def discard(self) -> None:
+        """Release the lock of a task that will not run."""
+        if self._lock is not None:
+            self._lock.release()
+
+
+@dataclass(frozen=True)
+class RestoreReport:
+    """The outcome of a restore, with the row-count comparison."""
+
+    backup_id: str
+    database: str
+    safety_backup: str | None
+    tables: dict[str, dict[str, int | None]]
+    ok: bool
+    seconds: float
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready form."""
+        mismatched = [t for t, c in self.tables.items() if c["expected"] != c["actual"]]
+        return {"backupId": self.backup_id, "database": self.database, "safetyBackup": self.safety_backup,
+                "rowCountsMatch": self.ok, "tables": self.tables, "mismatchedTables": mismatched,
+                "seconds": round(self.seconds, 2)}
+
+
+class BackupService:
+    """Create, list, verify, restore, delete and download backups."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        settings.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        self.db = Database(settings.data_dir / "catalogue.sqlite3")
+        self.catalogue = Catalogue(self.db)
+        self.audit = AuditLog(self.db)
+        self._keyring: KeyRing | None = None
+
+    # ----- configuration -----------------------------------------------------------------------------
+    def connection(self) -> ConnInfo:
+        """The configured database: DATABASE_URL, else the demo cluster."""
+        if self.settings.database_url:
+            return ConnInfo.parse(self.settings.database_url)
+        url = demo.ensure_running(self.settings.data_dir)
+        if url is None:
+            raise ConfigError("DATABASE_URL is not set: set it to the database to back up, or run "
+                              "`ehr-backup demo` to start a demo database")
+        return ConnInfo.parse(url)
+
+    def using_demo(self) -> bool:
+        """Whether the configured database is the demo cluster."""
+        return not self.settings.database_url
+
+    def keyring(self) -> KeyRing:
+        """Keys from the environment; for the demo only, a generated key kept in the data directory."""
+        if self._keyring is None:
+            current = self.settings.encryption_key
+            if not current and self.using_demo() and demo.database_url(self.settings.data_dir):
+                current = demo.demo_key(self.settings.data_dir)
+                log.warning("using the demo encryption key kept in %s; real use needs "
+                            "BACKUP_ENCRYPTION_KEY, kept away from the backups", self.settings.data_dir)
+            self._keyring = load_keyring(current, self.settings.old_keys)
+        return self._keyring
+
+    def _lock(self, conn: ConnInfo) -> DatabaseLock:
+        host = conn.params.get("host") or conn.params.get("hostaddr") or "localhost"
+        return DatabaseLock(self.settings.data_dir / "locks", f"{host}:{conn.params.get('port', '5432')}/"
+                                                              f"{conn.dbname}")
+
+    # ----- locations ---------------------------------------------------------------------------------
+    def forbidden_dirs(self) -> list[Path]:
+        """Directories a custom location must not overlap."""
+        dirs = [self.settings.data_dir]
+        pgdata = demo.pgdata_dir(self.settings.data_dir)
+        if pgdata:
+            dirs.append(pgdata)
+        return dirs
+
+    def locations(self) -> list[dict[str, Any]]:
+        """Each standard location with its path, whether it exists, is writable, and its free space."""
+        out = []
+        warn = self.settings.min_free_mb * 1024 * 1024
+        for loc in storage.standard_locations(self.settings.default_dir):
+            free = storage.free_bytes(loc.path)
+            out.append({"key": loc.key, "label": loc.label, "path": str(loc.path),
+                        "exists": loc.path.is_dir(), "writable": storage.is_writable(loc.path)
+                        if loc.path.exists() else storage.is_writable(_existing_parent(loc.path)),
+                        "freeBytes": free, "lowSpace": free is not None and free < warn})
+        return out
+
+    def resolve_location(self, key: str, custom_path: str | None) -> tuple[str, Path]:
+        """Turn a location key (and a custom path) into a validated, existing directory."""
+        if key not in storage.LOCATIONS:
+            raise InvalidInput(f"unknown location {key!r}: choose one of {', '.join(storage.LOCATIONS)}")
+        if key == "custom":
+            if not custom_path:
+                raise InvalidInput("a custom location needs a path")
+            return key, storage.validate_custom(custom_path, self.forbidden_dirs())
+        if custom_path:
+            raise InvalidInput("a path is only accepted with the custom location")
+        loc = next(x for x in storage.standard_locations(self.settings.default_dir) if x.key == key)
+        storage.ensure_dir(loc.path)
+        return key, Path(os.path.realpath(loc.path))
+
+    def _scan_dirs(self) -> list[tuple[str, Path]]:
+        dirs = [(x.key, Path(os.path.realpath(x.path)))
+                for x in storage.standard_locations(self.settings.default_dir)]
+        for rec in self.catalogue.all(location="custom"):
+            d = (rec.location, Path(rec.directory))
+            if d not in dirs:
+                dirs.append(d)
+        return dirs
+
+    # ----- start-up ----------------------------------------------------------------------------------
+    def reconcile(self) -> dict[str, Any]:
+        """After a crash: running rows become FAILED and temporary files are removed."""
+        failed = self.catalogue.fail_interrupted(reason="interrupted: the program stopped while it ran")
+        removed = sum(storage.remove_leftovers(d) for _, d in self._scan_dirs())
+        return {"failed": failed, "removedTemporaryFiles": removed}
+
+    # ----- create ------------------------------------------------------------------------------------
+    def prepare_create(self, actor: Actor, *, description: str, location: str = "default",
+                       custom_path: str | None = None, compression: str | None = None,
+                       kind: str = "manual", lock: DatabaseLock | None = None,
+                       slug: str | None = None) -> Task:
+        """Validate, reserve the database and record a RUNNING backup; the returned task does the work."""
+        try:
+            description = _clean_text(description, MAX_DESCRIPTION, "description")
+            algorithm = compression or self.settings.compression
+            level = check(algorithm, self.settings.gzip_level if algorithm == "gzip"
+                          else self.settings.zstd_level)
+            loc_key, directory = self.resolve_location(location, custom_path)
+            key = self.keyring().encryption_key()
+            conn = self.connection()
+        except BackupError as exc:
+            self.audit.record(actor, "create", location, "refused", exc.message)
+            raise
+        own_lock = lock is None
+        if lock is None:
+            try:
+                lock = self._lock(conn).acquire(f"a backup by {actor.name}")
+            except Busy as exc:
+                self.audit.record(actor, "create", conn.dbname, "refused", exc.message)
+                raise
+        try:
+            backup_id = self._new_id(slug or description, algorithm, directory)
+            self.audit.record(actor, "create", backup_id, "started", f"location={loc_key}")
+            record = self.catalogue.add(BackupRecord(
+                id=backup_id, location=loc_key, directory=str(directory), description=description,
+                kind=kind, status=Status.RUNNING, step="starting", compression=algorithm,
+                key_id=key.key_id, database=conn.dbname, created_at=utcnow(), created_by=actor.name))
+        except BaseException:
+            if own_lock:
+                lock.release()
+            raise
+
+        def work(progress: Progress, cancel: threading.Event) -> BackupRecord:
+            return self._run_create(actor, record, conn, key, level, directory, progress, cancel)
+
+        return Task("create", backup_id, work, lock if own_lock else None, backup_id=backup_id)
+
+    def create(self, actor: Actor, **kwargs: Any) -> BackupRecord:
+        """Make a backup now and return its record."""
+        result: BackupRecord = self.prepare_create(actor, **kwargs).run()
+        return result
+
+    def _new_id(self, description: str, algorithm: str, directory: Path) -> str:
+        now = utcnow()
+        known = self.catalogue.ids()
+        while True:
+            backup_id = storage.make_id(now, description, EXTENSIONS[algorithm])
+            if backup_id not in known and not (directory / backup_id).exists():
+                return backup_id
+            now += timedelta(milliseconds=1)
+
+    def _run_create(self, actor: Actor, record: BackupRecord, conn: ConnInfo, key: Any, level: int,
+                    directory: Path, progress: Progress, cancel: threading.Event) -> BackupRecord:
+        step = "connecting"
+        progress.phase = step
+        try:
+            facts = pg.server_facts(conn)
+            progress.total = facts.database_size
+            step = "checking free space"
+            free = storage.free_bytes(directory)
+            needed = facts.database_size // 2 + SPACE_MARGIN
+            if free is not None and free < needed:
+                raise StorageError(f"not enough free space in {directory}: {_mb(free)} free, about "
+                                   f"{_mb(needed)} needed for a database of {_mb(facts.database_size)}")
+            step = "finding pg_dump"
+            pg_dump = pg.find_tool("pg_dump", facts.major, self.settings.pg_bin)
+            _, dump_version = pg.tool_version(pg_dump)
+            step = "dumping"
+            self.catalogue.update(record.id, step=step, server_version=facts.version,
+                                  pg_dump_version=dump_version)
+            fields = {"id": record.id, "description": record.description, "database": conn.dbname,
+                      "createdAt": _iso(record.created_at), "createdBy": actor.name,
+                      "serverVersion": facts.version, "pgDumpVersion": dump_version,
+                      "compression": record.compression, "kind": record.kind, "app": f"ehr-backup {__version__}"}
+            result = run_backup(conn=conn, pg_dump=pg_dump, directory=directory, backup_id=record.id, key=key,
+                                fields=fields, algorithm=record.compression, level=level,
+                                threads=self.settings.threads, progress=progress, cancel=cancel)
+        except Cancelled as exc:
+            self._finish_failed(actor, record, Status.CANCELLED, step, exc.message, "create")
+            raise
+        except BackupError as exc:
+            self._finish_failed(actor, record, Status.FAILED, step, exc.message, "create")
+            raise
+        except OSError as exc:
+            message = f"cannot write the backup: {exc.strerror or exc}"
+            self._finish_failed(actor, record, Status.FAILED, step, message, "create")
+            raise StorageError(message) from None
+        except BaseException as exc:
+            self._finish_failed(actor, record, Status.FAILED, step, f"internal error: {exc.__class__.__name__}",
+                                "create")
+            raise
+        done = self.catalogue.update(record.id, status=Status.COMPLETED, step=None, size=result.size,
+                                     sha256=result.sha256, dump_bytes=result.dump_bytes,
+                                     table_counts=json.dumps(result.rows), finished_at=utcnow(),
+                                     duration_s=round(result.seconds, 3))
+        progress.phase = "done"
+        self.audit.record(actor, "create", record.id, "ok",
+                          f"{result.size} bytes, {len(result.rows)} tables, {result.seconds:.1f}s")
+        assert done is not None
+        return done
+
+    def _finish_failed(self, actor: Actor, record: BackupRecord, status: str, step: str, message: str,
+                       action: str) -> None:
+        self.catalogue.update(record.id, status=status, step=step, error=message[:1000], finished_at=utcnow())
+        try:
+            self.audit.record(actor, action, record.id, "cancelled" if status == Status.CANCELLED else "failed",
+                              f"{step}: {message}")
+        except BackupError:
+            log.warning("could not audit the failure of %s", record.id)
+
+    # ----- list --------------------------------------------------------------------------------------
+    def list(self, *, location: str | None = None) -> list[dict[str, Any]]:
+        """Every backup across locations: catalogued ones, files found on disk, and missing files."""
+        if location is not None and location not in storage.LOCATIONS:
+            raise InvalidInput(f"unknown location {location!r}")
+        self._import_discovered()
+        return [self.view(r) for r in self.catalogue.all(location=location)]
+
+    def _import_discovered(self) -> None:
+        known = self.catalogue.ids()
+        for key, directory in self._scan_dirs():
+            for path in storage.scan(directory):
+                if path.name in known:
+                    continue
+                try:
+                    h = peek_header(path)
+                except (BackupError, OSError):
+                    h = {}
+                created = _parse_time(h.get("createdAt")) or _mtime(path)
+                try:
+                    self.catalogue.add(BackupRecord(
+                        id=path.name, location=key, directory=str(directory), description=str(
+                            h.get("description", ""))[:MAX_DESCRIPTION], status=Status.DISCOVERED,
+                        compression=str(h.get("compression", "")), size=path.stat().st_size,
+                        key_id=h.get("keyId"), database=str(h.get("database", "")), created_at=created,
+                        created_by=str(h.get("createdBy", "")), server_version=h.get("serverVersion"),
+                        pg_dump_version=h.get("pgDumpVersion"), origin="discovered",
+                        error=None if h else "not a readable EHR Backup file"))
+                    known.add(path.name)
+                except Exception:  # noqa: BLE001 - a concurrent list imported it first
+                    known.add(path.name)
+
+    def view(self, r: BackupRecord) -> dict[str, Any]:
+        """The public JSON form of a backup."""
+        path = Path(r.directory) / r.id
+        exists = path.is_file() and not path.is_symlink()
+        status = r.status
+        if r.status in (Status.COMPLETED, Status.DISCOVERED) and not exists:
+            status = Status.MISSING
+        return {"id": r.id, "filename": r.id, "description": r.description, "location": r.location,
+                "path": str(path), "size": r.size, "sha256": r.sha256, "createdAt": _iso(r.created_at),
+                "createdBy": r.created_by, "database": r.database, "status": status, "kind": r.kind,
+                "compression": r.compression, "keyId": r.key_id, "origin": r.origin, "exists": exists,
+                "tableRowCounts": json.loads(r.table_counts) if r.table_counts else None,
+                "dumpBytes": r.dump_bytes, "durationSeconds": r.duration_s, "error": r.error,
+                "step": r.step, "serverVersion": r.server_version, "pgDumpVersion": r.pg_dump_version,
+                "finishedAt": _iso(r.finished_at), "verifiedAt": _iso(r.verified_at), "verifyOk": r.verify_ok,
+                "verifyMessage": r.verify_message}
+
+    def get(self, backup_id: str) -> BackupRecord:
+        """The catalogued backup with this id (ids are validated, never used as paths directly)."""
+        storage.validate_id(backup_id)
+        record = self.catalogue.get(backup_id)
+        if record is None:
+            self._import_discovered()
+            record = self.catalogue.get(backup_id)
+        if record is None:
+            raise NotFound(f"no backup with id {backup_id}")
+        return record
+
+    def _resolve(self, actor: Actor, action: str, backup_id: str) -> BackupRecord:
+        try:
+            return self.get(backup_id)
+        except BackupError as exc:
+            self.audit.record(actor, action, _safe_target(backup_id), "refused", exc.message)
+            raise
+
+    def _open(self, record: BackupRecord) -> OpenedFile:
+        fh = storage.open_in(Path(record.directory), record.id)
+        try:
+            return OpenedFile(fh, self.keyring())
+        except BaseException:
+            fh.close()
+            raise
+
+    # ----- verify ------------------------------------------------------------------------------------
+    def prepare_verify(self, actor: Actor, backup_id: str) -> Task:
+        """Check that a backup can be used: every byte authenticated, decompressed, dump complete."""
+        record = self._resolve(actor, "verify", backup_id)
+        self.audit.record(actor, "verify", record.id, "started")
+
+        def work(progress: Progress, cancel: threading.Event) -> dict[str, Any]:
+            return self._run_verify(actor, record, progress, cancel)
+
+        return Task("verify", record.id, work, None, backup_id=record.id)
+
+    def verify(self, actor: Actor, backup_id: str) -> dict[str, Any]:
+        """Verify now and return the result."""
+        result: dict[str, Any] = self.prepare_verify(actor, backup_id).run()
+        return result
+
+    def _run_verify(self, actor: Actor, record: BackupRecord, progress: Progress,
+                    cancel: threading.Event) -> dict[str, Any]:
+        try:
+            opened = self._open(record)
+            try:
+                progress.phase = "authenticating"
+                progress.total = opened.size
+                trailer = opened.authenticate(lambda done, _total: setattr(progress, "bytes_read", done))
+                sha = opened.sha256
+                if record.sha256 and sha != record.sha256:
+                    raise StorageError("the file differs from the one catalogued (SHA-256 mismatch)")
+                scan = scan_dump(opened, trailer, progress, cancel)
+            finally:
+                opened.fh.close()
+        except BackupError as exc:
+            self.catalogue.update(record.id, verified_at=utcnow(), verify_ok=False, verify_message=exc.message)
+            self.audit.record(actor, "verify", record.id, "failed", exc.message)
+            raise
+        updates: dict[str, Any] = {"verified_at": utcnow(), "verify_ok": True,
+                                   "verify_message": f"authentic; dump complete; {len(scan.rows)} tables"}
+        if record.status == Status.DISCOVERED:  # now proven: fill in what the file says
+            updates.update(sha256=sha, size=opened.size, dump_bytes=scan.dump_bytes,
+                           table_counts=json.dumps(scan.rows), status=Status.COMPLETED,
+                           key_id=opened.header.key_id, error=None)
+        self.catalogue.update(record.id, **updates)
+        self.audit.record(actor, "verify", record.id, "ok", updates["verify_message"])
+        progress.phase = "done"
+        return {"backupId": record.id, "ok": True, "authentic": True, "complete": scan.complete,
+                "sha256": sha, "dumpBytes": scan.dump_bytes, "tableRowCounts": scan.rows,
+                "keyId": opened.header.key_id}
+
+    # ----- restore -----------------------------------------------------------------------------------
+    def prepare_restore(self, actor: Actor, backup_id: str, *, target_url: str | None = None,
+                        target_database: str | None = None, safety_backup: bool | None = None) -> Task:
+        """Validate, reserve the target database; the task authenticates, backs up, restores, compares."""
+        record = self._resolve(actor, "restore", backup_id)
+        try:
+            if record.status not in (Status.COMPLETED, Status.DISCOVERED):
+                raise InvalidInput(f"backup {record.id} is {record.status}; only completed backups restore")
+            configured = self.connection()
+            if target_url and target_database:
+                raise InvalidInput("give a target URL or a target database name, not both")
+            if target_url:
+                target = ConnInfo.parse(target_url)
+            elif target_database:
+                target = configured.with_dbname(_clean_db_name(target_database))
+            else:
+                target = configured
+            over_configured = target.same_server(configured) and target.dbname == configured.dbname
+            safety = self.settings.safety_backup if safety_backup is None else safety_backup
+            lock = self._lock(target).acquire(f"a restore by {actor.name}")
+        except BackupError as exc:
+            self.audit.record(actor, "restore", record.id, "refused", exc.message)
+            raise
+        try:
+            self.audit.record(actor, "restore", record.id, "started", f"into {target.display}")
+        except BaseException:
+            lock.release()
+            raise
+
+        def work(progress: Progress, cancel: threading.Event) -> RestoreReport:
+            return self._run_restore(actor, record, target, over_configured and safety, lock, progress, cancel)
+
+        return Task("restore", record.id, work, lock, backup_id=record.id)
+
+    def restore(self, actor: Actor, backup_id: str, **kwargs: Any) -> RestoreReport:
+        """Restore now and return the report."""
+        result: RestoreReport = self.prepare_restore(actor, backup_id, **kwargs).run()
+        return result
+
+    def _run_restore(self, actor: Actor, record: BackupRecord, target: ConnInfo, safety: bool,
+                     lock: DatabaseLock, progress: Progress, cancel: threading.Event) -> RestoreReport:
+        started = time.monotonic()
+        safety_id: str | None = None
+        try:
+            opened = self._open(record)
+            try:
+                progress.phase = "authenticating"
+                progress.total = opened.size
+                trailer = opened.authenticate(lambda done, _total: setattr(progress, "bytes_read", done))
+                if cancel.is_set():
+                    raise Cancelled()
+                if safety:
+                    progress.phase = "safety backup"
+                    task = self.prepare_create(actor, description=f"Safety backup before restoring {record.id}",
+                                               kind="safety", lock=lock, slug="pre_restore_safety")
+                    task.progress = progress
+                    safety_id = task.run().id
+                    progress.phase = "restoring"
+                if not pg.database_exists(target):
+                    pg.create_database(target)
+                facts = pg.server_facts(target)
+                psql = pg.find_tool("psql", facts.major, self.settings.pg_bin)
+                rows = run_restore(opened=opened, trailer=trailer, conn=target, psql=psql, progress=progress,
+                                   cancel=cancel)
+            finally:
+                opened.fh.close()
+            progress.phase = "comparing row counts"
+            actual = pg.count_rows(target, list(rows))
+        except BackupError as exc:
+            self.audit.record(actor, "restore", record.id, "cancelled" if isinstance(exc, Cancelled)
+                              else "failed", exc.message)
+            raise
+        tables = {t: {"expected": n, "actual": actual.get(t)} for t, n in rows.items()}
+        report = RestoreReport(record.id, target.dbname, safety_id, tables,
+                               all(c["expected"] == c["actual"] for c in tables.values()),
+                               time.monotonic() - started)
+        mismatch = "" if report.ok else f"; row counts differ in {sum(1 for c in tables.values() if c['expected'] != c['actual'])} tables"
+        self.audit.record(actor, "restore", record.id, "ok" if report.ok else "failed",
+                          f"into {target.display}; {len(tables)} tables compared{mismatch}")
+        progress.phase = "done"
+        return report
+
+    # ----- delete, download, decrypt ----------------------------------------------------------------
+    def delete(self, actor: Actor, backup_id: str) -> None:
+        """Delete a backup's file and its catalogue row together."""
+        record = self._resolve(actor, "delete", backup_id)
+        if record.status == Status.RUNNING:
+            self.audit.record(actor, "delete", record.id, "refused", "the backup is still running")
+            raise Busy("the backup is still running; cancel it first")
+        self.audit.record(actor, "delete", record.id, "started")
+        try:
+            storage.unlink_in(Path(record.directory), record.id)
+        except BackupError as exc:
+            self.audit.record(actor, "delete", record.id, "failed", exc.message)
+            raise
+        self.catalogue.delete(record.id)
+        self.audit.record(actor, "delete", record.id, "ok")
+
+    def open_download(self, actor: Actor, backup_id: str) -> tuple[IO[bytes], int, str]:
+        """Open a backup file for streaming to a client: (handle, size, file name)."""
+        record = self._resolve(actor, "download", backup_id)
+        try:
+            if record.status not in (Status.COMPLETED, Status.DISCOVERED):
+                raise InvalidInput(f"backup {record.id} is {record.status}; nothing to download")
+            fh = storage.open_in(Path(record.directory), record.id)
+        except BackupError as exc:
+            self.audit.record(actor, "download", record.id, "refused", exc.message)
+            raise
+        try:
+            self.audit.record(actor, "download", record.id, "ok")
+        except BaseException:
+            fh.close()
+            raise
+        return fh, os.fstat(fh.fileno()).st_size, record.id
+
+    def decrypt_file(self, actor: Actor, source: Path, output: Path) -> dict[str, Any]:
+        """Authenticate and decrypt a backup file to plain SQL, with only the file and the key."""
+        target = _safe_target(str(source))
+        self.audit.record(actor, "decrypt", target, "started", f"to {output}")
+        try:
+            try:
+                fh = open(source, "rb")  # noqa: SIM115 - closed below
+            except OSError as exc:
+                raise NotFound(f"cannot open {source}: {exc.strerror}") from None
+            try:
+                opened = OpenedFile(fh, self.keyring())
+                trailer = opened.authenticate()
+                output = output.resolve()
+                if output.exists() and output.is_dir():
+                    raise InvalidInput("the output must be a file name, not a directory")
+                with storage.atomic_file(output.parent, output.name) as out:
+                    scan = scan_dump(opened, trailer, Progress(), threading.Event(), out=out)
+            finally:
+                fh.close()
+        except BackupError as exc:
+            self.audit.record(actor, "decrypt", target, "failed", exc.message)
+            raise
+        except OSError as exc:
+            self.audit.record(actor, "decrypt", target, "failed", str(exc.strerror))
+            raise StorageError(f"cannot write {output}: {exc.strerror}") from None
+        self.audit.record(actor, "decrypt", target, "ok")
+        return {"output": str(output), "dumpBytes": scan.dump_bytes, "tableRowCounts": scan.rows}
+
+
+def _existing_parent(path: Path) -> Path:
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return path
+
+
+def _mb(n: int) -> str:
+    return f"{n / 1024 / 1024:.0f} MB"
+
+
+def _iso(value: Any) -> str | None:
+    value = as_utc(value)
+    if value is None:
+        return None
+    return value.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _parse_time(text: Any) -> datetime | None:
+    try:
+        return datetime.fromisoformat(str(text).replace("Z", "+00:00")) if text else None
+    except ValueError:
+        return None
+
+
+def _mtime(path: Path) -> datetime:
+    return datetime.fromtimestamp(path.stat().st_mtime, timezone.utc)
+
+
+def _safe_target(text: str) -> str:
+    """A printable, bounded form of an untrusted id for the audit log."""
+    return text.encode("unicode_escape").decode("ascii")[:200]
+
+
+def _clean_db_name(name: str) -> str:
+    name = name.strip()
+    if not name or len(name) > 63 or any(ord(c) < 32 for c in name):
+        raise InvalidInput("invalid target database name")
+    return name
+
+
+def iter_file(fh: IO[bytes], chunk: int = 1024 * 1024) -> Iterator[bytes]:
+    """Read an open file in chunks and close it at the end."""
+    try:
+        while data := fh.read(chunk):
+            yield data
+    finally:
+        fh.close()
