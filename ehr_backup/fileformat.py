@@ -161,7 +161,7 @@ class OpenedFile:
             self._enc_key, self._mac_key = key.file_keys(bytes.fromhex(f["salt"]), f["keyDerivation"])
         except (KeyError, TypeError, AttributeError):
             raise NotAuthentic() from None
-        self.size = os.fstat(fh.fileno()).st_size
+        self.size = fh.seek(0, os.SEEK_END)
         self.sha256: str | None = None  # of the whole file, known after authenticate()
         self.body_len, self.trailer_len = self._footer()
 

@@ -1,0 +1,147 @@
+"""Shared fixtures: real PostgreSQL databases, a configured service, a throwaway cluster."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from ehr_backup.audit import Actor
+from ehr_backup.config import Settings
+from ehr_backup.keys import generate_key
+from ehr_backup.service import BackupService
+
+ADMIN_URL = os.environ.get("EHR_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+ACTOR = Actor("tester", "127.0.0.1")
+
+
+def url_for(dbname: str, base: str = ADMIN_URL) -> str:
+    """The admin URL with another database name."""
+    return base.rsplit("/", 1)[0] + "/" + dbname
+
+
+def run_sql(url: str, sql: str) -> None:
+    """Execute a script in autocommit mode."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(sql)
+
+
+def query(url: str, sql: str) -> list[tuple]:
+    """Fetch all rows of a query."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        return conn.execute(sql).fetchall()
+
+
+@pytest.fixture
+def make_db() -> Iterator[Callable[[], str]]:
+    """Create empty databases on the shared server; drop them afterwards. Returns their URLs."""
+    made: list[str] = []
+
+    def make(name: str | None = None) -> str:
+        name = name or f"t_{uuid.uuid4().hex[:12]}"
+        run_sql(ADMIN_URL, f'CREATE DATABASE "{name}"')
+        made.append(name)
+        return url_for(name)
+
+    yield make
+    for name in made:
+        try:
+            run_sql(ADMIN_URL, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        except psycopg.Error:
+            pass
+
+
+@pytest.fixture
+def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, make_db: Callable[[], str]) -> dict[str, str]:
+    """Environment of an installation: its own data dir, default location, key, and database."""
+    home = tmp_path / "home"
+    home.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.delenv("XDG_DESKTOP_DIR", raising=False)
+    values = {
+        "DATABASE_URL": make_db(),
+        "BACKUP_ENCRYPTION_KEY": generate_key(),
+        "EHR_BACKUP_DATA_DIR": str(tmp_path / "data"),
+        "EHR_BACKUP_DEFAULT_DIR": str(tmp_path / "backups"),
+        "EHR_BACKUP_THREADS": "2",
+        "HOME": str(home),
+    }
+    return values
+
+
+@pytest.fixture
+def service(env: dict[str, str]) -> Iterator[BackupService]:
+    """A service configured from `env`."""
+    svc = BackupService(Settings.from_env(env))
+    yield svc
+    svc.db.dispose()
+
+
+def cli_env(env: dict[str, str]) -> dict[str, str]:
+    """os.environ with the installation's variables, for running the CLI as a subprocess."""
+    base = {k: v for k, v in os.environ.items() if not k.startswith(("PYTEST_", "PG", "BACKUP_", "EHR_BACKUP_",
+                                                                      "DATABASE_URL"))}
+    return {**base, **env}
+
+
+class Cluster:
+    """A throwaway PostgreSQL cluster run by the postgres user, which tests may stop or kill."""
+
+    def __init__(self, base: Path) -> None:
+        self.base = base
+        self.pgdata = base / "pgdata"
+        self.bindir = Path(sorted(Path("/usr/lib/postgresql").glob("*/bin"))[-1])
+        self.port = _free_port()
+        self.user = "postgres" if os.geteuid() == 0 else None
+
+    def _run(self, *argv: str) -> subprocess.CompletedProcess[str]:
+        cmd = ["runuser", "-u", self.user, "--", *argv] if self.user else list(argv)
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("PG", "PYTEST_"))}
+        return subprocess.run(cmd, capture_output=True, text=True, env=env, cwd="/")
+
+    def start(self) -> None:
+        """initdb (first time) and start."""
+        if not self.pgdata.exists():
+            self.base.mkdir(parents=True, exist_ok=True)
+            if self.user:
+                shutil.chown(self.base, self.user, self.user)
+            res = self._run(str(self.bindir / "initdb"), "-D", str(self.pgdata), "-U", "postgres", "-A", "trust")
+            assert res.returncode == 0, res.stderr
+        res = self._run(str(self.bindir / "pg_ctl"), "-D", str(self.pgdata), "-l", str(self.base / "log"), "-w",
+                        "-o", f"-c port={self.port} -c listen_addresses=127.0.0.1 "
+                              f"-c unix_socket_directories={self.base}", "start")
+        assert res.returncode == 0, res.stderr + res.stdout
+
+    def stop(self, mode: str = "fast") -> None:
+        """Stop the server (mode immediate = crash)."""
+        self._run(str(self.bindir / "pg_ctl"), "-D", str(self.pgdata), "-m", mode, "-w", "stop")
+
+    def url(self, dbname: str = "postgres") -> str:
+        """Connection URL for a database of this cluster."""
+        return f"postgresql://postgres@127.0.0.1:{self.port}/{dbname}"
+
+
+def _free_port() -> int:
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture
+def cluster() -> Iterator[Cluster]:
+    """A throwaway cluster (about two seconds to create)."""
+    import tempfile
+    base = Path(tempfile.mkdtemp(prefix="ehr-cluster-", dir="/var/tmp"))
+    os.chmod(base, 0o755)
+    c = Cluster(base / "c")
+    c.start()
+    yield c
+    c.stop("immediate")
+    shutil.rmtree(base, ignore_errors=True)
