@@ -266,3 +266,5 @@ def _print_human(args: argparse.Namespace, result: Any) -> None:
 def main() -> None:
     """Console entry point."""
     sys.exit(run())
+if __name__ == "__main__":
+    main()

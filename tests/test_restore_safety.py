@@ -1,0 +1,147 @@
+"""Restore safety: a bad file never reaches the database, a failed restore leaves it as it was."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+
+from ehr_backup.config import Settings
+from ehr_backup.errors import Busy, Cancelled, KeyNotAvailable, NotAuthentic, ToolError
+from ehr_backup.keys import generate_key
+from ehr_backup.service import BackupService
+
+from .conftest import ACTOR, cli_env, run_sql
+from .helpers import AWKWARD_SQL, dump_text
+from .test_faults import _wait_for, wrapper_bin
+
+
+def flip(path: Path, offset: int) -> None:
+    data = bytearray(path.read_bytes())
+    data[offset] ^= 0x01
+    path.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize("where", [0.0, 0.5, 0.999])
+def test_a_modified_file_is_refused_and_the_database_is_untouched(
+        service: BackupService, env: dict[str, str], where: float) -> None:
+    db = env["DATABASE_URL"]
+    run_sql(db, AWKWARD_SQL)
+    record = service.create(ACTOR, description="to tamper")
+    path = Path(record.directory) / record.id
+    flip(path, int(path.stat().st_size * where))
+    run_sql(db, "CREATE TABLE changed_after (a int)")
+    before = dump_text(db)
+    with pytest.raises(NotAuthentic):
+        service.restore(ACTOR, record.id)
+    assert dump_text(db) == before
+    assert len(service.catalogue.all()) == 1  # no safety backup either: the file was refused first
+    with pytest.raises(NotAuthentic):
+        service.verify(ACTOR, record.id)
+    assert service.view(service.get(record.id))["verifyOk"] is False
+
+
+def test_a_truncated_file_is_refused(service: BackupService, env: dict[str, str]) -> None:
+    record = service.create(ACTOR, description="to truncate")
+    path = Path(record.directory) / record.id
+    path.write_bytes(path.read_bytes()[:-100])
+    before = dump_text(env["DATABASE_URL"])
+    with pytest.raises(NotAuthentic):
+        service.restore(ACTOR, record.id)
+    assert dump_text(env["DATABASE_URL"]) == before
+
+
+def test_a_file_whose_key_is_not_configured_names_the_key_and_touches_nothing(
+        service: BackupService, env: dict[str, str]) -> None:
+    record = service.create(ACTOR, description="old key")
+    other = BackupService(Settings.from_env({**env, "BACKUP_ENCRYPTION_KEY": generate_key()}))
+    with pytest.raises(KeyNotAvailable) as err:
+        other.restore(ACTOR, record.id)
+    assert record.key_id and record.key_id in str(err.value)
+    rotated = BackupService(Settings.from_env({**env, "BACKUP_ENCRYPTION_KEY": generate_key(),
+                                               "BACKUP_ENCRYPTION_OLD_KEYS": env["BACKUP_ENCRYPTION_KEY"]}))
+    assert rotated.verify(ACTOR, record.id)["ok"]
+
+
+def test_a_restore_that_fails_half_way_commits_nothing(service: BackupService, env: dict[str, str],
+                                                        make_db) -> None:
+    db = env["DATABASE_URL"]
+    role = "ehr_tmp_owner_" + db.rsplit("_", 1)[-1]
+    run_sql(db, f"CREATE ROLE {role}; CREATE TABLE first_table (a int); INSERT INTO first_table VALUES (1);"
+                f"CREATE TABLE owned (a int); ALTER TABLE owned OWNER TO {role};")
+    record = service.create(ACTOR, description="needs a role")
+    run_sql(db, f"DROP TABLE owned; DROP ROLE {role};")
+    target = make_db()
+    run_sql(target, "CREATE TABLE precious (v text); INSERT INTO precious VALUES ('keep me');")
+    before = dump_text(target)
+    with pytest.raises(ToolError) as err:
+        service.restore(ACTOR, record.id, target_url=target)
+    assert role in str(err.value) and "nothing was committed" in str(err.value)
+    assert dump_text(target) == before
+
+
+def test_cancelling_a_restore_leaves_the_database_as_it_was(service: BackupService, env: dict[str, str],
+                                                            make_db) -> None:
+    run_sql(env["DATABASE_URL"], "CREATE TABLE t AS SELECT g, repeat(md5(g::text), 6) s "
+                                 "FROM generate_series(1, 300000) g;")
+    record = service.create(ACTOR, description="big enough")
+    target = make_db()
+    run_sql(target, "CREATE TABLE precious (v text); INSERT INTO precious VALUES ('keep me');")
+    before = dump_text(target)
+    task = service.prepare_restore(ACTOR, record.id, target_url=target)
+    threading.Thread(target=lambda: (_wait_for(lambda: task.progress.phase == "restoring"
+                                               and task.progress.bytes_read > 3_000_000),
+                                     task.cancel.set())).start()
+    with pytest.raises(Cancelled):
+        task.run()
+    assert dump_text(target) == before
+
+
+def test_if_the_safety_backup_fails_the_restore_does_not_start(tmp_path: Path, env: dict[str, str]) -> None:
+    db = env["DATABASE_URL"]
+    run_sql(db, "CREATE TABLE t (a int); INSERT INTO t VALUES (1);")
+    good = BackupService(Settings.from_env(env)).create(ACTOR, description="good")
+    run_sql(db, "INSERT INTO t VALUES (2);")
+    before = dump_text(db)
+    broken = BackupService(Settings.from_env({**env, "EHR_BACKUP_PG_BIN": wrapper_bin(tmp_path, "exit 1")}))
+    with pytest.raises(ToolError):
+        broken.restore(ACTOR, good.id)
+    assert dump_text(db) == before
+
+
+def test_a_second_backup_or_restore_of_the_same_database_is_busy(service: BackupService,
+                                                                 env: dict[str, str]) -> None:
+    record = service.create(ACTOR, description="first")
+    holding = service.prepare_create(ACTOR, description="running")
+    try:
+        with pytest.raises(Busy) as err:
+            service.prepare_create(ACTOR, description="second")
+        assert "busy" in str(err.value)
+        with pytest.raises(Busy):
+            service.prepare_restore(ACTOR, record.id)
+        res = subprocess.run([sys.executable, "-m", "ehr_backup.cli", "create", "--description", "from cli"],
+                             env=cli_env(env), capture_output=True, text=True)
+        assert res.returncode != 0 and "busy" in res.stderr and res.stderr.count("\n") == 1
+    finally:
+        holding.run()
+    assert service.create(ACTOR, description="after").status == "completed"
+
+
+def test_restore_reports_row_counts_compared_with_the_backup(service: BackupService, env: dict[str, str],
+                                                              make_db) -> None:
+    run_sql(env["DATABASE_URL"], "CREATE TABLE a AS SELECT generate_series(1, 10) g; CREATE TABLE b (x int);")
+    record = service.create(ACTOR, description="counts")
+    report = service.restore(ACTOR, record.id, target_url=make_db()).as_dict()
+    assert report["rowCountsMatch"] is True
+    assert report["tables"] == {"public.a": {"expected": 10, "actual": 10}, "public.b": {"expected": 0, "actual": 0}}
+
+
+def test_restore_creates_a_missing_target_database(service: BackupService, env: dict[str, str], make_db) -> None:
+    run_sql(env["DATABASE_URL"], "CREATE TABLE a AS SELECT generate_series(1, 3) g;")
+    record = service.create(ACTOR, description="new db")
+    url = make_db()
+    run_sql(url.rsplit("/", 1)[0] + "/postgres", f'DROP DATABASE "{url.rsplit("/", 1)[1]}"')
+    assert service.restore(ACTOR, record.id, target_url=url).ok
