@@ -17,13 +17,29 @@ from ehr_backup.config import Settings
 from ehr_backup.keys import generate_key
 from ehr_backup.service import BackupService
 
-ADMIN_URL = os.environ.get("EHR_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 ACTOR = Actor("tester", "127.0.0.1")
 
 
-def url_for(dbname: str, base: str = ADMIN_URL) -> str:
+def _admin_url() -> str:
+    """The server tests use: EHR_TEST_PG_URL, else 127.0.0.1:5432, else a cluster started for this run."""
+    url = os.environ.get("EHR_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+    try:
+        psycopg.connect(url, connect_timeout=3).close()
+        return url
+    except psycopg.Error:
+        import atexit
+        import tempfile
+        base = Path(tempfile.mkdtemp(prefix="ehr-test-server-", dir="/var/tmp"))
+        os.chmod(base, 0o755)
+        c = Cluster(base / "c")
+        c.start()
+        atexit.register(lambda: (c.stop("immediate"), shutil.rmtree(base, ignore_errors=True)))
+        return c.url()
+
+
+def url_for(dbname: str, base: str | None = None) -> str:
     """The admin URL with another database name."""
-    return base.rsplit("/", 1)[0] + "/" + dbname
+    return (base or ADMIN_URL).rsplit("/", 1)[0] + "/" + dbname
 
 
 def run_sql(url: str, sql: str) -> None:
@@ -132,6 +148,9 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+ADMIN_URL = _admin_url()
 
 
 @pytest.fixture
