@@ -74,6 +74,28 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--stop", action="store_true", help="stop the demo server")
     c.add_argument("--json", action="store_true")
 
+    c = cmd("user", "manage the people who may sign in to the web app")
+    u = c.add_subparsers(dest="user_command", required=True, metavar="ACTION")
+    x = u.add_parser("add", help="add a user (password from a prompt, or from stdin when it is not a terminal)")
+    x.add_argument("name", metavar="NAME")
+    x.add_argument("--admin", action="store_true", help="give the administrator role")
+    u.add_parser("list", help="list users").add_argument("--json", action="store_true")
+    for action, text in (("disable", "stop a user from signing in (ends their sessions)"),
+                         ("enable", "let a disabled user sign in again"),
+                         ("passwd", "set a new password (prompt or stdin)")):
+        u.add_parser(action, help=text).add_argument("name", metavar="NAME")
+
+    c = cmd("token", "manage API tokens for scripts")
+    t = c.add_subparsers(dest="token_command", required=True, metavar="ACTION")
+    x = t.add_parser("create", help="create a token for USER; it is printed once, as the last line")
+    x.add_argument("user", metavar="USER")
+    x.add_argument("--label", default="", help="what the token is for")
+    x = t.add_parser("revoke", help="revoke a token by its id (see `token list`)")
+    x.add_argument("token_id", metavar="TOKEN_ID", type=int)
+    t.add_parser("list", help="list tokens (never their values)").add_argument("--json", action="store_true")
+
+    c = cmd("serve", "start the web app (pages and REST API), as `python -m ehr_backup` does")
+
     c = cmd("audit", "check or export the audit trail")
     a = c.add_subparsers(dest="audit_command", required=True, metavar="ACTION")
     a.add_parser("verify", help="check the hash chain of the audit log")
@@ -155,6 +177,10 @@ def run(argv: list[str] | None = None) -> int:
         settings = Settings.from_env()
         if args.command == "demo":
             return _demo(settings, args)
+        if args.command == "serve":
+            import runpy
+            runpy.run_module("ehr_backup", run_name="__main__")
+            return 0
         from .service import BackupService  # heavy imports only when needed
         service = BackupService(settings)
         service.reconcile()
@@ -199,6 +225,8 @@ def _dispatch(service: Any, args: argparse.Namespace) -> Any:
         return {"locations": service.locations()}
     if args.command == "audit":
         return _audit(service, args)
+    if args.command in ("user", "token"):
+        return _accounts(service, args, actor)
     raise InvalidInput(f"unknown command {args.command}")
 
 
@@ -212,6 +240,40 @@ def _audit(service: Any, args: argparse.Namespace) -> Any:
         return {"exported": service.audit.export_csv(sys.stdout)}
     with open(args.csv, "w", newline="", encoding="utf-8") as fh:
         return {"exported": service.audit.export_csv(fh), "file": args.csv}
+
+
+def _read_password() -> str:
+    if sys.stdin.isatty():
+        first = getpass.getpass("Password: ")
+        if getpass.getpass("Repeat password: ") != first:
+            raise InvalidInput("the passwords differ")
+        return first
+    return sys.stdin.readline().rstrip("\n")
+
+
+def _accounts(service: Any, args: argparse.Namespace, actor: Actor) -> Any:
+    from .auth import AuthService
+    auth = AuthService(service.db, service.audit, service.settings)
+    if args.command == "user":
+        if args.user_command == "add":
+            user = auth.add_user(actor, args.name, _read_password(), admin=args.admin)
+            return {"user": user.username, "admin": user.is_admin}
+        if args.user_command == "list":
+            return {"users": [{"name": u.username, "admin": u.is_admin, "disabled": u.disabled}
+                              for u in auth.users()]}
+        if args.user_command == "passwd":
+            auth.update_user(actor, args.name, password=_read_password())
+        else:
+            auth.update_user(actor, args.name, disabled=args.user_command == "disable")
+        return {"user": args.name, "done": args.user_command}
+    if args.token_command == "create":
+        return {"token": auth.create_token(actor, args.user, args.label)}
+    if args.token_command == "revoke":
+        auth.revoke_token(actor, args.token_id)
+        return {"revoked": args.token_id}
+    names = {u.id: u.username for u in auth.users()}
+    return {"tokens": [{"id": t.id, "prefix": t.prefix, "user": names.get(t.user_id), "label": t.label,
+                        "revoked": t.revoked_at is not None} for t in auth.tokens()]}
 
 
 def _demo(settings: Settings, args: argparse.Namespace) -> int:
@@ -260,6 +322,18 @@ def _print_human(args: argparse.Namespace, result: Any) -> None:
             print(f"{loc['key']:<10} {loc['path']}  ({flags}, {_human_size(loc['freeBytes'])} free"
                   f"{', LOW' if loc['lowSpace'] else ''})")
     elif cmd == "audit":
+        print(json.dumps(result))
+    elif cmd == "token" and args.token_command == "create":
+        print("API token (shown once; store it now):")
+        print(result["token"])
+    elif cmd == "user" and args.user_command == "list":
+        for u in result["users"]:
+            print(f"{u['name']:<24} {'admin' if u['admin'] else 'user':<6} {'disabled' if u['disabled'] else ''}")
+    elif cmd == "token" and args.token_command == "list":
+        for t in result["tokens"]:
+            print(f"{t['id']:>4}  {t['prefix']}…  {t['user']:<20} {'revoked' if t['revoked'] else 'active':<8} "
+                  f"{_printable(t['label'])}")
+    else:
         print(json.dumps(result))
 
 

@@ -94,3 +94,16 @@ class ApiToken(SQLModel, table=True):
     created_at: datetime
     last_used_at: datetime | None = None
     revoked_at: datetime | None = None
+
+
+class WebSession(SQLModel, table=True):
+    """A signed-in browser session; the cookie holds a random token, only its hash is kept."""
+
+    __tablename__ = "sessions"
+
+    id: str = Field(primary_key=True)  # SHA-256 of the token
+    user_id: int = Field(index=True, foreign_key="users.id")
+    created_at: datetime
+    last_seen: datetime
+    ended_at: datetime | None = None
+    address: str = ""

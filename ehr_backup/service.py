@@ -164,6 +164,36 @@ class BackupService:
         storage.ensure_dir(loc.path)
         return key, Path(os.path.realpath(loc.path))
 
+    def browse(self, path: str | None) -> dict[str, Any]:
+        """List the sub-folders of a directory for the custom-location chooser (never files)."""
+        target = storage.check_path_text(path or str(Path.home()))
+        target = Path(os.path.realpath(target))
+        if not target.is_dir():
+            raise NotFound("no such folder")
+        try:
+            dirs = sorted(e.name for e in os.scandir(target)
+                          if e.is_dir(follow_symlinks=False) and not e.name.startswith("."))[:1000]
+        except OSError as exc:
+            raise StorageError(f"cannot list {target}: {exc.strerror}") from None
+        try:
+            storage.check_custom(str(target), self.forbidden_dirs())
+            allowed, reason = True, ""
+        except BackupError as exc:
+            allowed, reason = False, exc.message
+        return {"path": str(target), "parent": str(target.parent) if target != target.parent else None,
+                "dirs": dirs, "allowed": allowed, "reason": reason}
+
+    def create_folder(self, actor: Actor, parent: str, name: str) -> str:
+        """Create a sub-folder (0700) inside an allowed location; return its path."""
+        name = _clean_text(name, 255, "folder name")
+        if not name or name in (".", "..") or "/" in name or "\0" in name:
+            raise InvalidInput("a folder name must not be empty or contain '/'")
+        path = storage.check_custom(str(Path(parent) / name), self.forbidden_dirs())
+        self.audit.record(actor, "folder.create", str(path), "started")
+        storage.ensure_dir(path)
+        self.audit.record(actor, "folder.create", str(path), "ok")
+        return str(path)
+
     def _scan_dirs(self) -> list[tuple[str, Path]]:
         dirs = [(x.key, Path(os.path.realpath(x.path)))
                 for x in storage.standard_locations(self.settings.default_dir)]

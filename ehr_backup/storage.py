@@ -78,8 +78,8 @@ def _symlink_in(path: Path) -> Path | None:
     return None
 
 
-def validate_custom(text: str, forbidden: list[Path]) -> Path:
-    """Validate a custom location; create it (0700) if missing; return its path or say why not."""
+def check_custom(text: str, forbidden: list[Path]) -> Path:
+    """Check a custom location without touching the disk; return its path or say why not."""
     path = check_path_text(text)
     link = _symlink_in(path)
     if link is not None:
@@ -93,6 +93,12 @@ def validate_custom(text: str, forbidden: list[Path]) -> Path:
         other = Path(os.path.realpath(other))
         if path.is_relative_to(other) or other.is_relative_to(path):
             raise InvalidInput(f"{path} overlaps a directory that must stay separate ({other})")
+    return path
+
+
+def validate_custom(text: str, forbidden: list[Path]) -> Path:
+    """Validate a custom location; create it (0700) if missing; return its path or say why not."""
+    path = check_custom(text, forbidden)
     ensure_dir(path)
     check_writable(path)
     return path

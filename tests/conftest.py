@@ -164,3 +164,43 @@ def cluster() -> Iterator[Cluster]:
     yield c
     c.stop("immediate")
     shutil.rmtree(base, ignore_errors=True)
+
+
+ADMIN_PW = "correct-horse-battery"
+USER_PW = "ordinary-user-password"
+
+
+@pytest.fixture
+def web_env(env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+    """The installation's variables in os.environ, where the web app's main file reads them."""
+    for key in ("EHR_BACKUP_SESSION_SECRET", "EHR_BACKUP_IDLE_MINUTES", "EHR_BACKUP_SESSION_HOURS",
+                "EHR_BACKUP_PG_BIN", "BACKUP_ENCRYPTION_OLD_KEYS"):
+        monkeypatch.delenv(key, raising=False)
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    return env
+
+
+@pytest.fixture
+def accounts(web_env: dict[str, str]):
+    """An admin (alice) and a non-admin (bob); returns the AuthService used to make them."""
+    from ehr_backup.auth import AuthService
+    svc = BackupService(Settings.from_env(web_env))
+    auth = AuthService(svc.db, svc.audit, svc.settings)
+    auth.add_user(Actor("test-setup"), "alice", ADMIN_PW, admin=True)
+    auth.add_user(Actor("test-setup"), "bob", USER_PW, admin=False)
+    yield auth
+    svc.db.dispose()
+
+
+@pytest.fixture
+async def user(web_env: dict[str, str], caplog: pytest.LogCaptureFixture, request: pytest.FixtureRequest):
+    """NiceGUI's simulated user, started only after the installation's environment is in place."""
+    from nicegui.testing.general_fixtures import get_path_to_main_file
+    from nicegui.testing.user_simulation import user_simulation
+
+    async with user_simulation(main_file=get_path_to_main_file(request)) as simulated:
+        yield simulated
+        errors = [r for r in caplog.get_records("call") if r.levelname == "ERROR"]
+        if errors:
+            pytest.fail(f"unexpected ERROR logs: {[r.getMessage() for r in errors]}", pytrace=False)

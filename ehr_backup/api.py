@@ -1,0 +1,192 @@
+"""REST API under /api/admin/backup: thin adapters from HTTP to BackupService, admin only.
+
+No `from __future__ import annotations` here: FastAPI must see the route signatures' real types.
+"""
+
+import asyncio
+from dataclasses import dataclass
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.openapi.utils import get_openapi
+from fastapi.responses import JSONResponse, StreamingResponse
+from pydantic import BaseModel, ConfigDict, Field
+
+from . import __version__
+from .audit import Actor
+from .auth import AuthService, Principal, require_admin
+from .errors import BackupError, Forbidden, NotFound, Unauthenticated
+from .jobs import Job, JobManager
+from .service import BackupService, iter_file
+
+PREFIX = "/api/admin/backup"
+SAFE_METHODS = {"GET", "HEAD", "OPTIONS"}
+SESSION_COOKIE = "ehr_session"
+
+
+@dataclass
+class ApiContext:
+    """What the routes need."""
+
+    service: BackupService
+    auth: AuthService
+    jobs: JobManager
+
+
+def client_address(request: Request) -> str:
+    """The peer address of a request."""
+    return request.client.host if request.client else ""
+
+
+def same_origin(request: Request) -> bool:
+    """Whether a browser request comes from this app's own origin (Origin, else Referer)."""
+    source = request.headers.get("origin") or request.headers.get("referer") or ""
+    host = request.headers.get("host", "")
+    if not source or not host:
+        return False
+    rest = source.split("://", 1)[-1]
+    return rest.split("/", 1)[0].lower() == host.lower()
+
+
+def authenticate(ctx: ApiContext, request: Request) -> Principal:
+    """Bearer token or session cookie; cookie-authenticated writes must be same-origin (CSRF)."""
+    address = client_address(request)
+    header = request.headers.get("authorization", "")
+    try:
+        if header:
+            scheme, _, token = header.partition(" ")
+            if scheme.lower() != "bearer" or not token:
+                raise Unauthenticated("use Authorization: Bearer <token>")
+            principal = ctx.auth.token(token.strip(), address)
+        else:
+            principal = ctx.auth.session(request.cookies.get(SESSION_COOKIE), address)
+            if request.method not in SAFE_METHODS and not same_origin(request):
+                raise Forbidden("cross-site request refused")
+        return require_admin(principal)
+    except (Unauthenticated, Forbidden) as exc:
+        who = locals().get("principal")
+        name = who.username if isinstance(who, Principal) else "anonymous"
+        ctx.service.audit.record(Actor(name, address), "access", f"{request.method} {request.url.path}"[:300],
+                                 "refused", exc.message)
+        raise
+
+
+class CreateBody(BaseModel):
+    """POST /create."""
+
+    model_config = ConfigDict(extra="forbid")
+    description: str = Field(default="", max_length=500)
+    location: Literal["default", "desktop", "documents", "downloads", "custom"] = "default"
+    customPath: str | None = Field(default=None, max_length=4096)
+    compression: Literal["gzip", "zstd"] | None = None
+
+
+class IdBody(BaseModel):
+    """A body naming one backup."""
+
+    model_config = ConfigDict(extra="forbid")
+    backupId: str = Field(max_length=300)
+
+
+class RestoreBody(IdBody):
+    """POST /restore."""
+
+    targetDatabase: str | None = Field(default=None, max_length=63)
+
+
+def build_router(ctx: ApiContext) -> APIRouter:
+    """All API routes; every one requires an administrator."""
+
+    def admin(request: Request) -> Principal:
+        return authenticate(ctx, request)
+
+    Admin = Annotated[Principal, Depends(admin)]
+    Wait = Annotated[bool, Query()]
+    router = APIRouter(prefix=PREFIX, dependencies=[Depends(admin)], tags=["backup"])
+
+    async def finish(job: Job, wait: bool) -> Any:
+        if not wait:
+            return JSONResponse({"jobId": job.id, "backupId": job.task.backup_id, "status": job.status},
+                                status_code=202)
+        while not job.done.is_set():
+            await asyncio.sleep(0.2)
+        if job.status != "succeeded":
+            return JSONResponse({"error": job.error, "jobId": job.id, "status": job.status},
+                                status_code=job.error_status or 500)
+        return JSONResponse(job.result, status_code=200)
+
+    @router.post("/create", status_code=202)
+    async def create(body: CreateBody, who: Admin, wait: Wait = False) -> Any:
+        """Start a backup (202 with the job), or with ?wait=true return the finished backup."""
+        task = await asyncio.to_thread(ctx.service.prepare_create, who.actor(), description=body.description,
+                                       location=body.location, custom_path=body.customPath,
+                                       compression=body.compression)
+        return await finish(ctx.jobs.start(task, who.username), wait)
+
+    @router.get("/list")
+    async def list_(who: Admin, location: str | None = None) -> dict[str, Any]:
+        """Every backup across all locations, optionally of one location."""
+        return {"backups": await asyncio.to_thread(ctx.service.list, location=location)}
+
+    @router.post("/restore", status_code=202)
+    async def restore(body: RestoreBody, who: Admin, wait: Wait = False) -> Any:
+        """Restore a backup over the configured database, or into targetDatabase on the same server."""
+        task = await asyncio.to_thread(ctx.service.prepare_restore, who.actor(), body.backupId,
+                                       target_database=body.targetDatabase)
+        return await finish(ctx.jobs.start(task, who.username), wait)
+
+    @router.post("/verify", status_code=202)
+    async def verify(body: IdBody, who: Admin, wait: Wait = False) -> Any:
+        """Authenticate and decompress a backup completely."""
+        task = await asyncio.to_thread(ctx.service.prepare_verify, who.actor(), body.backupId)
+        return await finish(ctx.jobs.start(task, who.username), wait)
+
+    @router.delete("/delete")
+    async def delete(body: IdBody, who: Admin) -> dict[str, str]:
+        """Delete a backup file and its catalogue row."""
+        await asyncio.to_thread(ctx.service.delete, who.actor(), body.backupId)
+        return {"deleted": body.backupId}
+
+    @router.get("/download/{backup_id}")
+    async def download(backup_id: str, who: Admin) -> StreamingResponse:
+        """Stream the encrypted file."""
+        fh, size, name = await asyncio.to_thread(ctx.service.open_download, who.actor(), backup_id)
+        return StreamingResponse(iter_file(fh), media_type="application/octet-stream", headers={
+            "Content-Disposition": f'attachment; filename="{name}"', "Content-Length": str(size),
+            "Cache-Control": "no-store", "X-Content-Type-Options": "nosniff"})
+
+    @router.get("/locations")
+    async def locations(who: Admin) -> dict[str, Any]:
+        """Backup locations with path, existence, writability and free space."""
+        return {"locations": await asyncio.to_thread(ctx.service.locations)}
+
+    @router.get("/jobs/{job_id}")
+    async def job(job_id: str, who: Admin) -> dict[str, Any]:
+        """A job's status and progress."""
+        found = ctx.jobs.get(job_id)
+        if found is None:
+            raise NotFound("no such job")
+        return found.as_dict()
+
+    @router.post("/jobs/{job_id}/cancel")
+    async def cancel(job_id: str, who: Admin) -> dict[str, Any]:
+        """Ask a running job to stop (it removes what it had written)."""
+        found = ctx.jobs.get(job_id)
+        if found is None:
+            raise NotFound("no such job")
+        found.cancel()
+        ctx.service.audit.record(who.actor(), "cancel", found.task.target, "ok", found.kind)
+        return found.as_dict()
+
+    @router.get("/openapi.json", include_in_schema=False)
+    async def openapi(who: Admin) -> dict[str, Any]:
+        """The OpenAPI description of this API."""
+        return get_openapi(title="EHR Backup API", version=__version__, routes=router.routes)
+
+    return router
+
+
+def error_response(exc: BackupError) -> JSONResponse:
+    """The JSON form of a service error."""
+    return JSONResponse({"error": exc.message}, status_code=exc.status,
+                        headers={"WWW-Authenticate": "Bearer"} if exc.status == 401 else None)

@@ -1,0 +1,300 @@
+"""Who may act: users and roles, login with throttling, server-side sessions, API tokens."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import secrets
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import col, func, or_, select
+
+from .audit import Actor, AuditLog
+from .catalogue import as_utc, utcnow
+from .config import Settings
+from .db import Database
+from .errors import BackupError, Forbidden, InvalidInput, NotFound, Unauthenticated
+from .models import ApiToken, AuditEntry, User, WebSession
+from .passwords import MIN_LENGTH, dummy_hash, check_password, hash_password
+
+USERNAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$")
+TOKEN_PREFIX = "ehrb_"
+THROTTLE_WINDOW = timedelta(minutes=15)
+MAX_FAILS_ACCOUNT = 5
+MAX_FAILS_ADDRESS = 20
+TICKET_SECONDS = 60
+TOUCH_SECONDS = 5
+
+
+class Throttled(Unauthenticated):
+    """Too many failed logins."""
+
+    status = 429
+    code = "throttled"
+
+
+@dataclass(frozen=True)
+class Principal:
+    """An authenticated user, and how they proved it."""
+
+    user_id: int
+    username: str
+    is_admin: bool
+    via: str  # "session" | "token" | "cli"
+    address: str = ""
+
+    def actor(self) -> Actor:
+        """The audit actor for this principal."""
+        return Actor(self.username, self.address, self.is_admin)
+
+
+def _digest(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def check_username(name: str) -> str:
+    """Validate a user name."""
+    if not USERNAME_RE.fullmatch(name or ""):
+        raise InvalidInput("user names are 1-64 letters, digits and . _ @ - (starting with a letter or digit)")
+    return name
+
+
+def check_new_password(password: str) -> str:
+    """Refuse passwords that are too short."""
+    if len(password or "") < MIN_LENGTH:
+        raise InvalidInput(f"passwords need at least {MIN_LENGTH} characters")
+    return password
+
+
+class AuthService:
+    """Users, sessions, tokens and login throttling, all audited."""
+
+    def __init__(self, db: Database, audit: AuditLog, settings: Settings) -> None:
+        self._db = db
+        self._audit = audit
+        self._idle = timedelta(minutes=settings.idle_minutes)
+        self._absolute = timedelta(hours=settings.session_hours)
+        self._tickets: dict[str, tuple[str, float]] = {}
+        self._lock = threading.Lock()
+
+    # ----- users -------------------------------------------------------------------------------------
+    def has_users(self) -> bool:
+        """Whether any user exists (else the first admin is still to be created)."""
+        with self._db.reading() as s:
+            return s.exec(select(func.count()).select_from(User)).one() > 0
+
+    def users(self) -> Sequence[User]:
+        """All users by name."""
+        with self._db.reading() as s:
+            return s.exec(select(User).order_by(User.username)).all()
+
+    def tokens(self) -> Sequence[ApiToken]:
+        """All API tokens, newest first."""
+        with self._db.reading() as s:
+            return s.exec(select(ApiToken).order_by(col(ApiToken.created_at).desc())).all()
+
+    def _user(self, s: object, username: str) -> User:
+        user = s.exec(select(User).where(User.username == username)).first()  # type: ignore[attr-defined]
+        if user is None:
+            raise NotFound(f"no user named {username}")
+        return user  # type: ignore[no-any-return]
+
+    def add_user(self, actor: Actor, username: str, password: str, *, admin: bool = False) -> User:
+        """Create a user."""
+        try:
+            check_username(username)
+            check_new_password(password)
+            self._audit.record(actor, "user.add", username, "started", "admin" if admin else "user")
+            with self._db.writing() as s:
+                user = User(username=username, password_hash=hash_password(password), is_admin=admin,
+                            created_at=utcnow(), password_changed_at=utcnow())
+                s.add(user)
+        except IntegrityError:
+            self._audit.record(actor, "user.add", username, "failed", "the user exists already")
+            raise InvalidInput(f"a user named {username} exists already") from None
+        except BackupError as exc:
+            self._audit.record(actor, "user.add", username[:64], "refused", exc.message)
+            raise
+        self._audit.record(actor, "user.add", username, "ok", "admin" if admin else "user")
+        return user
+
+    def update_user(self, actor: Actor, username: str, *, disabled: bool | None = None,
+                    admin: bool | None = None, password: str | None = None) -> User:
+        """Disable/enable, change role, or reset the password of a user; ends their sessions when needed."""
+        action = "user.passwd" if password is not None else "user.role" if admin is not None else "user.disable"
+        detail = {"user.passwd": "password reset", "user.role": f"admin={admin}",
+                  "user.disable": f"disabled={disabled}"}[action]
+        try:
+            if password is not None:
+                check_new_password(password)
+            if actor.name == username and (disabled or admin is False):
+                raise InvalidInput("you cannot disable yourself or remove your own admin role")
+            self._audit.record(actor, action, username, "started", detail)
+            with self._db.writing() as s:
+                user = self._user(s, username)
+                if disabled is not None:
+                    user.disabled = disabled
+                if admin is not None:
+                    user.is_admin = admin
+                if password is not None:
+                    user.password_hash = hash_password(password)
+                    user.password_changed_at = utcnow()
+                s.add(user)
+                if disabled or password is not None or admin is False:
+                    self._end_user_sessions(s, user.id or 0)
+        except BackupError as exc:
+            self._audit.record(actor, action, username[:64], "refused", exc.message)
+            raise
+        self._audit.record(actor, action, username, "ok", detail)
+        return user
+
+    # ----- login and sessions ------------------------------------------------------------------------
+    def login(self, username: str, password: str, address: str) -> tuple[Principal, str]:
+        """Check credentials (throttled per account and address); return the principal and a session token."""
+        attempt = Actor(username[:64] or "(empty)", address)
+        since = utcnow() - THROTTLE_WINDOW
+        with self._db.reading() as s:
+            fails = s.exec(select(AuditEntry.actor, AuditEntry.address).where(
+                AuditEntry.action == "login", col(AuditEntry.outcome).in_(["failed", "throttled"]),
+                AuditEntry.ts >= since, or_(AuditEntry.actor == attempt.name, AuditEntry.address == address))
+            ).all()
+        if (sum(1 for a, _ in fails if a == attempt.name) >= MAX_FAILS_ACCOUNT
+                or sum(1 for _, ad in fails if ad == address) >= MAX_FAILS_ADDRESS):
+            self._audit.record(attempt, "login", attempt.name, "throttled", "too many failed attempts")
+            raise Throttled("too many failed attempts: try again in 15 minutes")
+        with self._db.reading() as s:
+            user = s.exec(select(User).where(User.username == username)).first()
+        ok = check_password(password, user.password_hash if user else dummy_hash())
+        if not user or not ok or user.disabled:
+            reason = "account disabled" if user and ok and user.disabled else "wrong user name or password"
+            self._audit.record(attempt, "login", attempt.name, "failed", reason)
+            raise Unauthenticated("wrong user name or password" if reason != "account disabled"
+                                  else "this account is disabled")
+        token = secrets.token_urlsafe(32)
+        now = utcnow()
+        principal = Principal(user.id or 0, user.username, user.is_admin, "session", address)
+        self._audit.record(principal.actor(), "login", user.username, "ok")
+        with self._db.writing() as s:
+            s.add(WebSession(id=_digest(token), user_id=user.id or 0, created_at=now, last_seen=now,
+                             address=address[:100]))
+        return principal, token
+
+    def session(self, token: str | None, address: str = "") -> Principal:
+        """The principal of a live session; ends sessions past their idle or absolute limit."""
+        if not token:
+            raise Unauthenticated("please sign in")
+        now = utcnow()
+        with self._db.reading() as s:
+            row = s.get(WebSession, _digest(token))
+            user = s.get(User, row.user_id) if row else None
+        if row is None or user is None or row.ended_at is not None or user.disabled:
+            raise Unauthenticated("your session has ended; please sign in again")
+        created, seen = as_utc(row.created_at), as_utc(row.last_seen)
+        assert created is not None and seen is not None
+        if now - seen > self._idle or now - created > self._absolute:
+            self._end(row.id, now)
+            raise Unauthenticated("your session has expired; please sign in again")
+        if (now - seen).total_seconds() > TOUCH_SECONDS:
+            with self._db.writing() as s:
+                live = s.get(WebSession, row.id)
+                if live is not None:
+                    live.last_seen = now
+                    s.add(live)
+        return Principal(user.id or 0, user.username, user.is_admin, "session", address)
+
+    def _end(self, session_id: str, when: datetime) -> None:
+        with self._db.writing() as s:
+            row = s.get(WebSession, session_id)
+            if row is not None and row.ended_at is None:
+                row.ended_at = when
+                s.add(row)
+
+    def _end_user_sessions(self, s: object, user_id: int) -> None:
+        rows = s.exec(select(WebSession).where(WebSession.user_id == user_id,  # type: ignore[attr-defined]
+                                               col(WebSession.ended_at).is_(None))).all()
+        for row in rows:
+            row.ended_at = utcnow()
+            s.add(row)  # type: ignore[attr-defined]
+
+    def logout(self, token: str | None, actor: Actor) -> None:
+        """End a session on the server."""
+        if token:
+            self._end(_digest(token), utcnow())
+        self._audit.record(actor, "logout", actor.name, "ok")
+
+    def issue_ticket(self, token: str) -> str:
+        """A one-time, 60-second ticket that lets the browser exchange a page login for a cookie."""
+        ticket = secrets.token_urlsafe(24)
+        with self._lock:
+            now = time.monotonic()
+            self._tickets = {k: v for k, v in self._tickets.items() if v[1] > now}
+            self._tickets[ticket] = (token, now + TICKET_SECONDS)
+        return ticket
+
+    def redeem_ticket(self, ticket: str) -> str:
+        """Return the session token behind a ticket, once."""
+        with self._lock:
+            entry = self._tickets.pop(ticket, None)
+        if entry is None or entry[1] < time.monotonic():
+            raise Unauthenticated("this sign-in link has expired; please sign in again")
+        return entry[0]
+
+    # ----- API tokens --------------------------------------------------------------------------------
+    def create_token(self, actor: Actor, username: str, label: str = "") -> str:
+        """Create an API token for a user; the token is returned once and stored hashed."""
+        label = label.strip()[:100]
+        if any(ord(c) < 32 for c in label):
+            raise InvalidInput("the label must be one line")
+        token = TOKEN_PREFIX + secrets.token_urlsafe(32)
+        self._audit.record(actor, "token.create", username, "started", label)
+        try:
+            with self._db.writing() as s:
+                user = self._user(s, username)
+                s.add(ApiToken(user_id=user.id or 0, label=label, token_hash=_digest(token), prefix=token[:12],
+                               created_at=utcnow()))
+        except BackupError as exc:
+            self._audit.record(actor, "token.create", username[:64], "refused", exc.message)
+            raise
+        self._audit.record(actor, "token.create", username, "ok", f"{token[:12]}… {label}")
+        return token
+
+    def revoke_token(self, actor: Actor, token_id: int) -> None:
+        """Revoke an API token by its id."""
+        self._audit.record(actor, "token.revoke", str(token_id), "started")
+        with self._db.writing() as s:
+            row = s.get(ApiToken, token_id)
+            if row is None:
+                raise NotFound(f"no token with id {token_id}")
+            row.revoked_at = row.revoked_at or utcnow()
+            s.add(row)
+        self._audit.record(actor, "token.revoke", str(token_id), "ok", row.prefix)
+
+    def token(self, token: str, address: str = "") -> Principal:
+        """The principal of a bearer token."""
+        if not token.startswith(TOKEN_PREFIX) or len(token) > 200:
+            raise Unauthenticated("invalid token")
+        with self._db.reading() as s:
+            row = s.exec(select(ApiToken).where(ApiToken.token_hash == _digest(token))).first()
+            user = s.get(User, row.user_id) if row else None
+        if row is None or user is None or row.revoked_at is not None or user.disabled:
+            raise Unauthenticated("invalid or revoked token")
+        last = as_utc(row.last_used_at)
+        if last is None or (utcnow() - last).total_seconds() > 60:
+            with self._db.writing() as s:
+                live = s.get(ApiToken, row.id)
+                if live is not None:
+                    live.last_used_at = utcnow()
+                    s.add(live)
+        return Principal(user.id or 0, user.username, user.is_admin, "token", address)
+
+
+def require_admin(principal: Principal) -> Principal:
+    """Raise Forbidden unless the principal is an administrator."""
+    if not principal.is_admin:
+        raise Forbidden("administrators only")
+    return principal

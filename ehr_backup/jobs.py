@@ -1,0 +1,98 @@
+"""Background jobs: a prepared task runs on its own thread; pages and the API read its progress."""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from .errors import BackupError, Cancelled
+from .service import Task
+
+log = logging.getLogger("ehr_backup.jobs")
+KEEP = 200
+
+
+@dataclass
+class Job:
+    """One running or finished task."""
+
+    id: str
+    task: Task
+    started_by: str
+    status: str = "running"  # running | succeeded | failed | cancelled
+    error: str | None = None
+    error_status: int | None = None
+    result: Any = None
+    created: float = field(default_factory=time.time)
+    finished: float | None = None
+    done: threading.Event = field(default_factory=threading.Event)
+
+    @property
+    def kind(self) -> str:
+        """create, verify or restore."""
+        return self.task.kind
+
+    def as_dict(self) -> dict[str, Any]:
+        """The public JSON form."""
+        return {"jobId": self.id, "kind": self.kind, "status": self.status, "backupId": self.task.backup_id,
+                "target": self.task.target, "startedBy": self.started_by,
+                "progress": self.task.progress.as_dict(), "error": self.error}
+
+    def cancel(self) -> None:
+        """Ask the task to stop; it cleans up and ends as cancelled."""
+        self.task.cancel.set()
+
+
+class JobManager:
+    """Start tasks on threads and keep the most recent jobs for inspection."""
+
+    def __init__(self, render: Any = None) -> None:
+        self._jobs: dict[str, Job] = {}
+        self._lock = threading.Lock()
+        self._render = render or (lambda r: r)
+
+    def start(self, task: Task, started_by: str) -> Job:
+        """Run a prepared task in the background."""
+        job = Job(id=secrets.token_hex(8), task=task, started_by=started_by)
+        with self._lock:
+            self._jobs[job.id] = job
+            if len(self._jobs) > KEEP:
+                for old in sorted(self._jobs.values(), key=lambda j: j.created)[:len(self._jobs) - KEEP]:
+                    if old.done.is_set():
+                        del self._jobs[old.id]
+        threading.Thread(target=self._run, args=(job,), name=f"job-{job.kind}-{job.id}", daemon=True).start()
+        return job
+
+    def _run(self, job: Job) -> None:
+        try:
+            job.result = self._render(job.task.run())
+            job.status = "succeeded"
+        except Cancelled as exc:
+            job.status, job.error, job.error_status = "cancelled", exc.message, exc.status
+        except BackupError as exc:
+            job.status, job.error, job.error_status = "failed", exc.message, exc.status
+        except Exception:  # noqa: BLE001 - a job thread must record every failure
+            log.exception("job %s failed unexpectedly", job.id)
+            job.status, job.error, job.error_status = "failed", "internal error; see the server log", 500
+        finally:
+            job.finished = time.time()
+            job.done.set()
+
+    def get(self, job_id: str) -> Job | None:
+        """A job by id."""
+        with self._lock:
+            return self._jobs.get(job_id)
+
+    def active(self) -> list[Job]:
+        """Jobs still running, oldest first."""
+        with self._lock:
+            return sorted((j for j in self._jobs.values() if not j.done.is_set()), key=lambda j: j.created)
+
+    def recent(self) -> list[Job]:
+        """All kept jobs, newest first."""
+        with self._lock:
+            return sorted(self._jobs.values(), key=lambda j: j.created, reverse=True)

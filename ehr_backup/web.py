@@ -1,0 +1,242 @@
+"""The web app: one NiceGUI process serving the pages and the REST API over the same service."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import logging
+import os
+import secrets
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+from fastapi import Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
+from starlette.concurrency import run_in_threadpool
+from starlette.middleware.base import BaseHTTPMiddleware, RequestResponseEndpoint
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from .api import PREFIX, SESSION_COOKIE, ApiContext, build_router, client_address, error_response
+from .audit import Actor
+from .auth import AuthService, Principal
+from .config import Settings
+from .errors import BackupError, Unauthenticated
+from .jobs import JobManager
+from .models import BackupRecord
+from .service import BackupService
+
+log = logging.getLogger("ehr_backup.web")
+PAGE_PREFIXES = ("/eh", "/rh", "/admin")
+ADMIN_PREFIX = "/admin"
+CSP = ("default-src 'self'; script-src 'self' 'unsafe-inline' 'unsafe-eval'; style-src 'self' 'unsafe-inline'; "
+       "img-src 'self' data: blob:; font-src 'self' data:; connect-src 'self' ws: wss:; object-src 'none'; "
+       "base-uri 'self'; form-action 'self'; frame-ancestors 'none'")
+SECURITY_HEADERS = [(b"content-security-policy", CSP.encode()), (b"x-content-type-options", b"nosniff"),
+                    (b"x-frame-options", b"DENY"), (b"referrer-policy", b"same-origin"),
+                    (b"permissions-policy", b"camera=(), microphone=(), geolocation=()")]
+
+
+@dataclass
+class WebContext:
+    """Everything the pages need: settings, the service, authentication, jobs."""
+
+    settings: Settings
+    service: BackupService
+    auth: AuthService
+    jobs: JobManager
+    setup_token_file: Path
+
+    def check_setup_token(self, token: str) -> bool:
+        """Whether token is the one-time setup token (constant time)."""
+        try:
+            stored = self.setup_token_file.read_text().strip()
+        except OSError:
+            return False
+        return hmac.compare_digest(stored, hashlib.sha256(token.encode()).hexdigest())
+
+    def consume_setup_token(self) -> None:
+        """Invalidate the setup link."""
+        self.setup_token_file.unlink(missing_ok=True)
+
+
+def render_result(result: Any, service: BackupService) -> Any:
+    """JSON form of a task result."""
+    if isinstance(result, BackupRecord):
+        return service.view(result)
+    if hasattr(result, "as_dict"):
+        return result.as_dict()
+    return result
+
+
+class SecurityHeaders:
+    """Add the security headers to every HTTP response (pure ASGI, so streaming stays streaming)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        dynamic = not scope.get("path", "").startswith("/_nicegui/")
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = [h for h in message.get("headers", []) if h[0].lower() not in dict(SECURITY_HEADERS)]
+                headers += SECURITY_HEADERS
+                if dynamic:
+                    headers = [h for h in headers if h[0].lower() != b"cache-control"]
+                    headers.append((b"cache-control", b"no-store"))
+                message["headers"] = headers
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
+
+
+def _is_page(path: str) -> bool:
+    return path == "/" or any(path == p or path.startswith(p + "/") for p in PAGE_PREFIXES)
+
+
+def forbidden_page(message: str) -> HTMLResponse:
+    """A plain, clear 403 page."""
+    return HTMLResponse(
+        "<!doctype html><html><head><title>403 Forbidden</title></head><body style='font-family:sans-serif;"
+        "margin:3rem'><h1 data-testid='forbidden'>403 — Forbidden</h1>"
+        f"<p>{message}</p><p><a href='/eh'>Back to the modules</a> · <a href='/login'>Sign in as someone else</a>"
+        "</p></body></html>", status_code=403)
+
+
+class AuthGate(BaseHTTPMiddleware):
+    """Pages need a live session; /admin pages need an administrator. The API checks its own."""
+
+    def __init__(self, app: ASGIApp, ctx: WebContext) -> None:
+        super().__init__(app)
+        self.ctx = ctx
+
+    async def dispatch(self, request: Request, call_next: RequestResponseEndpoint) -> Response:
+        path = request.url.path
+        if not _is_page(path):
+            return await call_next(request)
+        token = request.cookies.get(SESSION_COOKIE)
+        address = client_address(request)
+        try:
+            principal: Principal = await run_in_threadpool(self.ctx.auth.session, token, address)
+        except Unauthenticated:
+            target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+            response = RedirectResponse(f"/login?next={quote(target)}", status_code=303)
+            if token:
+                response.delete_cookie(SESSION_COOKIE, path="/")
+            return response
+        if path == "/":
+            return RedirectResponse("/eh", status_code=303)
+        if path.startswith(ADMIN_PREFIX) and not principal.is_admin:
+            await run_in_threadpool(self.ctx.service.audit.record, principal.actor(), "access",
+                                    f"GET {path}"[:300], "refused", "administrators only")
+            return forbidden_page("This page is for administrators only. Your account does not have the "
+                                  "administrator role; ask an administrator if you need access.")
+        request.state.principal = principal
+        request.state.session_token = token
+        return await call_next(request)
+
+
+def _ensure_secret(data_dir: Path, configured: str | None) -> str:
+    if configured:
+        return configured
+    path = data_dir / "session-secret"
+    if not path.exists():
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(secrets.token_urlsafe(48))
+    return path.read_text().strip()
+
+
+def _setup_link(ctx: WebContext) -> str | None:
+    """When no user exists, make a one-time setup token and return the link to print."""
+    if ctx.auth.has_users():
+        ctx.consume_setup_token()
+        return None
+    token = secrets.token_urlsafe(24)
+    fd = os.open(ctx.setup_token_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(hashlib.sha256(token.encode()).hexdigest())
+    host = ctx.settings.host if ctx.settings.host not in ("0.0.0.0", "::") else "127.0.0.1"
+    return f"http://{host}:{ctx.settings.port}/setup?token={token}"
+
+
+def build(settings: Settings | None = None) -> WebContext:
+    """Create the service and register middleware, API routes and pages on NiceGUI's app."""
+    from nicegui import app
+
+    import pages
+
+    settings = settings or Settings.from_env()
+    service = BackupService(settings)
+    service.reconcile()
+    auth = AuthService(service.db, service.audit, settings)
+    jobs = JobManager(render=lambda r: render_result(r, service))
+    ctx = WebContext(settings, service, auth, jobs, settings.data_dir / "setup-token")
+
+    app.add_middleware(AuthGate, ctx=ctx)
+    app.add_middleware(SecurityHeaders)
+    app.include_router(build_router(ApiContext(service, auth, jobs)))
+
+    async def on_backup_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, BackupError)
+        return error_response(exc)
+
+    async def on_validation_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, RequestValidationError)
+        fields = sorted({".".join(str(p) for p in e.get("loc", [])[1:]) or "body" for e in exc.errors()})
+        return JSONResponse({"error": f"invalid request: check {', '.join(fields)}"}, status_code=422)
+
+    app.add_exception_handler(BackupError, on_backup_error)
+    app.add_exception_handler(RequestValidationError, on_validation_error)
+
+    @app.get("/auth/complete", include_in_schema=False)
+    def complete_login(request: Request, ticket: str = "", next: str = "/eh") -> Response:  # noqa: A002
+        """Exchange a one-time login ticket for the session cookie."""
+        try:
+            token = auth.redeem_ticket(ticket)
+        except Unauthenticated:
+            return RedirectResponse("/login", status_code=303)
+        response = RedirectResponse(safe_next(next), status_code=303)
+        response.set_cookie(SESSION_COOKIE, token, httponly=True, samesite="strict", path="/",
+                            secure=request.url.scheme == "https", max_age=settings.session_hours * 3600)
+        return response
+
+    pages.register(ctx)
+    app.on_shutdown(service.db.dispose)
+    link = _setup_link(ctx)
+    if link:
+        print(f"\nNo administrator exists yet. Create the first one with this one-time link:\n  {link}\n"
+              "or run: ehr-backup user add NAME --admin\n", flush=True)
+    if service.using_demo():
+        print("DATABASE_URL is not set: using the demo database (ehr-backup demo).", flush=True)
+    return ctx
+
+
+def safe_next(target: str) -> str:
+    """A local path to go to after login; anything else becomes /eh."""
+    if not target.startswith("/") or target.startswith("//") or "\\" in target or "\n" in target:
+        return "/eh"
+    return target
+
+
+def main() -> None:
+    """Start the web app (blocking)."""
+    from nicegui import ui
+
+    settings = Settings.from_env()
+    if not settings.database_url:
+        from . import demo
+        demo.start(settings.data_dir)
+    ctx = build(settings)
+    secret = _ensure_secret(ctx.settings.data_dir, ctx.settings.session_secret)
+    ui.run(host=ctx.settings.host, port=ctx.settings.port, title="EHR Backup", show=False, reload=False,
+           storage_secret=secret, show_welcome_message=False, favicon="🗄️")
+
+
+__all__ = ["Actor", "WebContext", "build", "main"]

@@ -1,0 +1,413 @@
+"""/admin/backup: create with live progress, list, download, verify, restore, delete, storage."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from fastapi import Request
+from nicegui import run, ui
+
+from ehr_backup.errors import BackupError
+from ehr_backup.jobs import Job
+from ehr_backup.storage import LOCATIONS
+from ehr_backup.web import WebContext
+
+from .frame import PageSession, guarded, header, human_size, local_time, origin_key, page_session, tid
+
+STATUS_COLORS = {"completed": "positive", "running": "info", "failed": "negative", "cancelled": "grey",
+                 "missing": "warning", "discovered": "orange"}
+
+
+class JobPanel:
+    """A card showing one job's live progress, with a Cancel button while it runs."""
+
+    def __init__(self, job: Job, on_done: Callable[[Job], Any]) -> None:
+        self.job = job
+        self.on_done = on_done
+        self.reported = False
+        with tid(ui.card().classes("w-full"), f"job-{job.kind}") as self.card:
+            with ui.row().classes("items-center w-full"):
+                ui.label(f"{job.kind.capitalize()}: {job.task.target}").classes("font-bold")
+                ui.space()
+                self.cancel = tid(ui.button("Cancel", on_click=self._cancel).props("outline color=negative"),
+                                  "cancel-job")
+            self.phase = tid(ui.label(), "job-phase")
+            self.detail = tid(ui.label().classes("text-sm text-grey-8"), "job-detail")
+            self.bar = ui.linear_progress(value=0, show_value=False)
+            self.status = tid(ui.label(), "job-status")
+        self.update()
+
+    def _cancel(self) -> None:
+        self.job.cancel()
+        self.cancel.disable()
+        ui.notify("Cancelling…")
+
+    def update(self) -> None:
+        """Refresh from the job's progress."""
+        p = self.job.task.progress.as_dict()
+        self.phase.text = f"Phase: {p['phase']}" + (f" — table {p['table']}" if p["table"] else "")
+        self.detail.text = (f"read {human_size(p['bytesRead'])} · written {human_size(p['bytesWritten'])} · "
+                            f"{p['elapsed']:.0f} s elapsed")
+        total = p["total"] or 0
+        self.bar.value = min(1.0, p["bytesRead"] / total) if total else 0
+        if self.job.done.is_set() and not self.reported:
+            self.reported = True
+            self.cancel.set_visibility(False)
+            self.bar.set_visibility(False)
+            self.status.text = {"succeeded": "Finished successfully", "cancelled": "Cancelled: nothing was kept",
+                                "failed": f"Failed: {self.job.error}"}[self.job.status]
+            self.status.classes(replace="text-positive" if self.job.status == "succeeded" else "text-negative")
+            self.on_done(self.job)
+
+
+def register(ctx: WebContext) -> None:
+    """Add /admin/backup."""
+    service = ctx.service
+
+    @ui.page("/admin/backup", title="Database Backup & Restore · EHR Backup")
+    async def backup_page(request: Request) -> None:
+        ps = page_session(ctx, request)
+        origin = origin_key(request.query_params.get("from"))
+        header(ps, "Database Backup & Restore", origin)
+        state: dict[str, Any] = {"location": "all", "newest_first": True, "rows": [], "locations": []}
+        panels: list[JobPanel] = []
+
+        async def reload() -> None:
+            location = None if state["location"] == "all" else state["location"]
+            state["rows"] = await run.io_bound(service.list, location=location) or []
+            state["locations"] = await run.io_bound(service.locations) or []
+            backup_list.refresh()
+            storage.refresh()
+
+        def job_done(job: Job) -> None:
+            if job.status == "succeeded":
+                ui.notify(f"{job.kind.capitalize()} finished: {job.task.target}", type="positive")
+            elif job.status == "failed":
+                ui.notify(f"{job.kind.capitalize()} failed: {job.error}", type="negative", multi_line=True)
+            ui.timer(0.1, reload, once=True)
+
+        def watch(job: Job) -> JobPanel:
+            with jobs_box:
+                panel = JobPanel(job, job_done)
+            panels.append(panel)
+            return panel
+
+        def tick() -> None:
+            for panel in panels:
+                panel.update()
+
+        with ui.column().classes("p-6 gap-6 w-full max-w-6xl mx-auto"):
+            if service.using_demo():
+                tid(ui.label("DATABASE_URL is not set: this installation backs up the demo database "
+                             "(ehr-backup demo) with a demo key. Set DATABASE_URL and BACKUP_ENCRYPTION_KEY "
+                             "for real use.").classes("bg-orange-100 p-3 rounded w-full"), "demo-banner")
+            _create_card(ps, state, watch)
+            jobs_box = ui.column().classes("w-full gap-2")
+
+            @ui.refreshable
+            def storage() -> None:
+                with ui.card().classes("w-full"):
+                    ui.label("Storage").classes("text-lg font-bold")
+                    with ui.row().classes("gap-6"):
+                        for loc in state["locations"]:
+                            low = loc["lowSpace"]
+                            with tid(ui.column().classes("gap-0"), f"storage-{loc['key']}"):
+                                ui.label(loc["label"]).classes("font-bold")
+                                ui.label(loc["path"]).classes("text-xs text-grey-8")
+                                ui.label(f"{human_size(loc['freeBytes'])} free"
+                                         + ("" if loc["writable"] else " · not writable")).classes(
+                                    "text-negative" if low or not loc["writable"] else "")
+                                if low:
+                                    tid(ui.label("⚠ low on space").classes("text-negative"),
+                                        f"low-space-{loc['key']}")
+
+            storage()
+
+            with ui.row().classes("items-center gap-4 w-full"):
+                ui.label("Backups").classes("text-xl font-bold")
+                ui.space()
+
+                async def set_filter(e: Any) -> None:
+                    state["location"] = e.value
+                    await reload()
+
+                tid(ui.select({"all": "All locations", **{k: v for k, v in LOCATIONS.items()}}, value="all",
+                              label="Location", on_change=set_filter).classes("w-48"), "filter-location")
+
+                def toggle_sort() -> None:
+                    state["newest_first"] = not state["newest_first"]
+                    sort_button.text = "Newest first" if state["newest_first"] else "Oldest first"
+                    backup_list.refresh()
+
+                sort_button = tid(ui.button("Newest first", icon="swap_vert", on_click=toggle_sort)
+                                  .props("flat"), "sort")
+                tid(ui.button("Refresh", icon="refresh", on_click=reload).props("flat"), "refresh")
+
+            @ui.refreshable
+            def backup_list() -> None:
+                rows = sorted(state["rows"], key=lambda r: r["createdAt"] or "", reverse=state["newest_first"])
+                if not rows:
+                    tid(ui.label("No backups yet."), "no-backups")
+                    return
+                with tid(ui.grid(columns="2fr 1fr 1.4fr 1fr 0.7fr 0.9fr 1.1fr auto").classes(
+                        "w-full items-center gap-x-4 gap-y-2"), "backup-list"):
+                    for title in ("Description", "Location", "Created", "Created by", "Size", "Status",
+                                  "Last verification", ""):
+                        ui.label(title).classes("font-bold")
+                    for row in rows:
+                        _backup_row(ps, row, watch, reload)
+
+            backup_list()
+            await reload()
+            for job in ctx.jobs.active():  # a job keeps running when its browser goes away: show it again
+                watch(job)
+            ui.timer(0.5, tick)
+
+
+def _create_card(ps: PageSession, state: dict[str, Any], watch: Callable[[Job], Any]) -> None:
+    service = ps.ctx.service
+    with ui.card().classes("w-full"):
+        ui.label("Create a backup").classes("text-lg font-bold")
+        with ui.row().classes("w-full items-end gap-4"):
+            description = tid(ui.input("Description", validation={"At most 500 characters": lambda v: len(v or "")
+                                                                  <= 500}).classes("w-80"), "description")
+            location = tid(ui.select({k: v for k, v in LOCATIONS.items()}, value="default", label="Location")
+                           .classes("w-40"), "location")
+            compression = tid(ui.select({"gzip": "gzip (smallest)", "zstd": "zstd (fastest)"},
+                                        value=service.settings.compression, label="Compression").classes("w-40"),
+                              "compression")
+        with ui.row().classes("w-full items-end gap-2") as custom_row:
+            custom_path = tid(ui.input("Folder (absolute path)").classes("w-96"), "custom-path")
+            tid(ui.button("Browse…", icon="folder_open", on_click=lambda: browser.open_at(custom_path.value))
+                .props("outline"), "browse")
+        custom_row.bind_visibility_from(location, "value", value="custom")
+        browser = DirectoryBrowser(ps, lambda path: custom_path.set_value(path))
+
+        @guarded(ps, "create backup")
+        async def create() -> None:
+            task = await run.io_bound(service.prepare_create, ps.actor, description=description.value or "",
+                                      location=location.value,
+                                      custom_path=custom_path.value if location.value == "custom" else None,
+                                      compression=compression.value)
+            if task is None:
+                return
+            watch(ps.ctx.jobs.start(task, ps.principal.username))
+            ui.notify("Backup started", type="info")
+
+        tid(ui.button("Create Backup", icon="backup", on_click=create), "create-button")
+
+
+class DirectoryBrowser:
+    """A server-side folder chooser: navigate, create a folder, choose."""
+
+    def __init__(self, ps: PageSession, on_choose: Callable[[str], Any]) -> None:
+        self.ps = ps
+        self.on_choose = on_choose
+        self.path = ""
+        with ui.dialog() as self.dialog, tid(ui.card().classes("w-[40rem]"), "browser"):
+            ui.label("Choose a folder").classes("text-lg font-bold")
+            self.current = tid(ui.label().classes("font-mono"), "browse-path")
+            self.reason = tid(ui.label().classes("text-negative text-sm"), "browse-reason")
+            tid(ui.button("Up", icon="arrow_upward", on_click=self.up).props("flat"), "browse-up")
+            self.listing = ui.column().classes("gap-0 max-h-80 overflow-auto w-full")
+            with ui.row().classes("items-end"):
+                self.new_name = tid(ui.input("New folder name"), "new-folder-name")
+                tid(ui.button("Create folder", on_click=self.make).props("outline"), "new-folder")
+            with ui.row():
+                tid(ui.button("Choose this folder", on_click=self.choose), "browse-choose")
+                ui.button("Close", on_click=self.dialog.close).props("flat")
+
+    async def open_at(self, path: str | None) -> None:
+        """Open the dialog at a folder (default: the home folder)."""
+        await self.show(path or None)
+        self.dialog.open()
+
+    async def show(self, path: str | None) -> None:
+        """List a folder."""
+        if not await self.ps.check("browse folders"):
+            return
+        try:
+            data = await run.io_bound(self.ps.ctx.service.browse, path)
+        except BackupError as exc:
+            ui.notify(exc.message, type="negative")
+            return
+        if data is None:
+            return
+        self.path = data["path"]
+        self.parent = data["parent"]
+        self.current.text = self.path
+        self.reason.text = "" if data["allowed"] else f"Backups cannot go here: {data['reason']}"
+        self.listing.clear()
+        with self.listing:
+            for name in data["dirs"]:
+                tid(ui.button(f"📁 {name}", on_click=lambda n=name: self.show(f"{self.path.rstrip('/')}/{n}"))
+                    .props("flat no-caps align=left").classes("w-full"), f"dir-{name}")
+
+    async def up(self) -> None:
+        """Go to the parent folder."""
+        if self.parent:
+            await self.show(self.parent)
+
+    async def make(self) -> None:
+        """Create a folder here and enter it."""
+        if not await self.ps.check("create folder"):
+            return
+        try:
+            made = await run.io_bound(self.ps.ctx.service.create_folder, self.ps.actor, self.path,
+                                      self.new_name.value or "")
+        except BackupError as exc:
+            ui.notify(exc.message, type="negative")
+            return
+        self.new_name.value = ""
+        await self.show(made)
+
+    def choose(self) -> None:
+        """Use the current folder as the custom location."""
+        self.on_choose(self.path)
+        self.dialog.close()
+
+
+def _backup_row(ps: PageSession, row: dict[str, Any], watch: Callable[[Job], Any],
+                reload: Callable[[], Any]) -> None:
+    service = ps.ctx.service
+    bid = row["id"]
+    ui.label(row["description"] or "—").classes("break-all").tooltip(bid).mark(f"row-{bid}")
+    ui.label(LOCATIONS.get(row["location"], row["location"]))
+    ui.label(local_time(row["createdAt"]))
+    ui.label(row["createdBy"] or "—")
+    ui.label(human_size(row["size"]))
+    status = row["status"] + (" (found on disk)" if row["origin"] == "discovered" and
+                              row["status"] == "discovered" else "")
+    tid(ui.badge(status, color=STATUS_COLORS.get(row["status"], "grey")), f"status-{bid}")
+    verified = "—" if row["verifyOk"] is None else \
+        (f"✔ {local_time(row['verifiedAt'])}" if row["verifyOk"] else f"✘ {row['verifyMessage']}")
+    tid(ui.label(verified).classes("text-sm"), f"verified-{bid}")
+    usable = row["status"] in ("completed", "discovered")
+    with ui.row().classes("gap-1 no-wrap"):
+        @guarded(ps, f"download {bid}")
+        async def download() -> None:
+            ui.download.from_url(f"/api/admin/backup/download/{bid}")
+
+        @guarded(ps, f"verify {bid}")
+        async def verify() -> None:
+            task = await run.io_bound(service.prepare_verify, ps.actor, bid)
+            if task is not None:
+                watch(ps.ctx.jobs.start(task, ps.principal.username))
+
+        for label, icon, handler, name in (("Download", "download", download, "download"),
+                                           ("Verify", "verified", verify, "verify")):
+            b = tid(ui.button(icon=icon, on_click=handler).props("flat dense").tooltip(label), f"{name}-{bid}")
+            if not usable:
+                b.disable()
+        restore = tid(ui.button(icon="settings_backup_restore",
+                                on_click=lambda: RestoreDialog(ps, row).open()).props("flat dense")
+                      .tooltip("Restore"), f"restore-{bid}")
+        if not usable:
+            restore.disable()
+        tid(ui.button(icon="delete", on_click=lambda: _confirm_delete(ps, row, reload))
+            .props("flat dense color=negative").tooltip("Delete"), f"delete-{bid}")
+
+
+def _confirm_delete(ps: PageSession, row: dict[str, Any], reload: Callable[[], Any]) -> None:
+    with ui.dialog() as dialog, tid(ui.card(), "delete-dialog"):
+        ui.label("Delete this backup?").classes("text-lg font-bold")
+        ui.label(f"{row['description'] or row['id']} ({row['id']})").classes("break-all")
+        ui.label("The file and its catalogue entry are removed for good.")
+
+        @guarded(ps, f"delete {row['id']}")
+        async def delete() -> None:
+            await run.io_bound(ps.ctx.service.delete, ps.actor, row["id"])
+            dialog.close()
+            ui.notify("Backup deleted", type="positive")
+            await reload()
+
+        with ui.row():
+            ui.button("Cancel", on_click=dialog.close).props("flat")
+            tid(ui.button("Delete", on_click=delete).props("color=negative"), "delete-confirm")
+    dialog.open()
+
+
+class RestoreDialog:
+    """Confirm by typing the database name, then show progress and the row-count comparison."""
+
+    def __init__(self, ps: PageSession, row: dict[str, Any]) -> None:
+        self.ps = ps
+        self.row = row
+        self.job: Job | None = None
+        self.panel: JobPanel | None = None
+
+    def open(self) -> None:
+        """Build and show the dialog."""
+        try:
+            conn = self.ps.ctx.service.connection()
+        except BackupError as exc:
+            ui.notify(exc.message, type="negative")
+            return
+        db = conn.dbname
+        with ui.dialog().props("persistent") as self.dialog, tid(ui.card().classes("w-[44rem]"), "restore-dialog"):
+            ui.label("Restore a backup").classes("text-lg font-bold")
+            tid(ui.label(f"This replaces ALL data in database “{db}” on {conn.display.split('/')[0]} with the "
+                         f"backup “{self.row['description'] or self.row['id']}” made "
+                         f"{local_time(self.row['createdAt'])}. Everything created or changed since then is "
+                         "lost. A safety backup of the current database is taken first; if it fails, nothing "
+                         "is changed."), "restore-warning")
+            self.confirm = tid(ui.input(f"Type the database name ({db}) to confirm").classes("w-full"),
+                               "restore-confirm")
+            self.progress = ui.column().classes("w-full")
+            self.report = tid(ui.column().classes("w-full"), "restore-report")
+            with ui.row():
+                self.close_button = tid(ui.button("Close", on_click=self.dialog.close).props("flat"),
+                                        "restore-close")
+                self.start_button = tid(ui.button("Restore", on_click=self.start).props("color=negative"),
+                                        "restore-start")
+                self.start_button.bind_enabled_from(self.confirm, "value", backward=lambda v: v == db)
+        self.timer = ui.timer(0.5, self.tick, active=False)
+        self.dialog.open()
+
+    async def start(self) -> None:
+        """Start the restore job."""
+        if not await self.ps.check(f"restore {self.row['id']}"):
+            return
+        try:
+            task = await run.io_bound(self.ps.ctx.service.prepare_restore, self.ps.actor, self.row["id"])
+        except BackupError as exc:
+            ui.notify(exc.message, type="negative", multi_line=True)
+            return
+        if task is None:
+            return
+        self.start_button.set_visibility(False)
+        self.confirm.disable()
+        self.close_button.disable()
+        self.job = self.ps.ctx.jobs.start(task, self.ps.principal.username)
+        with self.progress:
+            self.panel = JobPanel(self.job, self.finished)
+        self.timer.activate()
+
+    def tick(self) -> None:
+        """Follow the job."""
+        if self.panel:
+            self.panel.update()
+
+    def finished(self, job: Job) -> None:
+        """Show the outcome and the row-count comparison."""
+        self.timer.deactivate()
+        self.close_button.enable()
+        with self.report:
+            if job.status != "succeeded":
+                tid(ui.label(f"Restore {job.status}: {job.error}. The database was left as it was.")
+                    .classes("text-negative"), "restore-failed")
+                return
+            r = job.result
+            mismatched = r["mismatchedTables"]
+            tid(ui.label(f"Restore complete in {r['seconds']} s. "
+                         + ("Row counts match the backup for all "
+                            f"{len(r['tables'])} tables." if not mismatched else
+                            f"Row counts DIFFER in {len(mismatched)} tables: {', '.join(mismatched)}"))
+                .classes("text-positive" if not mismatched else "text-negative"), "restore-result")
+            if r.get("safetyBackup"):
+                ui.label(f"Safety backup taken first: {r['safetyBackup']}").classes("text-sm")
+            ui.table(columns=[{"name": "table", "label": "Table", "field": "table", "align": "left"},
+                              {"name": "expected", "label": "In backup", "field": "expected"},
+                              {"name": "actual", "label": "Restored", "field": "actual"}],
+                     rows=[{"table": t, **c} for t, c in r["tables"].items()]).classes("w-full").props("dense")

@@ -1,0 +1,136 @@
+"""The shared page frame: header with accent and way back, the session guard for page events."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import datetime
+from functools import wraps
+from typing import Any, TypeVar
+
+from fastapi import Request
+from nicegui import run, ui
+
+from ehr_backup.audit import Actor
+from ehr_backup.auth import Principal
+from ehr_backup.errors import BackupError, Unauthenticated
+from ehr_backup.web import WebContext
+
+ACCENTS = {
+    "eh": {"name": "Electronic Health", "bg": "bg-purple-800", "text": "text-white", "color": "#6b21a8",
+           "card": "bg-purple-700 text-white", "path": "/eh"},
+    "rh": {"name": "Radiation Health", "bg": "bg-yellow-400", "text": "text-black", "color": "#eab308",
+           "card": "bg-yellow-400 text-black", "path": "/rh"},
+}
+T = TypeVar("T")
+
+
+def tid(element: T, name: str) -> T:
+    """Give an element a stable data-testid (browser tests) and marker (NiceGUI user tests)."""
+    element.props(f'data-testid="{name}"')  # type: ignore[attr-defined]
+    element.mark(name)  # type: ignore[attr-defined]
+    return element
+
+
+def origin_key(value: str | None) -> str:
+    """The module a user came from: eh (default) or rh."""
+    return value if value in ACCENTS else "eh"
+
+
+@dataclass
+class PageSession:
+    """The signed-in user of one page, re-checked before every action the page performs."""
+
+    ctx: WebContext
+    principal: Principal
+    token: str
+    address: str
+
+    @property
+    def actor(self) -> Actor:
+        """The audit actor."""
+        return self.principal.actor()
+
+    async def check(self, what: str = "page action") -> bool:
+        """Re-validate the session; on failure audit, tell the user and go to the login page."""
+        try:
+            self.principal = await run.io_bound(self.ctx.auth.session, self.token, self.address)
+            if self.principal is None:
+                return False
+            return True
+        except Unauthenticated as exc:
+            await run.io_bound(self.ctx.service.audit.record, self.actor, "access", what[:200], "refused",
+                               exc.message)
+            ui.notify(exc.message, type="warning")
+            ui.navigate.to("/login")
+            return False
+
+
+def page_session(ctx: WebContext, request: Request) -> PageSession:
+    """The page's session, as the AuthGate middleware established it."""
+    return PageSession(ctx, request.state.principal, request.state.session_token,
+                       request.client.host if request.client else "")
+
+
+def guarded(ps: PageSession, what: str) -> Callable[[Callable[..., Awaitable[Any]]], Callable[..., Awaitable[Any]]]:
+    """Decorate a page event handler: check the session first, show service errors as notifications."""
+
+    def wrap(handler: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
+        @wraps(handler)
+        async def run_handler(*args: Any, **kwargs: Any) -> Any:
+            if not await ps.check(what):
+                return None
+            try:
+                return await handler(*args, **kwargs)
+            except BackupError as exc:
+                ui.notify(exc.message, type="negative", multi_line=True)
+                return None
+        return run_handler
+
+    return wrap
+
+
+def header(ps: PageSession, title: str, origin: str) -> None:
+    """The page header: app name, module accent, navigation, user and logout."""
+    accent = ACCENTS[origin]
+    ui.colors(primary=accent["color"])
+    with ui.header().classes(f"{accent['bg']} {accent['text']} items-center gap-4"):
+        tid(ui.link(f"← {accent['name']}", accent["path"]).classes(f"{accent['text']} no-underline"), "back-link")
+        ui.label(title).classes("text-lg font-bold")
+        ui.space()
+        if ps.principal.is_admin:
+            for label, path in (("Backups", "/admin/backup"), ("Audit log", "/admin/audit"),
+                                ("Users", "/admin/users")):
+                tid(ui.link(label, f"{path}?from={origin}").classes(f"{accent['text']} no-underline"),
+                    f"nav-{label.split()[0].lower()}")
+        ui.label(f"{ps.principal.username}{' (admin)' if ps.principal.is_admin else ''}")
+
+        async def logout() -> None:
+            await run.io_bound(ps.ctx.auth.logout, ps.token, ps.actor)
+            ui.navigate.to("/login")
+
+        tid(ui.button("Log out", on_click=logout).props("flat").classes(accent["text"]), "logout")
+
+    async def watch_session() -> None:
+        await ps.check("session check")
+
+    ui.timer(30, watch_session)
+
+
+def local_time(iso: str | None) -> str:
+    """An ISO UTC time as the server's local time."""
+    if not iso:
+        return "—"
+    return datetime.fromisoformat(iso.replace("Z", "+00:00")).astimezone().strftime("%Y-%m-%d %H:%M:%S %Z")
+
+
+def human_size(n: int | None) -> str:
+    """A byte count for people."""
+    if n is None:
+        return "—"
+    size = float(n)
+    for unit in ("B", "kB", "MB", "GB", "TB"):
+        if size < 1024 or unit == "TB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{n} B"

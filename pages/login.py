@@ -1,0 +1,85 @@
+"""/login and the one-time /setup page for the first administrator."""
+
+from __future__ import annotations
+
+from urllib.parse import quote
+
+from fastapi import Request
+from nicegui import run, ui
+
+from ehr_backup.audit import Actor
+from ehr_backup.errors import BackupError, Unauthenticated
+from ehr_backup.web import WebContext, safe_next
+
+from .frame import tid
+
+
+def _sign_in(ctx: WebContext, token: str, target: str) -> None:
+    ticket = ctx.auth.issue_ticket(token)
+    ui.navigate.to(f"/auth/complete?ticket={quote(ticket)}&next={quote(safe_next(target))}")
+
+
+def register(ctx: WebContext) -> None:
+    """Add /login and /setup."""
+
+    @ui.page("/login", title="Sign in · EHR Backup")
+    def login_page(request: Request, next: str = "/eh") -> None:  # noqa: A002
+        address = request.client.host if request.client else ""
+        with ui.card().classes("absolute-center w-96"):
+            ui.label("EHR Backup").classes("text-2xl font-bold")
+            ui.label("Sign in to manage database backups")
+            username = tid(ui.input("Username").props("autofocus autocomplete=username").classes("w-full"),
+                           "username")
+            password = tid(ui.input("Password", password=True, password_toggle_button=True)
+                           .props("autocomplete=current-password").classes("w-full"), "password")
+            message = tid(ui.label("").classes("text-negative"), "login-error")
+
+            async def attempt() -> None:
+                message.text = ""
+                try:
+                    _principal, token = await run.io_bound(ctx.auth.login, username.value or "",
+                                                           password.value or "", address)
+                except Unauthenticated as exc:
+                    message.text = exc.message
+                    password.value = ""
+                    return
+                _sign_in(ctx, token, next)
+
+            password.on("keydown.enter", attempt)
+            tid(ui.button("Log in", on_click=attempt).classes("w-full"), "login-button")
+
+    @ui.page("/setup", title="Set up · EHR Backup")
+    def setup_page(request: Request, token: str = "") -> None:
+        address = request.client.host if request.client else ""
+        with ui.card().classes("absolute-center w-96"):
+            ui.label("Create the first administrator").classes("text-xl font-bold")
+            if ctx.auth.has_users() or not ctx.check_setup_token(token):
+                tid(ui.label("This setup link is not valid: it was used already, or an administrator exists. "
+                             "Sign in instead, or run `ehr-backup user add NAME --admin` on the server."),
+                    "setup-invalid")
+                ui.link("Go to sign in", "/login")
+                return
+            username = tid(ui.input("Username").classes("w-full"), "setup-username")
+            password = tid(ui.input("Password", password=True).classes("w-full"), "setup-password")
+            confirm = tid(ui.input("Repeat password", password=True).classes("w-full"), "setup-confirm")
+            message = tid(ui.label("").classes("text-negative"), "setup-error")
+
+            async def create() -> None:
+                if password.value != confirm.value:
+                    message.text = "the passwords differ"
+                    return
+                if ctx.auth.has_users() or not ctx.check_setup_token(token):
+                    message.text = "this setup link has been used already"
+                    return
+                try:
+                    await run.io_bound(ctx.auth.add_user, Actor("setup-link", address), username.value or "",
+                                       password.value or "", admin=True)
+                    ctx.consume_setup_token()
+                    _principal, session = await run.io_bound(ctx.auth.login, username.value, password.value,
+                                                             address)
+                except BackupError as exc:
+                    message.text = exc.message
+                    return
+                _sign_in(ctx, session, "/eh")
+
+            tid(ui.button("Create administrator", on_click=create).classes("w-full"), "setup-button")

@@ -1,0 +1,51 @@
+"""The Electronic Health (/eh) modules screen and the Radiation Health (/rh) dashboard."""
+
+from __future__ import annotations
+
+from fastapi import Request
+from nicegui import ui
+
+from ehr_backup.web import WebContext
+
+from .frame import ACCENTS, header, page_session, tid
+
+
+def _module_card(title: str, text: str, icon: str, target: str, classes: str, testid: str) -> None:
+    with tid(ui.card().classes(f"w-72 cursor-pointer {classes}"), testid).on(
+            "click", lambda: ui.navigate.to(target)):
+        with ui.row().classes("items-center gap-3"):
+            ui.icon(icon).classes("text-3xl")
+            ui.label(title).classes("text-lg font-bold")
+        ui.label(text)
+
+
+def register(ctx: WebContext) -> None:
+    """Add /eh and /rh."""
+
+    def screen(request: Request, origin: str) -> None:
+        ps = page_session(ctx, request)
+        accent = ACCENTS[origin]
+        title = "Modules" if origin == "eh" else "Dashboard"
+        header(ps, f"{accent['name']} {title}", origin)
+        with ui.column().classes("p-6 gap-4"):
+            ui.label(f"{accent['name']} {title.lower()}").classes("text-2xl")
+            with ui.row().classes("gap-4"):
+                if ps.principal.is_admin:
+                    _module_card("Database Backup & Restore", "Create, verify, download and restore encrypted "
+                                 "backups of the EHR database.", "backup", f"/admin/backup?from={origin}",
+                                 accent["card"], "backup-card")
+                    _module_card("Audit Log", "Who did what, and when.", "policy", f"/admin/audit?from={origin}",
+                                 "", "audit-card")
+                    _module_card("Users & API tokens", "Accounts, roles and tokens for scripts.", "group",
+                                 f"/admin/users?from={origin}", "", "users-card")
+                else:
+                    tid(ui.label("No modules of this system are available to your account. Database backup and "
+                                 "restore is for administrators."), "no-modules")
+
+    @ui.page("/eh", title="Electronic Health · EHR Backup")
+    def eh(request: Request) -> None:
+        screen(request, "eh")
+
+    @ui.page("/rh", title="Radiation Health · EHR Backup")
+    def rh(request: Request) -> None:
+        screen(request, "rh")

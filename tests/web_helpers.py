@@ -1,0 +1,40 @@
+"""Helpers for NiceGUI user-fixture tests."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from nicegui.testing import User
+
+from .conftest import ADMIN_PW
+
+
+async def login(user: User, name: str = "alice", password: str = ADMIN_PW, next_: str = "/eh") -> None:
+    """Sign in through the login page as a person would."""
+    await user.open(f"/login?next={next_}")
+    user.find(marker="username").type(name)
+    user.find(marker="password").type(password)
+    user.find(marker="login-button").click()
+    await wait_for_path(user, next_.split("?")[0])
+
+
+async def wait_for_path(user: User, path: str, timeout: float = 10) -> None:
+    """Wait until the simulated browser shows a page at path."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        client = user.client
+        if client is not None and client.page.path == path:
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"never reached {path}; at {user.client.page.path if user.client else None}")
+
+
+async def eventually(check, timeout: float = 60) -> None:
+    """Wait until check() is true, letting the event loop run."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return
+        await asyncio.sleep(0.1)
+    raise AssertionError("condition not met in time")
