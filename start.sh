@@ -1,20 +1,13 @@
 #!/usr/bin/env bash
-# Start EHR Backup from a fresh clone: install into .venv, start the demo database when DATABASE_URL is
-# unset, make a backup, verify it and restore it, then show what is there.
+# Start EHR Backup from a fresh clone: install into .venv (first run only), then start the web app.
+# With DATABASE_URL unset it runs a demo PostgreSQL cluster of its own with synthetic EHR data.
+# When no administrator exists yet, it prints a one-time link that creates one and signs you in.
 set -euo pipefail
 cd "$(dirname "$0")"
-if [ ! -x .venv/bin/ehr-backup ]; then
+if [ ! -x .venv/bin/ehr-backup ] || ! .venv/bin/python -c "import ehr_backup, pages, nicegui" 2>/dev/null; then
   echo "installing into .venv (first run only)..."
   python3 -m venv .venv
   .venv/bin/python -m pip install -q --disable-pip-version-check -e . 2>&1 | grep -v "^WARNING: Location" || true
 fi
-EB=.venv/bin/ehr-backup
-if [ -z "${DATABASE_URL:-}" ]; then
-  "$EB" demo
-fi
-id=$("$EB" create --description "first backup" --json | .venv/bin/python -c 'import json,sys; print(json.load(sys.stdin)["id"])')
-"$EB" verify "$id"
-"$EB" restore "$id" --yes
-"$EB" list
-echo
-echo "Try: $EB --help"
+echo "starting EHR Backup on http://${EHR_BACKUP_HOST:-127.0.0.1}:${EHR_BACKUP_PORT:-8080} (Ctrl-C stops it)"
+exec .venv/bin/python -m ehr_backup

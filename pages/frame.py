@@ -18,9 +18,9 @@ from ehr_backup.web import WebContext
 
 ACCENTS = {
     "eh": {"name": "Electronic Health", "bg": "bg-purple-800", "text": "text-white", "color": "#6b21a8",
-           "card": "bg-purple-700 text-white", "path": "/eh"},
+           "card": "background-color: #7e22ce; color: #ffffff", "path": "/eh"},
     "rh": {"name": "Radiation Health", "bg": "bg-yellow-400", "text": "text-black", "color": "#eab308",
-           "card": "bg-yellow-400 text-black", "path": "/rh"},
+           "card": "background-color: #facc15; color: #111827", "path": "/rh"},
 }
 T = TypeVar("T")
 

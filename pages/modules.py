@@ -10,8 +10,8 @@ from ehr_backup.web import WebContext
 from .frame import ACCENTS, header, page_session, tid
 
 
-def _module_card(title: str, text: str, icon: str, target: str, classes: str, testid: str) -> None:
-    with tid(ui.card().classes(f"w-72 cursor-pointer {classes}"), testid).on(
+def _module_card(title: str, text: str, icon: str, target: str, style: str, testid: str) -> None:
+    with tid(ui.card().classes("w-72 cursor-pointer").style(style), testid).on(
             "click", lambda: ui.navigate.to(target)):
         with ui.row().classes("items-center gap-3"):
             ui.icon(icon).classes("text-3xl")
