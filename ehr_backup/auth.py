@@ -184,8 +184,12 @@ class AuthService:
                              address=address[:100]))
         return principal, token
 
-    def session(self, token: str | None, address: str = "") -> Principal:
-        """The principal of a live session; ends sessions past their idle or absolute limit."""
+    def session(self, token: str | None, address: str = "", *, touch: bool = True) -> Principal:
+        """The principal of a live session; ends sessions past their idle or absolute limit.
+
+        `touch=False` checks without counting as activity (a page's periodic check must not keep an
+        idle session alive).
+        """
         if not token:
             raise Unauthenticated("please sign in")
         now = utcnow()
@@ -199,7 +203,7 @@ class AuthService:
         if now - seen > self._idle or now - created > self._absolute:
             self._end(row.id, now)
             raise Unauthenticated("your session has expired; please sign in again")
-        if (now - seen).total_seconds() > TOUCH_SECONDS:
+        if touch and (now - seen).total_seconds() > TOUCH_SECONDS:
             with self._db.writing() as s:
                 live = s.get(WebSession, row.id)
                 if live is not None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime, timezone
 from typing import Any
 
@@ -72,10 +72,11 @@ class Catalogue:
             if row is not None:
                 s.delete(row)
 
-    def fail_interrupted(self, *, reason: str) -> list[str]:
-        """Mark rows left RUNNING by a crash as FAILED; return their ids."""
+    def fail_interrupted(self, *, reason: str, alive: Callable[[str], bool]) -> list[str]:
+        """Mark rows left RUNNING by a crash (whose job is not alive) as FAILED; return their ids."""
         with self._db.writing() as s:
-            rows = s.exec(select(BackupRecord).where(BackupRecord.status == Status.RUNNING)).all()
+            rows = [r for r in s.exec(select(BackupRecord).where(BackupRecord.status == Status.RUNNING)).all()
+                    if not alive(r.id)]
             for row in rows:
                 row.status = Status.FAILED
                 row.error = reason

@@ -17,10 +17,11 @@ class DatabaseLock:
     database, the job thread releases it when done).
     """
 
-    def __init__(self, lock_dir: Path, database_key: str) -> None:
+    def __init__(self, lock_dir: Path, database_key: str, *, remove_on_release: bool = False) -> None:
         lock_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         self.path = lock_dir / (hashlib.sha256(database_key.encode()).hexdigest()[:24] + ".lock")
         self._fd: int | None = None
+        self._remove = remove_on_release
 
     def acquire(self, what: str) -> DatabaseLock:
         """Take the lock or raise Busy naming what holds it."""
@@ -41,8 +42,19 @@ class DatabaseLock:
         fd, self._fd = self._fd, None
         if fd is not None:
             os.ftruncate(fd, 0)
+            if self._remove:
+                self.path.unlink(missing_ok=True)
             fcntl.flock(fd, fcntl.LOCK_UN)
             os.close(fd)
+
+    def held_elsewhere(self) -> bool:
+        """Whether another thread or process holds this lock now (probes without keeping it)."""
+        try:
+            self.acquire("a start-up check")
+        except Busy:
+            return True
+        self.release()
+        return False
 
     def __enter__(self) -> DatabaseLock:
         return self

@@ -49,7 +49,7 @@ class Task:
     kind: str
     target: str
     _run: Callable[[Progress, threading.Event], Any]
-    _lock: DatabaseLock | None
+    _locks: list[DatabaseLock]
     progress: Progress = field(default_factory=Progress)
     cancel: threading.Event = field(default_factory=threading.Event)
     backup_id: str | None = None
@@ -59,13 +59,8 @@ class Task:
         try:
             return self._run(self.progress, self.cancel)
         finally:
-            if self._lock is not None:
-                self._lock.release()
-
-    def discard(self) -> None:
-        """Release the lock of a task that will not run."""
-        if self._lock is not None:
-            self._lock.release()
+            for lock in self._locks:
+                lock.release()
 
 
 @dataclass(frozen=True)
@@ -123,6 +118,10 @@ class BackupService:
                             "BACKUP_ENCRYPTION_KEY, kept away from the backups", self.settings.data_dir)
             self._keyring = load_keyring(current, self.settings.old_keys)
         return self._keyring
+
+    def _job_lock(self, backup_id: str) -> DatabaseLock:
+        """Held while a backup is being written, so that a start-up elsewhere knows it is alive."""
+        return DatabaseLock(self.settings.data_dir / "locks" / "jobs", backup_id, remove_on_release=True)
 
     def _lock(self, conn: ConnInfo) -> DatabaseLock:
         host = conn.params.get("host") or conn.params.get("hostaddr") or "localhost"
@@ -206,8 +205,12 @@ class BackupService:
     # ----- start-up ----------------------------------------------------------------------------------
     def reconcile(self) -> dict[str, Any]:
         """After a crash: running rows become FAILED and temporary files are removed."""
-        failed = self.catalogue.fail_interrupted(reason="interrupted: the program stopped while it ran")
-        removed = sum(storage.remove_leftovers(d) for _, d in self._scan_dirs())
+        def alive(backup_id: str) -> bool:
+            return self._job_lock(backup_id).held_elsewhere()
+
+        failed = self.catalogue.fail_interrupted(reason="interrupted: the program stopped while it ran",
+                                                 alive=alive)
+        removed = sum(storage.remove_leftovers(d, alive) for _, d in self._scan_dirs())
         return {"failed": failed, "removedTemporaryFiles": removed}
 
     # ----- create ------------------------------------------------------------------------------------
@@ -234,22 +237,24 @@ class BackupService:
             except Busy as exc:
                 self.audit.record(actor, "create", conn.dbname, "refused", exc.message)
                 raise
+        locks = [lock] if own_lock else []
         try:
             backup_id = self._new_id(slug or description, algorithm, directory)
+            locks.append(self._job_lock(backup_id).acquire(f"backup {backup_id}"))
             self.audit.record(actor, "create", backup_id, "started", f"location={loc_key}")
             record = self.catalogue.add(BackupRecord(
                 id=backup_id, location=loc_key, directory=str(directory), description=description,
                 kind=kind, status=Status.RUNNING, step="starting", compression=algorithm,
                 key_id=key.key_id, database=conn.dbname, created_at=utcnow(), created_by=actor.name))
         except BaseException:
-            if own_lock:
-                lock.release()
+            for held in locks:
+                held.release()
             raise
 
         def work(progress: Progress, cancel: threading.Event) -> BackupRecord:
             return self._run_create(actor, record, conn, key, level, directory, progress, cancel)
 
-        return Task("create", backup_id, work, lock if own_lock else None, backup_id=backup_id)
+        return Task("create", backup_id, work, locks, backup_id=backup_id)
 
     def create(self, actor: Actor, **kwargs: Any) -> BackupRecord:
         """Make a backup now and return its record."""
@@ -408,7 +413,7 @@ class BackupService:
         def work(progress: Progress, cancel: threading.Event) -> dict[str, Any]:
             return self._run_verify(actor, record, progress, cancel)
 
-        return Task("verify", record.id, work, None, backup_id=record.id)
+        return Task("verify", record.id, work, [], backup_id=record.id)
 
     def verify(self, actor: Actor, backup_id: str) -> dict[str, Any]:
         """Verify now and return the result."""
@@ -478,7 +483,7 @@ class BackupService:
         def work(progress: Progress, cancel: threading.Event) -> RestoreReport:
             return self._run_restore(actor, record, target, over_configured and safety, lock, progress, cancel)
 
-        return Task("restore", record.id, work, lock, backup_id=record.id)
+        return Task("restore", record.id, work, [lock], backup_id=record.id)
 
     def restore(self, actor: Actor, backup_id: str, **kwargs: Any) -> RestoreReport:
         """Restore now and return the report."""

@@ -7,7 +7,7 @@ import os
 import re
 import secrets
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -172,15 +172,21 @@ def scan(directory: Path) -> Iterator[Path]:
             yield Path(entry.path)
 
 
-def remove_leftovers(directory: Path) -> int:
-    """Delete temporary files a crashed backup left behind; return how many."""
+def temp_owner(temp_name: str) -> str:
+    """The final name a temporary file was being written for."""
+    return temp_name[len(TEMP_PREFIX):].rsplit(".", 1)[0]
+
+
+def remove_leftovers(directory: Path, live: Callable[[str], bool] = lambda _name: False) -> int:
+    """Delete temporary files a crashed backup left behind (not those of live jobs); return how many."""
     removed = 0
     try:
         entries = list(os.scandir(directory))
     except OSError:
         return 0
     for entry in entries:
-        if entry.name.startswith(TEMP_PREFIX) and entry.is_file(follow_symlinks=False):
+        if (entry.name.startswith(TEMP_PREFIX) and entry.is_file(follow_symlinks=False)
+                and not live(temp_owner(entry.name))):
             try:
                 os.unlink(entry.path)
                 removed += 1
@@ -203,7 +209,7 @@ def atomic_file(directory: Path, name: str) -> Iterator[IO[bytes]]:
 
     The final name appears only when everything succeeded and never replaces an existing file.
     """
-    tmp = directory / f"{TEMP_PREFIX}{secrets.token_hex(8)}"
+    tmp = directory / f"{TEMP_PREFIX}{name[:200]}.{secrets.token_hex(8)}"
     final = directory / name
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
     os.fchmod(fd, 0o600)

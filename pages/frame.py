@@ -51,10 +51,11 @@ class PageSession:
         """The audit actor."""
         return self.principal.actor()
 
-    async def check(self, what: str = "page action") -> bool:
+    async def check(self, what: str = "page action", *, activity: bool = True) -> bool:
         """Re-validate the session; on failure audit, tell the user and go to the login page."""
         try:
-            self.principal = await run.io_bound(self.ctx.auth.session, self.token, self.address)
+            self.principal = await run.io_bound(lambda: self.ctx.auth.session(self.token, self.address,
+                                                                              touch=activity))
             if self.principal is None:
                 return False
             return True
@@ -112,7 +113,7 @@ def header(ps: PageSession, title: str, origin: str) -> None:
         tid(ui.button("Log out", on_click=logout).props("flat").classes(accent["text"]), "logout")
 
     async def watch_session() -> None:
-        await ps.check("session check")
+        await ps.check("session check", activity=False)
 
     ui.timer(30, watch_session)
 

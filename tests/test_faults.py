@@ -214,3 +214,12 @@ def test_a_process_killed_mid_backup_is_reconciled_at_the_next_start(tmp_path: P
     record = svc.catalogue.all()[0]
     assert record.status == Status.FAILED and "interrupted" in (record.error or "")
     assert files_in(backups) == []
+
+
+def test_start_up_elsewhere_does_not_fail_a_backup_that_is_still_running(env: dict[str, str]) -> None:
+    svc = service_with(env)
+    task = svc.prepare_create(ACTOR, description="alive")  # holds its job lock, as a running job does
+    other = service_with(env)  # e.g. a CLI command started while the web app works
+    report = other.reconcile()
+    assert report["failed"] == [] and other.get(task.backup_id or "").status == Status.RUNNING
+    assert task.run().status == Status.COMPLETED

@@ -24,7 +24,6 @@ import argparse
 import json
 import os
 import platform
-import re
 import secrets
 import shlex
 import shutil
@@ -57,7 +56,11 @@ TARGET_RSS_MB = 150.0
 # Synthetic EHR data
 # ---------------------------------------------------------------------------------------------------
 
-FAMILY = """Okafor Müller García Nguyen Smith Kowalski Haddad Tanaka O'Brien Silva Johnson Williams Brown
+def _words(text: str) -> list[str]:
+    return text.split()
+
+
+FAMILY = _words("""Okafor Müller García Nguyen Smith Kowalski Haddad Tanaka O'Brien Silva Johnson Williams Brown
 Jones Miller Davis Rodriguez Martinez Hernandez Lopez Gonzalez Wilson Anderson Thomas Taylor Moore Jackson
 Martin Lee Perez Thompson White Harris Sanchez Clark Ramirez Lewis Robinson Walker Young Allen King Wright
 Scott Torres Hill Flores Green Adams Nelson Baker Hall Rivera Campbell Mitchell Carter Roberts Schmidt
@@ -65,27 +68,27 @@ Schneider Fischer Weber Meyer Wagner Becker Schulz Hoffmann Novák Dvořák Horv
 Kim Park Choi Chen Wang Li Zhang Liu Yamamoto Suzuki Watanabe Sato Ito Singh Patel Kumar Shah Khan Ali
 Hussain Ahmed Mensah Boateng Adeyemi Eze Mwangi Otieno Dubois Lefebvre Moreau Laurent Rossi Russo Ferrari
 Esposito Bianchi Romano Jensen Nielsen Hansen Andersson Johansson Karlsson Virtanen Korhonen Murphy Kelly
-Byrne Walsh O'Connor Papadopoulos Yilmaz Kaya Demir Cohen Levi Ivanov Petrov Smirnov Popescu Nagy""".split()
-GIVEN = """Ada Björn Chloé Dmitri Esi Farah Gus Hana Ivan Jun Olivia Liam Emma Noah Amelia Oliver Ava Elijah
+Byrne Walsh O'Connor Papadopoulos Yilmaz Kaya Demir Cohen Levi Ivanov Petrov Smirnov Popescu Nagy""")
+GIVEN = _words("""Ada Björn Chloé Dmitri Esi Farah Gus Hana Ivan Jun Olivia Liam Emma Noah Amelia Oliver Ava Elijah
 Sophia Lucas Isabella Mason Mia Ethan Charlotte Logan Harper James Evelyn Aiden Abigail Jacob Emily Michael
 Ella Daniel Elizabeth Henry Camila Jackson Luna Sebastian Sofia Mateo Avery Jack Mila Owen Aria Samuel
 Scarlett Wei Mei Hiroshi Yuki Aarav Priya Arjun Ananya Kwame Amara Chidi Ngozi Fatima Omar Layla Yusuf
 Zeynep Mehmet Elif Lukas Lena Jonas Anna Matteo Giulia Pierre Camille Lars Ingrid Sven Astrid Mateusz Zofia
-Jakub Alžběta Tomás Lucía Diego Valentina Nikos Eleni Sean Siobhan Ciara Rhys Carys""".split()
-STREETS = """Main High Church Station Park Victoria Green Manor Mill School Kings Queens New Grange Chapel
+Jakub Alžběta Tomás Lucía Diego Valentina Nikos Eleni Sean Siobhan Ciara Rhys Carys""")
+STREETS = _words("""Main High Church Station Park Victoria Green Manor Mill School Kings Queens New Grange Chapel
 Oak Elm Maple Cedar Pine Birch Willow Ash Lime Beech Meadow River Lake Hill Forest Valley Spring Bridge
-Market Castle Abbey Priory Orchard Garden""".split()
-STREET_KIND = "Street Road Avenue Lane Close Drive Way Court Place Crescent".split()
-CITIES = """Springfield Riverton Fairview Greenville Franklin Clinton Madison Georgetown Salem Arlington
+Market Castle Abbey Priory Orchard Garden""")
+STREET_KIND = _words("Street Road Avenue Lane Close Drive Way Court Place Crescent")
+CITIES = _words("""Springfield Riverton Fairview Greenville Franklin Clinton Madison Georgetown Salem Arlington
 Ashland Burlington Manchester Oxford Milton Newport Bristol Dover Kingston Lexington Auburn Dayton Hudson
-Marion Oakland Jackson Chester Cleveland Winchester""".split()
+Marion Oakland Jackson Chester Cleveland Winchester""")
 CLINICIANS = [f"Dr. {g[0]}. {f}" for g, f in zip(GIVEN * 3, FAMILY * 2, strict=False)][:180]
-DEPARTMENTS = """Cardiology Oncology Pediatrics Orthopedics Neurology Dermatology Endocrinology Nephrology
+DEPARTMENTS = _words("""Cardiology Oncology Pediatrics Orthopedics Neurology Dermatology Endocrinology Nephrology
 Gastroenterology Pulmonology Rheumatology Urology Psychiatry Obstetrics Gynecology Ophthalmology ENT
-Emergency Radiology Geriatrics Hematology Infectious-Diseases General-Surgery Family-Medicine""".split()
-ICD10 = """E11.9 E11.65 E78.5 I10 I25.10 I48.91 I50.9 J44.9 J45.909 J18.9 N18.3 N39.0 K21.9 K57.30 M54.5
+Emergency Radiology Geriatrics Hematology Infectious-Diseases General-Surgery Family-Medicine""")
+ICD10 = _words("""E11.9 E11.65 E78.5 I10 I25.10 I48.91 I50.9 J44.9 J45.909 J18.9 N18.3 N39.0 K21.9 K57.30 M54.5
 M17.11 M81.0 F32.9 F41.1 G47.33 G43.909 E03.9 E66.9 D64.9 R07.9 R10.9 R51.9 R53.83 Z00.00 Z23 Z79.4
-C50.911 C61 C34.90 L40.0 B20 A41.9 S72.001A O80 H25.9""".split()
+C50.911 C61 C34.90 L40.0 B20 A41.9 S72.001A O80 H25.9""")
 # (LOINC code, display, unit, low, high, decimals)
 OBS = [("8867-4", "Heart rate", "/min", 45, 130, 0), ("8480-6", "Systolic BP", "mm[Hg]", 90, 190, 0),
        ("8462-4", "Diastolic BP", "mm[Hg]", 50, 115, 0), ("29463-7", "Body weight", "kg", 3, 160, 1),
@@ -97,18 +100,18 @@ OBS = [("8867-4", "Heart rate", "/min", 45, 130, 0), ("8480-6", "Systolic BP", "
        ("2823-3", "Potassium", "mmol/L", 2.9, 6.1, 1), ("2093-3", "Cholesterol", "mg/dL", 110, 320, 0),
        ("2085-9", "HDL", "mg/dL", 22, 95, 0), ("13457-7", "LDL", "mg/dL", 40, 230, 0),
        ("1742-6", "ALT", "U/L", 7, 180, 0), ("33914-3", "eGFR", "mL/min/1.73m2", 12, 120, 0)]
-DRUG_STEMS = """amlo losar metfor atorva simva rosuva lisino enala ramipr carve meto biso furo spirono hydro
+DRUG_STEMS = _words("""amlo losar metfor atorva simva rosuva lisino enala ramipr carve meto biso furo spirono hydro
 chlortha levo omepra panto esome sertra escita fluox bupro venla dulox gaba prega trama oxy morph parac
 ibupro napro cele predni methylpre dexa insul glipi sita empa dapa cana warfa apixa rivaro clopi aspi
 tamsu finas allopu febu colchi monte salbu tiotro budes flutica cetiri lorata amoxi azithro doxy cipro
-nitrofu cepha vanco""".split()
-DRUG_SUFFIX = "dipine sartan min statin pril lol semide lactone thiazide done xine prazole line pram tine " \
+nitrofu cepha vanco""")
+DRUG_SUFFIX = _words("dipine sartan min statin pril lol semide lactone thiazide done xine prazole line pram tine " \
               "pion faxine xetine pentin balin dol done phine cetamol fen xen coxib sone lone sone lin zide " \
               "gliptin gliflozin farin xaban dogrel rin losin steride purinol xostat cine lukast tamol tropium " \
-              "sonide sone rizine tadine cillin thromycin cycline floxacin rantoin lexin mycin".split()
-ROUTES = "oral oral oral IV IM subcutaneous inhaled topical sublingual transdermal".split()
-FREQ = "once-daily twice-daily three-times-daily every-8-hours every-12-hours at-night as-needed weekly".split()
-NOTE_TYPES = "progress admission discharge consult procedure nursing telephone triage referral".split()
+              "sonide sone rizine tadine cillin thromycin cycline floxacin rantoin lexin mycin")
+ROUTES = _words("oral oral oral IV IM subcutaneous inhaled topical sublingual transdermal")
+FREQ = _words("once-daily twice-daily three-times-daily every-8-hours every-12-hours at-night as-needed weekly")
+NOTE_TYPES = _words("progress admission discharge consult procedure nursing telephone triage referral")
 PHRASES = [
     "Patient seen and examined.", "History obtained from the patient and the chart.",
     "Chief complaint:", "History of present illness:", "Review of systems otherwise negative.",
@@ -126,7 +129,7 @@ PHRASES = [
     "Blood cultures pending.", "Fall risk assessment completed.", "Patient education provided.",
     "Denies chest pain, shortness of breath, fever or chills.", "Reports intermittent headaches.",
 ]
-WORDS = """the the the the the of of of and and and to to a a a in in in with with with for for on on
+WORDS = _words("""the the the the the of of of and and and to to a a a in in in with with with for for on on
 is is was was no no not patient patient patient reports reports denies denies noted noted history history
 pain pain pain mild mild moderate moderate severe left left right right bilateral acute acute chronic
 chronic stable stable improved improved worsening unchanged since days days weeks weeks months yesterday
@@ -159,7 +162,7 @@ doxycycline ceftriaxone vancomycin levothyroxine sertraline mirtazapine quetiapi
 lorazepam zopiclone gabapentin tramadol oxycodone ondansetron metoclopramide lactulose senna
 sodium potassium creatinine urea egfr haemoglobin platelets white cell count crp troponin bnp inr
 hba1c cholesterol ldl hdl triglycerides tsh vitamin iron ferritin b12 folate albumin bilirubin alt ast
-alp ggt lactate ph bicarbonate lipase amylase d-dimer procalcitonin magnesium calcium phosphate""".split()
+alp ggt lactate ph bicarbonate lipase amylase d-dimer procalcitonin magnesium calcium phosphate""")
 
 
 def _vocab() -> list[str]:
@@ -314,7 +317,7 @@ FROM generate_series(1, %(n)s) g""", {"np": n["patients"], "n": n["documents"]})
 
 def _rows_for(size_mb: float) -> dict[str, int]:
     scale = size_mb / 300.0
-    return {t: max(10, int(round(v * scale))) for t, v in ROWS_PER_300MB.items()}
+    return {t: max(10, round(v * scale)) for t, v in ROWS_PER_300MB.items()}
 
 
 def ensure_database(admin_url: str, size_mb: float, rebuild: bool) -> tuple[bool, float]:
@@ -325,7 +328,7 @@ def ensure_database(admin_url: str, size_mb: float, rebuild: bool) -> tuple[bool
     if exists and not rebuild:
         try:
             with psycopg.connect(db_url(admin_url, BENCH_DB), autocommit=True) as conn:
-                have = dict(conn.execute("SELECT k, v FROM bench_meta").fetchall())
+                have: dict[str, str] = dict(conn.execute("SELECT k, v FROM bench_meta").fetchall())
             if all(have.get(k) == v for k, v in want.items()) and have.get("complete") == "1":
                 return False, 0.0
             print(f"{BENCH_DB} was built for {have.get('size_mb')} MB (generator {have.get('generator')}); "
@@ -374,8 +377,8 @@ def db_url(admin_url: str, dbname: str) -> str:
     params = pg_conninfo.conninfo_to_dict(admin_url)
     params["dbname"] = dbname
     if admin_url.startswith(("postgresql://", "postgres://")) and not params.get("password"):
-        host = params.get("host", "127.0.0.1")
-        user = params.get("user", "")
+        host = str(params.get("host", "127.0.0.1"))
+        user = str(params.get("user", ""))
         return f"postgresql://{user + '@' if user else ''}{host}:{params.get('port', '5432')}/{dbname}"
     return pg_conninfo.make_conninfo(**{k: str(v) for k, v in params.items() if v is not None})
 
@@ -569,7 +572,10 @@ class Bench:
             conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
 
     def best(self, runs: list[Measured]) -> Measured:
-        return min(runs, key=lambda m: m.wall)
+        """The fastest run (the least disturbed by anything else on the machine), with every run's time."""
+        m = min(runs, key=lambda r: r.wall)
+        m.data["walls"] = [r.wall for r in runs]
+        return m
 
     # ----- measurements ------------------------------------------------------------------------------
     def reference(self) -> Row:
@@ -577,7 +583,8 @@ class Bench:
         runs = [checked(run_measured(["bash", "-o", "pipefail", "-c", cmd]), "pg_dump")
                 for _ in range(self.args.repeat)]
         m = self.best(runs)
-        return Row("pg_dump > /dev/null (reference)", "reference", m.wall, cpu=m.cpu, tools_rss_mb=m.rss_desc_mb)
+        return Row("pg_dump > /dev/null (reference)", "reference", m.wall, cpu=m.cpu, tools_rss_mb=m.rss_desc_mb,
+                   extra={"walls": m.data["walls"]})
 
     def shell_backup(self) -> tuple[Row, Path]:
         path = self.work / "shell.sql.gz.enc"
@@ -589,7 +596,7 @@ class Bench:
             runs.append(checked(run_measured(["bash", "-o", "pipefail", "-c", cmd]), "shell backup"))
         m = self.best(runs)
         return Row("shell: pg_dump | gzip -9 | openssl", "backup", m.wall, size=path.stat().st_size, cpu=m.cpu,
-                   tools_rss_mb=m.rss_desc_mb), path
+                   tools_rss_mb=m.rss_desc_mb, extra={"walls": m.data["walls"]}), path
 
     def our_backup(self, name: str, compression: str, keep: bool, **env: str) -> tuple[Row, dict[str, Any]]:
         runs: list[tuple[Measured, dict[str, Any]]] = []
@@ -599,13 +606,15 @@ class Bench:
                                       "--json"], env=self.env(**env)), f"ehr-backup create ({name})")
             info = json.loads(m.stdout)
             runs.append((m, info))
+        peak_rss = max(r[0].rss_self_mb for r in runs)
         m, info = min(runs, key=lambda r: r[0].wall)
+        walls = [r[0].wall for r in runs]
         for other_m, other in runs:  # keep only the file of the best run, and only when needed
             if other is not info or not keep:
                 Path(other["path"]).unlink(missing_ok=True)
         self.dump_bytes = int(info["dumpBytes"])
-        return Row(name, "backup", m.wall, size=int(info["size"]), cpu=m.cpu, rss_mb=m.rss_self_mb,
-                   tools_rss_mb=m.rss_desc_mb, extra={"env": env, "inner": info.get("durationSeconds")}), info
+        return Row(name, "backup", m.wall, size=int(info["size"]), cpu=m.cpu, rss_mb=peak_rss,
+                   tools_rss_mb=m.rss_desc_mb, extra={"env": env, "walls": walls}), info
 
     def shell_restore(self, path: Path) -> Row:
         runs = []
@@ -617,7 +626,8 @@ class Bench:
                    f"--single-transaction -d {shlex.quote(target)} > /dev/null")
             runs.append(checked(run_measured(["bash", "-o", "pipefail", "-c", cmd]), "shell restore"))
         m = self.best(runs)
-        return Row("shell: openssl -d | gunzip | psql", "restore", m.wall, cpu=m.cpu, tools_rss_mb=m.rss_desc_mb)
+        return Row("shell: openssl -d | gunzip | psql", "restore", m.wall, cpu=m.cpu, tools_rss_mb=m.rss_desc_mb,
+                   extra={"walls": m.data["walls"]})
 
     def our_restore(self, name: str, backup_id: str) -> Row:
         runs = []
@@ -631,7 +641,8 @@ class Bench:
                 raise SystemExit(f"restore {name}: row counts differ: {report.get('mismatchedTables')}")
             runs.append(m)
         m = self.best(runs)
-        return Row(name, "restore", m.wall, cpu=m.cpu, rss_mb=m.rss_self_mb, tools_rss_mb=m.rss_desc_mb)
+        return Row(name, "restore", m.wall, cpu=m.cpu, rss_mb=max(r.rss_self_mb for r in runs), tools_rss_mb=m.rss_desc_mb,
+                   extra={"walls": m.data["walls"]})
 
 
 def _parse_extra(spec: str) -> tuple[str, str, dict[str, str]]:
@@ -665,13 +676,12 @@ def machine_facts() -> dict[str, str]:
 
     def version(argv: list[str]) -> str:
         try:
-            r = subprocess.run(argv, capture_output=True, text=True, timeout=10)
+            r = subprocess.run(argv, capture_output=True, text=True, timeout=10, check=False)
             return (r.stdout or r.stderr).strip().splitlines()[0]
         except (OSError, IndexError, subprocess.TimeoutExpired):
             return "?"
 
     try:
-        import zlib_ng  # noqa: F401
         from importlib.metadata import version as pkg_version
         libs = f"zlib-ng {pkg_version('zlib-ng')}, zstandard {pkg_version('zstandard')}, " \
                f"cryptography {pkg_version('cryptography')}"
@@ -693,14 +703,16 @@ def _f(x: float | None, fmt: str) -> str:
 
 def report(b: Bench, facts: dict[str, str], shell: Row, shell_restore: Row, dump_bytes: int) -> int:
     """Print the tables; return the number of targets missed."""
-    header = ["run", "wall s", "MB/s", "file MB", "CPU s", "our RSS MB", "tools RSS MB", "speed vs shell",
-              "size vs gzip -9"]
+    header = ["run", "wall s", "runs s", "MB/s", "file MB", "CPU s", "our RSS MB", "tools RSS MB",
+              "speed vs shell", "size vs gzip -9"]
     table: list[list[str]] = []
     for r in b.rows:
         base = shell_restore if r.kind == "restore" else shell
         speed = base.wall / r.wall
         size_ratio = (r.size / shell.size) if (r.size and shell.size and r.kind == "backup") else None
-        table.append([r.name, f"{r.wall:.2f}", f"{dump_bytes / MB / r.wall:.0f}", _mb(r.size), _f(r.cpu, ".1f"),
+        walls = r.extra.get("walls") or [r.wall]
+        spread = f"{min(walls):.1f}-{max(walls):.1f}" if len(walls) > 1 else "-"
+        table.append([r.name, f"{r.wall:.2f}", spread, f"{dump_bytes / MB / r.wall:.0f}", _mb(r.size), _f(r.cpu, ".1f"),
                       _f(r.rss_mb, ".0f"), _f(r.tools_rss_mb, ".0f"),
                       f"{speed:.2f}x" if r is not base else "1.00x (base)",
                       f"{size_ratio:.3f}" if size_ratio is not None else "-"])
@@ -751,7 +763,8 @@ def report(b: Bench, facts: dict[str, str], shell: Row, shell_restore: Row, dump
     for t in table:
         print("  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(t, widths))))
     print()
-    print("MB/s = MB of pg_dump output per wall-clock second; speed vs shell = shell time / this time (backups "
+    print("wall s = the fastest of the runs; runs s = fastest-slowest; MB = 2^20 bytes; "
+          "MB/s = MB of pg_dump output per wall-clock second; speed vs shell = shell time / this time (backups "
           "against the shell backup, restores against the shell restore); size vs gzip -9 = this file / the "
           "shell file; our RSS = peak RSS (VmHWM) of the ehr-backup Python process alone; tools RSS = the "
           "largest peak among its children (pg_dump, psql) or the shell pipeline's processes.")
@@ -764,6 +777,7 @@ def report(b: Bench, facts: dict[str, str], shell: Row, shell_restore: Row, dump
     if levels:
         if fitting:
             best_fit = min(fitting, key=lambda r: r.wall)
+            assert best_fit.size is not None and shell.size is not None
             print(f"  gzip level giving files no larger than gzip -9's in the least time: {best_fit.name} "
                   f"({best_fit.wall:.2f} s, {best_fit.size / shell.size:.3f} of gzip -9's size)")
         else:
@@ -796,7 +810,8 @@ NAME_RESTORE_ZSTD = "ours: restore zstd"
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--size-mb", type=float, default=300, help="approximate pg_dump output of ehr_bench (default 300)")
-    p.add_argument("--repeat", type=int, default=1, help="runs per measurement; the fastest is reported")
+    p.add_argument("--repeat", type=int, default=3,
+                   help="runs per measurement; the fastest is reported, with the spread (default 3)")
     p.add_argument("--gzip-levels", default="4,9",
                    help="extra EHR_BACKUP_GZIP_LEVEL values to measure besides the default (default 4,9)")
     p.add_argument("--extra", action="append", type=_parse_extra, default=[], metavar="NAME:ALG:VAR=VAL,...",
@@ -813,10 +828,14 @@ def main(argv: list[str] | None = None) -> int:
         p.error("--repeat must be at least 1")
 
     built, secs = ensure_database(args.pg_url, args.size_mb, args.rebuild)
-    print(f"{BENCH_DB}: {'built in %.0f s' % secs if built else 'reused'}", file=sys.stderr)
+    print(f"{BENCH_DB}: " + (f"built in {secs:.0f} s" if built else "reused"), file=sys.stderr)
     if args.build_only:
         return 0
     facts = machine_facts()
+    load1 = os.getloadavg()[0]
+    if load1 > 0.5:
+        print(f"warning: load average {load1:.2f} before starting: something else is using the CPU, and the "
+              "figures will be noisy", file=sys.stderr)
     work = Path(tempfile.mkdtemp(prefix="ehr-bench-", dir=args.tmp))
     os.chmod(work, 0o700)
     bench = Bench(args, work)

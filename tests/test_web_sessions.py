@@ -1,0 +1,74 @@
+"""Sessions and load: idle and absolute limits for HTTP and page events, cancel, parallel requests."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+from nicegui.testing import User
+
+from ehr_backup.audit import Actor
+
+from .conftest import run_sql
+from .web_helpers import eventually, login, wait_for_path
+
+API = "/api/admin/backup"
+
+
+def age_sessions(web_env: dict[str, str], column: str, delta: timedelta) -> None:
+    stamp = (datetime.now(timezone.utc) - delta).strftime("%Y-%m-%d %H:%M:%S.%f")
+    with sqlite3.connect(Path(web_env["EHR_BACKUP_DATA_DIR"]) / "catalogue.sqlite3") as conn:
+        conn.execute(f"UPDATE sessions SET {column} = ?", (stamp,))
+
+
+@pytest.mark.parametrize("column,delta", [("last_seen", timedelta(minutes=16)), ("created_at", timedelta(hours=13))])
+async def test_idle_and_absolute_limits_end_the_session_for_page_events_and_http(
+        user: User, accounts, web_env, column: str, delta: timedelta) -> None:
+    await login(user, next_="/admin/backup")
+    age_sessions(web_env, column, delta)
+    user.find(marker="description").type("too late")
+    user.find(marker="create-button").click()
+    await wait_for_path(user, "/login")
+    assert not list(Path(web_env["EHR_BACKUP_DEFAULT_DIR"]).glob("*too_late*"))
+    response = await user.http_client.get("/admin/backup", follow_redirects=False)
+    assert response.status_code == 303
+
+
+async def test_cancel_from_the_page_leaves_nothing(user: User, accounts, web_env) -> None:
+    run_sql(web_env["DATABASE_URL"], "CREATE TABLE big AS SELECT g, repeat(md5(g::text), 8) s "
+                                     "FROM generate_series(1, 400000) g;")
+    await login(user, next_="/admin/backup")
+    user.find(marker="description").type("cancel me")
+    user.find(marker="create-button").click()
+    await user.should_see(marker="cancel-job", retries=50)
+    await eventually(lambda: "dumping" in user.find(marker="job-phase").elements.pop().text, timeout=30)
+    user.find(marker="cancel-job").click()
+    status = user.find(marker="job-status").elements.pop()
+    await eventually(lambda: status.text.startswith("Cancelled"), timeout=60)
+    assert [p.name for p in Path(web_env["EHR_BACKUP_DEFAULT_DIR"]).iterdir()] == []
+
+
+async def test_fifty_parallel_requests_during_a_backup_all_succeed(user: User, accounts, web_env) -> None:
+    run_sql(web_env["DATABASE_URL"], "CREATE TABLE big AS SELECT g, repeat(md5(g::text), 8) s "
+                                     "FROM generate_series(1, 200000) g;")
+    token = accounts.create_token(Actor("t"), "alice")
+    h = {"Authorization": f"Bearer {token}"}
+    first = await user.http_client.post(f"{API}/create?wait=true", json={"description": "first"}, headers=h)
+    bid = first.json()["id"]
+    running = await user.http_client.post(f"{API}/create", json={"description": "running"}, headers=h)
+    assert running.status_code == 202
+    calls = [user.http_client.get(f"{API}/list", headers=h) for _ in range(25)]
+    calls += [user.http_client.get(f"{API}/download/{bid}", headers=h) for _ in range(25)]
+    responses = await asyncio.gather(*calls)
+    assert [r.status_code for r in responses] == [200] * 50
+    size = Path(first.json()["path"]).stat().st_size
+    assert all(len(r.content) == size for r in responses[25:])
+    job_id = running.json()["jobId"]
+    for _ in range(600):
+        if (await user.http_client.get(f"{API}/jobs/{job_id}", headers=h)).json()["status"] != "running":
+            break
+        await asyncio.sleep(0.1)
+    assert (await user.http_client.get(f"{API}/jobs/{job_id}", headers=h)).json()["status"] == "succeeded"
