@@ -19,7 +19,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.middleware.base import BaseHTTPMiddleware, RequestResponseEndpoint
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from .api import PREFIX, SESSION_COOKIE, ApiContext, build_router, client_address, error_response
+from .api import SESSION_COOKIE, ApiContext, build_router, client_address, error_response
 from .audit import Actor
 from .auth import AuthService, Principal
 from .config import Settings

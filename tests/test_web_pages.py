@@ -5,9 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from nicegui import ui
 from nicegui.testing import User
 
+from ehr_backup.errors import Unauthenticated
 from ehr_backup.models import Status
 
 from .conftest import ADMIN_PW, USER_PW, run_sql
@@ -34,7 +34,7 @@ async def test_wrong_password_is_refused_audited_and_throttled(user: User, accou
         user.find(marker="username").type("alice")
         user.find(marker="password").type("wrong password!!")
         user.find(marker="login-button").click()
-        await eventually(lambda: failures() == attempt, timeout=10)
+        await eventually(lambda n=attempt: failures() == n, timeout=10)
         await user.should_see("wrong user name or password")
         user.find(marker="username").clear()
     user.find(marker="username").type("alice")
@@ -194,7 +194,7 @@ async def test_session_cookie_changes_at_each_login(user: User, accounts) -> Non
     await login(user)
     second = user.http_client.cookies.get("ehr_session")
     assert first and second and first != second
-    with pytest.raises(Exception):
+    with pytest.raises(Unauthenticated):
         accounts.session(first)
 
 
@@ -230,7 +230,7 @@ async def test_users_page_adds_users_and_creates_a_token_shown_once(user: User, 
     assert token.startswith("ehrb_") and accounts.token(token).username == "carol"
     user.find(marker="toggle-disabled-carol").click()
     await eventually(lambda: user.find(marker="state-carol").elements.pop().text == "disabled")
-    with pytest.raises(Exception):
+    with pytest.raises(Unauthenticated):
         accounts.token(token)
 
 
@@ -256,5 +256,3 @@ async def test_first_admin_through_the_one_time_setup_link(user: User, web_env) 
     await user.open(f"/setup?token={token}")
     await user.should_see(marker="setup-invalid")
 
-
-ui  # keep the import: the user fixture needs NiceGUI loaded
