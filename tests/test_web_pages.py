@@ -108,7 +108,7 @@ async def test_custom_location_with_the_directory_browser(user: User, accounts, 
     assert user.find(marker="custom-path").elements.pop().value == str(tmp_path / "nas" / "ehr")
     user.find(marker="description").type("to the nas")
     user.find(marker="create-button").click()
-    await eventually(lambda: any((tmp_path / "nas" / "ehr").glob("*.enc")))
+    await eventually(lambda: any((tmp_path / "nas" / "ehr").glob("backup_*.enc")))
 
 
 async def test_unsafe_custom_location_shows_the_reason(user: User, accounts) -> None:
@@ -126,8 +126,8 @@ async def test_verify_restore_and_delete_from_the_list(user: User, accounts, web
     await login(user, next_="/admin/backup")
     user.find(marker="description").type("restore me")
     user.find(marker="create-button").click()
-    await eventually(lambda: any(Path(web_env["EHR_BACKUP_DEFAULT_DIR"]).glob("*restore_me*")))
-    bid = next(Path(web_env["EHR_BACKUP_DEFAULT_DIR"]).glob("*restore_me*")).name
+    await eventually(lambda: any(Path(web_env["EHR_BACKUP_DEFAULT_DIR"]).glob("backup_*restore_me*")))
+    bid = next(Path(web_env["EHR_BACKUP_DEFAULT_DIR"]).glob("backup_*restore_me*")).name
     await user.should_see(marker=f"verify-{bid}", retries=150)
     user.find(marker=f"verify-{bid}").click()
     await eventually(lambda: user.find(marker=f"verified-{bid}").elements.pop().text.startswith("✔"))
@@ -160,8 +160,8 @@ async def test_download_streams_the_exact_file(user: User, accounts, web_env) ->
     await login(user, next_="/admin/backup")
     user.find(marker="description").type("download me")
     user.find(marker="create-button").click()
-    await eventually(lambda: any(Path(web_env["EHR_BACKUP_DEFAULT_DIR"]).glob("*download_me*")))
-    path = next(Path(web_env["EHR_BACKUP_DEFAULT_DIR"]).glob("*download_me*"))
+    await eventually(lambda: any(Path(web_env["EHR_BACKUP_DEFAULT_DIR"]).glob("backup_*download_me*")))
+    path = next(Path(web_env["EHR_BACKUP_DEFAULT_DIR"]).glob("backup_*download_me*"))
     await user.should_see(marker=f"download-{path.name}", retries=150)
     user.find(marker=f"download-{path.name}").click()
     response = await user.download.next(timeout=10)
@@ -179,7 +179,7 @@ async def test_logout_ends_the_session_and_actions_from_an_open_page_are_refused
         user.find(marker="description").type("after logout")
         user.find(marker="create-button").click()
     await wait_for_path(user, "/login")
-    assert not list(Path(web_env["EHR_BACKUP_DEFAULT_DIR"]).glob("*after_logout*"))
+    assert not list(Path(web_env["EHR_BACKUP_DEFAULT_DIR"]).glob("backup_*after_logout*"))
     refused = [e for e in accounts._audit.entries(action="access") if e.outcome == "refused"]
     assert refused and refused[0].actor == "alice"
     response = await user.http_client.get("/eh", follow_redirects=False)

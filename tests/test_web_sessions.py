@@ -32,7 +32,7 @@ async def test_idle_and_absolute_limits_end_the_session_for_page_events_and_http
     user.find(marker="description").type("too late")
     user.find(marker="create-button").click()
     await wait_for_path(user, "/login")
-    assert not list(Path(web_env["EHR_BACKUP_DEFAULT_DIR"]).glob("*too_late*"))
+    assert not list(Path(web_env["EHR_BACKUP_DEFAULT_DIR"]).glob("backup_*too_late*"))
     response = await user.http_client.get("/admin/backup", follow_redirects=False)
     assert response.status_code == 303
 
@@ -44,10 +44,16 @@ async def test_cancel_from_the_page_leaves_nothing(user: User, accounts, web_env
     user.find(marker="description").type("cancel me")
     user.find(marker="create-button").click()
     await user.should_see(marker="cancel-job", retries=50)
-    await eventually(lambda: "dumping" in user.find(marker="job-phase").elements.pop().text, timeout=30)
-    user.find(marker="cancel-job").click()
+    phase = user.find(marker="job-phase").elements.pop()
     status = user.find(marker="job-status").elements.pop()
-    await eventually(lambda: status.text.startswith("Cancelled"), timeout=60)
+    detail = user.find(marker="job-detail").elements.pop()
+
+    def state() -> str:
+        return f"{phase.text} | {detail.text} | {status.text}"
+
+    await eventually(lambda: "dumping" in phase.text, timeout=30, state=state)
+    user.find(marker="cancel-job").click()
+    await eventually(lambda: status.text.startswith("Cancelled"), timeout=60, state=state)
     assert [p.name for p in Path(web_env["EHR_BACKUP_DEFAULT_DIR"]).iterdir()] == []
 
 

@@ -30,11 +30,11 @@ async def wait_for_path(user: User, path: str, timeout: float = 10) -> None:
     raise AssertionError(f"never reached {path}; at {user.client.page.path if user.client else None}")
 
 
-async def eventually(check, timeout: float = 60) -> None:
-    """Wait until check() is true, letting the event loop run."""
+async def eventually(check, timeout: float = 60, state=None) -> None:
+    """Wait until check() is true, letting the event loop run; state() describes a failure."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if check():
             return
         await asyncio.sleep(0.1)
-    raise AssertionError("condition not met in time")
+    raise AssertionError(f"condition not met in time; state: {state() if state else '-'}")
