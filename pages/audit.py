@@ -12,7 +12,7 @@ from nicegui import run, ui
 from ehr_backup.catalogue import as_utc
 from ehr_backup.web import WebContext
 
-from .frame import guarded, header, origin_key, page_session, tid
+from .frame import admin_page, guarded, tid
 
 LIMIT = 1000
 
@@ -30,9 +30,7 @@ def register(ctx: WebContext) -> None:
 
     @ui.page("/admin/audit", title="Audit log · EHR Backup")
     async def audit_page(request: Request) -> None:
-        ps = page_session(ctx, request)
-        origin = origin_key(request.query_params.get("from"))
-        header(ps, "Audit log", origin)
+        ps = admin_page(ctx, request, "Audit log")
         state: dict[str, Any] = {"entries": []}
 
         def query() -> list[Any]:

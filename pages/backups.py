@@ -13,7 +13,7 @@ from ehr_backup.jobs import Job
 from ehr_backup.storage import LOCATIONS
 from ehr_backup.web import WebContext
 
-from .frame import PageSession, guarded, header, human_size, local_time, origin_key, page_session, tid
+from .frame import PageSession, admin_page, guarded, human_size, local_time, tid
 
 STATUS_COLORS = {"completed": "positive", "running": "info", "failed": "negative", "cancelled": "grey",
                  "missing": "warning", "discovered": "orange"}
@@ -67,9 +67,7 @@ def register(ctx: WebContext) -> None:
 
     @ui.page("/admin/backup", title="Database Backup & Restore · EHR Backup")
     async def backup_page(request: Request) -> None:
-        ps = page_session(ctx, request)
-        origin = origin_key(request.query_params.get("from"))
-        header(ps, "Database Backup & Restore", origin)
+        ps = admin_page(ctx, request, "Database Backup & Restore")
         state: dict[str, Any] = {"location": "all", "newest_first": True, "rows": [], "locations": []}
         panels: list[JobPanel] = []
 

@@ -73,6 +73,13 @@ def page_session(ctx: WebContext, request: Request) -> PageSession:
                        request.client.host if request.client else "")
 
 
+def admin_page(ctx: WebContext, request: Request, title: str) -> PageSession:
+    """Start an admin page: its session, and the header in the accent of the module the user came from."""
+    ps = page_session(ctx, request)
+    header(ps, title, origin_key(request.query_params.get("from")))
+    return ps
+
+
 def guarded(ps: PageSession, what: str) -> Callable[[Callable[..., Awaitable[Any]]], Callable[..., Awaitable[Any]]]:
     """Decorate a page event handler: check the session first, show service errors as notifications."""
 

@@ -8,7 +8,7 @@ from nicegui import run, ui
 from ehr_backup.catalogue import as_utc
 from ehr_backup.web import WebContext
 
-from .frame import PageSession, guarded, header, origin_key, page_session, tid
+from .frame import PageSession, admin_page, guarded, tid
 
 
 def register(ctx: WebContext) -> None:
@@ -17,9 +17,7 @@ def register(ctx: WebContext) -> None:
 
     @ui.page("/admin/users", title="Users · EHR Backup")
     async def users_page(request: Request) -> None:
-        ps = page_session(ctx, request)
-        origin = origin_key(request.query_params.get("from"))
-        header(ps, "Users & API tokens", origin)
+        ps = admin_page(ctx, request, "Users & API tokens")
 
         @ui.refreshable
         def user_list() -> None:
