@@ -17,7 +17,7 @@ class DumpScanner:
     """Count COPY rows per table and detect the completion marker while the dump streams through.
 
     With `strip_blob_transaction`, the `BEGIN;`/`COMMIT;` that pg_dump wraps around large-object data
-    are removed from the output, so that `psql --single-transaction` keeps the whole restore in one
+    are removed from the output, so that the restore's own BEGIN ... COMMIT keeps everything in one
     transaction (a `COMMIT;` there would commit everything restored so far).
     """
 

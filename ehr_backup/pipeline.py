@@ -27,7 +27,11 @@ _TABLE_RE = re.compile(r'pg_dump: (?:dumping contents of table|processing data f
 
 # Run first in the restore transaction: remove everything the dump does not bring back, so that the
 # database ends up holding exactly the backup (objects made after it do not survive).
+# The transaction is opened here and committed only by COMMIT_SQL, written after the whole stream has
+# been checked. Not `psql --single-transaction`: that commits whenever its input ends, so a restore
+# whose feeder died half-way (killed, crashed) would commit half a database.
 RESET_SQL = r"""
+BEGIN;
 DO $ehr_backup_reset$
 DECLARE r record;
 BEGIN
@@ -59,6 +63,7 @@ ALTER SCHEMA public OWNER TO pg_database_owner;
 GRANT USAGE ON SCHEMA public TO PUBLIC;
 COMMENT ON SCHEMA public IS 'standard public schema';
 """
+COMMIT_SQL = b"\nCOMMIT;\n"
 
 
 @dataclass
@@ -220,14 +225,17 @@ def _check_against_trailer(scanner: DumpScanner, trailer: dict[str, Any]) -> Non
 
 def run_restore(*, opened: OpenedFile, trailer: dict[str, Any], conn: ConnInfo, psql: str,
                 progress: Progress, cancel: threading.Event) -> dict[str, int]:
-    """Feed an authenticated file to psql in one transaction; on any failure psql is killed uncommitted.
+    """Feed an authenticated file to psql in one transaction; on any failure nothing is committed.
+
+    The transaction is opened by the first statement and committed only when everything has been sent
+    and checked: if this process dies half-way, psql reads end-of-input without COMMIT and the server
+    rolls back.
 
     Returns the row counts the dump carried.
     """
     progress.phase = "restoring"
     progress.total = int(trailer.get("dumpBytes") or 0) or None
-    argv = [psql, "-X", "-q", "-v", "ON_ERROR_STOP=1", "--single-transaction", "--no-password",
-            "-f", "-"]
+    argv = [psql, "-X", "-q", "-v", "ON_ERROR_STOP=1", "--no-password", "-f", "-"]
     proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                             env=conn.child_env())
     assert proc.stdin is not None and proc.stderr is not None
@@ -253,7 +261,11 @@ def run_restore(*, opened: OpenedFile, trailer: dict[str, Any], conn: ConnInfo, 
             errors.join()
             raise ToolError(f"psql stopped: {errors.errors()}; nothing was committed") from None
         progress.phase = "committing"
-        proc.stdin.close()  # end of input: psql commits the single transaction
+        try:
+            proc.stdin.write(COMMIT_SQL)
+            proc.stdin.close()
+        except BrokenPipeError:
+            pass  # psql stopped on an error: its exit status below says so
         committed = True
         rc = proc.wait()
         errors.join()

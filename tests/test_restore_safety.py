@@ -145,3 +145,39 @@ def test_restore_creates_a_missing_target_database(service: BackupService, env: 
     url = make_db()
     run_sql(url.rsplit("/", 1)[0] + "/postgres", f'DROP DATABASE "{url.rsplit("/", 1)[1]}"')
     assert service.restore(ACTOR, record.id, target_url=url).ok
+
+
+@pytest.mark.parametrize("sig", ["KILL", "TERM"])
+def test_the_restoring_process_killed_half_way_commits_nothing(service: BackupService, env: dict[str, str],
+                                                               make_db, sig: str) -> None:
+    import os
+    import signal
+    import time
+
+    from .conftest import query
+    run_sql(env["DATABASE_URL"], "CREATE TABLE big AS SELECT g, repeat(md5(g::text), 4) s "
+                                 "FROM generate_series(1, 600000) g;")
+    record = service.create(ACTOR, description="big restore")
+    target = make_db()
+    run_sql(target, "CREATE TABLE precious (v text); INSERT INTO precious VALUES ('keep me');")
+    before = dump_text(target)
+    proc = subprocess.Popen([sys.executable, "-m", "ehr_backup.cli", "restore", record.id, "--target-url", target,
+                             "--yes"], env=cli_env(env), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    dbname = target.rsplit("/", 1)[1]
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:  # wait until psql is loading rows into the target
+        rows = query(target.rsplit("/", 1)[0] + "/postgres",
+                     f"SELECT count(*) FROM pg_stat_activity WHERE datname = '{dbname}' AND query ILIKE 'COPY%'")
+        if rows[0][0]:
+            break
+        time.sleep(0.01)
+    else:
+        pytest.fail("the restore never reached COPY")
+    os.kill(proc.pid, getattr(signal, f"SIG{sig}"))  # the Python process only: psql sees its input end
+    proc.wait(timeout=30)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and query(target.rsplit("/", 1)[0] + "/postgres",
+                                                f"SELECT count(*) FROM pg_stat_activity WHERE datname = '{dbname}'"
+                                                " AND pid <> pg_backend_pid()")[0][0]:
+        time.sleep(0.1)
+    assert dump_text(target) == before
