@@ -66,11 +66,6 @@ class ConnInfo:
         """The same server with another database."""
         return ConnInfo({**self.params, "dbname": dbname})
 
-    def same_server(self, other: ConnInfo) -> bool:
-        """Whether both point at the same server (host, port)."""
-        keys = ("host", "hostaddr", "port")
-        return all(self.params.get(k) == other.params.get(k) for k in keys)
-
     def conninfo(self) -> str:
         """A conninfo string for psycopg."""
         return pg_conninfo.make_conninfo(**self.params)
@@ -116,6 +111,41 @@ def server_facts(info: ConnInfo) -> ServerFacts:
                            "pg_database_size(current_database())").fetchone()
     assert row is not None
     return ServerFacts(major=row[0] // 10000, version=str(row[1]).split(" on ")[0], database_size=int(row[2]))
+
+
+def server_identity(info: ConnInfo) -> str:
+    """What identifies the server behind a URL, whichever address names it.
+
+    The cluster's system identifier when the role may read it, else the address and port the server
+    reports, else (unreachable) the URL's own host and port.
+    """
+    raw = f"{info.params.get('host') or info.params.get('hostaddr') or 'localhost'}:{info.params.get('port', '5432')}"
+    try:
+        with psycopg.connect(info.with_dbname("postgres").conninfo(), autocommit=True, connect_timeout=5) as conn:
+            try:
+                row = conn.execute("SELECT system_identifier::text FROM pg_control_system()").fetchone()
+                if row and row[0]:
+                    return f"system:{row[0]}"
+            except psycopg.Error:
+                pass
+            row = conn.execute("SELECT inet_server_addr()::text, current_setting('port')").fetchone()
+            if row and row[0]:
+                return f"addr:{row[0]}:{row[1]}"
+    except psycopg.Error:
+        pass
+    return f"url:{raw}"
+
+
+def has_user_objects(info: ConnInfo) -> bool:
+    """Whether a database holds any relation, type or function of its own, or a large object."""
+    with connect(info) as conn:
+        row = conn.execute(
+            "SELECT EXISTS (SELECT 1 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+            "WHERE n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg\\_toast%') "
+            "OR EXISTS (SELECT 1 FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace "
+            "WHERE n.nspname NOT IN ('pg_catalog', 'information_schema')) "
+            "OR EXISTS (SELECT 1 FROM pg_largeobject_metadata)").fetchone()
+    return bool(row and row[0])
 
 
 def database_exists(info: ConnInfo) -> bool:

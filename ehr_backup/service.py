@@ -29,6 +29,7 @@ from .pipeline import Progress, run_backup, run_restore, scan_dump
 
 log = logging.getLogger("ehr_backup")
 MAX_DESCRIPTION = 500
+SYSTEM_DATABASES = ("postgres", "template0", "template1")
 SPACE_MARGIN = 16 * 1024 * 1024
 
 
@@ -123,10 +124,10 @@ class BackupService:
         """Held while a backup is being written, so that a start-up elsewhere knows it is alive."""
         return DatabaseLock(self.settings.data_dir / "locks" / "jobs", backup_id, remove_on_release=True)
 
-    def _lock(self, conn: ConnInfo) -> DatabaseLock:
-        host = conn.params.get("host") or conn.params.get("hostaddr") or "localhost"
-        return DatabaseLock(self.settings.data_dir / "locks", f"{host}:{conn.params.get('port', '5432')}/"
-                                                              f"{conn.dbname}")
+    def _lock(self, conn: ConnInfo, identity: str | None = None) -> DatabaseLock:
+        """The lock of one database, the same whichever address names its server."""
+        identity = identity or pg.server_identity(conn)
+        return DatabaseLock(self.settings.data_dir / "locks", f"{identity}/{conn.dbname}")
 
     # ----- locations ---------------------------------------------------------------------------------
     def forbidden_dirs(self) -> list[Path]:
@@ -217,7 +218,7 @@ class BackupService:
     def prepare_create(self, actor: Actor, *, description: str, location: str = "default",
                        custom_path: str | None = None, compression: str | None = None,
                        kind: str = "manual", lock: DatabaseLock | None = None,
-                       slug: str | None = None) -> Task:
+                       slug: str | None = None, conn: ConnInfo | None = None) -> Task:
         """Validate, reserve the database and record a RUNNING backup; the returned task does the work."""
         try:
             description = _clean_text(description, MAX_DESCRIPTION, "description")
@@ -226,7 +227,7 @@ class BackupService:
                           else self.settings.zstd_level)
             loc_key, directory = self.resolve_location(location, custom_path)
             key = self.keyring().encryption_key()
-            conn = self.connection()
+            conn = conn or self.connection()
         except BackupError as exc:
             self.audit.record(actor, "create", location, "refused", exc.message)
             raise
@@ -429,8 +430,7 @@ class BackupService:
                 progress.total = opened.size
                 trailer = opened.authenticate(lambda done, _total: setattr(progress, "bytes_read", done))
                 sha = opened.sha256
-                if record.sha256 and sha != record.sha256:
-                    raise StorageError("the file differs from the one catalogued (SHA-256 mismatch)")
+                _check_matches_catalogue(record, opened, trailer)
                 scan = scan_dump(opened, trailer, progress, cancel)
             finally:
                 opened.fh.close()
@@ -468,9 +468,13 @@ class BackupService:
                 target = configured.with_dbname(_clean_db_name(target_database))
             else:
                 target = configured
-            over_configured = target.same_server(configured) and target.dbname == configured.dbname
+            identity = pg.server_identity(target)
+            over_configured = (target.dbname == configured.dbname
+                               and identity == pg.server_identity(configured))
+            if not over_configured and target.dbname in SYSTEM_DATABASES:
+                raise InvalidInput(f"refusing to restore into the system database {target.dbname}")
             safety = self.settings.safety_backup if safety_backup is None else safety_backup
-            lock = self._lock(target).acquire(f"a restore by {actor.name}")
+            lock = self._lock(target, identity).acquire(f"a restore by {actor.name}")
         except BackupError as exc:
             self.audit.record(actor, "restore", record.id, "refused", exc.message)
             raise
@@ -481,7 +485,7 @@ class BackupService:
             raise
 
         def work(progress: Progress, cancel: threading.Event) -> RestoreReport:
-            return self._run_restore(actor, record, target, over_configured and safety, lock, progress, cancel)
+            return self._run_restore(actor, record, target, safety, lock, progress, cancel)
 
         return Task("restore", record.id, work, [lock], backup_id=record.id)
 
@@ -500,16 +504,20 @@ class BackupService:
                 progress.phase = "authenticating"
                 progress.total = opened.size
                 trailer = opened.authenticate(lambda done, _total: setattr(progress, "bytes_read", done))
+                _check_matches_catalogue(record, opened, trailer)
                 if cancel.is_set():
                     raise Cancelled()
-                if safety:
+                exists = pg.database_exists(target)
+                if safety and exists and pg.has_user_objects(target):
+                    # whatever database is about to be replaced is backed up first
                     progress.phase = "safety backup"
-                    task = self.prepare_create(actor, description=f"Safety backup before restoring {record.id}",
-                                               kind="safety", lock=lock, slug="pre_restore_safety")
-                    task.progress = progress
+                    task = self.prepare_create(actor, description=f"Safety backup of {target.dbname} before "
+                                               f"restoring {record.id}", kind="safety", lock=lock,
+                                               slug=f"pre_restore_safety_{target.dbname}", conn=target)
+                    task.progress, task.cancel = progress, cancel
                     safety_id = task.run().id
                     progress.phase = "restoring"
-                if not pg.database_exists(target):
+                if not exists:
                     pg.create_database(target)
                 facts = pg.server_facts(target)
                 psql = pg.find_tool("psql", facts.major, self.settings.pg_bin)
@@ -593,6 +601,17 @@ class BackupService:
             raise StorageError(f"cannot write {output}: {exc.strerror}") from None
         self.audit.record(actor, "decrypt", target, "ok")
         return {"output": str(output), "dumpBytes": scan.dump_bytes, "tableRowCounts": scan.rows}
+
+
+def _check_matches_catalogue(record: BackupRecord, opened: OpenedFile, trailer: dict[str, Any]) -> None:
+    """Refuse an authentic file that is not the backup catalogued under this id (a swapped file)."""
+    if record.sha256 and opened.sha256 != record.sha256:
+        raise InvalidInput("the file on disk is not the backup catalogued under this id (its SHA-256 "
+                           "differs); it was replaced or modified")
+    if opened.header.fields.get("id") not in (None, record.id):
+        raise InvalidInput("the file's own header names another backup id; it was renamed or swapped")
+    if record.table_counts and json.loads(record.table_counts) != trailer.get("tableRowCounts"):
+        raise InvalidInput("the file's recorded row counts differ from the catalogue's; it was swapped")
 
 
 def _existing_parent(path: Path) -> Path:

@@ -10,7 +10,9 @@ from pathlib import Path
 import pytest
 
 from ehr_backup.config import Settings
-from ehr_backup.errors import Busy, Cancelled, KeyNotAvailable, NotAuthentic, ToolError
+import json
+
+from ehr_backup.errors import Busy, Cancelled, InvalidInput, KeyNotAvailable, NotAuthentic, ToolError
 from ehr_backup.keys import generate_key
 from ehr_backup.service import BackupService
 
@@ -181,3 +183,57 @@ def test_the_restoring_process_killed_half_way_commits_nothing(service: BackupSe
                                                 " AND pid <> pg_backend_pid()")[0][0]:
         time.sleep(0.1)
     assert dump_text(target) == before
+
+
+def test_a_catalogued_file_swapped_for_another_authentic_backup_is_refused(service: BackupService,
+                                                                           env: dict[str, str]) -> None:
+    db = env["DATABASE_URL"]
+    run_sql(db, "CREATE TABLE t (a int); INSERT INTO t VALUES (1), (2);")
+    older = service.create(ACTOR, description="older")
+    run_sql(db, "INSERT INTO t VALUES (3);")
+    newer = service.create(ACTOR, description="newer")
+    (Path(newer.directory) / newer.id).write_bytes((Path(older.directory) / older.id).read_bytes())
+    before = dump_text(db)
+    for op in (lambda: service.restore(ACTOR, newer.id), lambda: service.verify(ACTOR, newer.id)):
+        with pytest.raises(InvalidInput) as err:
+            op()
+        assert "replaced" in str(err.value) or "swapped" in str(err.value)
+    assert dump_text(db) == before
+
+
+def test_another_address_for_the_same_database_is_still_busy_and_still_backed_up_first(
+        service: BackupService, env: dict[str, str]) -> None:
+    db = env["DATABASE_URL"]
+    assert "127.0.0.1" in db
+    other_address = db.replace("127.0.0.1", "localhost")
+    run_sql(db, "CREATE TABLE t (a int); INSERT INTO t VALUES (1);")
+    record = service.create(ACTOR, description="base")
+    holding = service.prepare_create(ACTOR, description="running")
+    try:
+        with pytest.raises(Busy):
+            service.prepare_restore(ACTOR, record.id, target_url=other_address)
+    finally:
+        holding.run()
+    report = service.restore(ACTOR, record.id, target_url=other_address)
+    assert report.safety_backup is not None
+
+
+def test_restoring_into_another_non_empty_database_backs_it_up_first(service: BackupService, env: dict[str, str],
+                                                                     make_db) -> None:
+    record = service.create(ACTOR, description="source")
+    target = make_db()
+    run_sql(target, "CREATE TABLE precious (v text); INSERT INTO precious VALUES ('keep me');")
+    report = service.restore(ACTOR, record.id, target_url=target)
+    safety = service.get(report.safety_backup or "")
+    assert safety.database == target.rsplit("/", 1)[1]
+    assert json.loads(safety.table_counts or "{}") == {"public.precious": 1}
+    empty = make_db()
+    assert service.restore(ACTOR, record.id, target_url=empty).safety_backup is None
+
+
+@pytest.mark.parametrize("name", ["postgres", "template1"])
+def test_system_databases_are_refused_as_targets(service: BackupService, name: str) -> None:
+    record = service.create(ACTOR, description="x")
+    with pytest.raises(InvalidInput) as err:
+        service.restore(ACTOR, record.id, target_database=name)
+    assert "system database" in str(err.value)

@@ -838,9 +838,11 @@ def main(argv: list[str] | None = None) -> int:
               "figures will be noisy", file=sys.stderr)
     work = Path(tempfile.mkdtemp(prefix="ehr-bench-", dir=args.tmp))
     os.chmod(work, 0o700)
-    bench = Bench(args, work)
+    bench: Bench | None = None
     missed = 0
     try:
+        bench = Bench(args, work)
+
         def step(text: str) -> None:
             print(f"[{time.strftime('%H:%M:%S')}] {text}", file=sys.stderr, flush=True)
 
@@ -875,7 +877,7 @@ def main(argv: list[str] | None = None) -> int:
         missed = report(bench, facts, shell, shell_restore, dump_bytes)
     finally:
         shutil.rmtree(work, ignore_errors=True)
-        if not args.no_restore:
+        if bench is not None and not args.no_restore:
             for name in (RESTORE_OURS, RESTORE_SHELL):
                 try:
                     bench.drop_db(name)
