@@ -4,8 +4,8 @@ restore; and what a non-admin is refused."""
 from __future__ import annotations
 
 import hashlib
-from urllib.parse import urlparse
 from pathlib import Path
+from urllib.parse import urlparse
 
 from playwright.sync_api import Page, expect
 

@@ -20,7 +20,7 @@ from .config import Settings
 from .db import Database
 from .errors import BackupError, Forbidden, InvalidInput, NotFound, Unauthenticated
 from .models import ApiToken, AuditEntry, User, WebSession
-from .passwords import MIN_LENGTH, dummy_hash, check_password, hash_password
+from .passwords import MIN_LENGTH, check_password, dummy_hash, hash_password
 
 USERNAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$")
 TOKEN_PREFIX = "ehrb_"

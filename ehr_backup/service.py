@@ -19,7 +19,7 @@ from .catalogue import Catalogue, as_utc, utcnow
 from .compression import EXTENSIONS, check
 from .config import Settings
 from .db import Database
-from .errors import (BackupError, Busy, Cancelled, ConfigError, InvalidInput, NotFound, StorageError)
+from .errors import BackupError, Busy, Cancelled, ConfigError, InvalidInput, NotFound, StorageError
 from .fileformat import OpenedFile, peek_header
 from .keys import KeyRing, load_keyring
 from .locks import DatabaseLock

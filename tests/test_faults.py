@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from ehr_backup.config import Settings
-from ehr_backup.errors import (Cancelled, DatabaseUnavailable, StorageError, ToolError)
+from ehr_backup.errors import Cancelled, DatabaseUnavailable, StorageError, ToolError
 from ehr_backup.models import Status
 from ehr_backup.service import BackupService
 from ehr_backup.storage import TEMP_PREFIX

@@ -10,7 +10,7 @@ import struct
 import pytest
 
 from ehr_backup.errors import KeyNotAvailable, NotAuthentic
-from ehr_backup.fileformat import (CHECK_LEN, FOOTER, PREFIX, READ_CHUNK, TAG_LEN, EncryptedWriter, OpenedFile)
+from ehr_backup.fileformat import CHECK_LEN, FOOTER, PREFIX, READ_CHUNK, TAG_LEN, EncryptedWriter, OpenedFile
 from ehr_backup.keys import KeyRing, generate_key, parse_key
 
 KEY = parse_key(generate_key())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import threading
@@ -10,8 +11,6 @@ from pathlib import Path
 import pytest
 
 from ehr_backup.config import Settings
-import json
-
 from ehr_backup.errors import Busy, Cancelled, InvalidInput, KeyNotAvailable, NotAuthentic, ToolError
 from ehr_backup.keys import generate_key
 from ehr_backup.service import BackupService
