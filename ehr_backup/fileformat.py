@@ -141,10 +141,11 @@ def read_header(fh: IO[bytes]) -> Header:
         raise NotAuthentic()
     try:
         fields = json.loads(blob)
-        bytes.fromhex(fields["salt"]), bytes.fromhex(fields["iv"])
+        if len(bytes.fromhex(fields["salt"])) != 32 or len(bytes.fromhex(fields["iv"])) != BLOCK:
+            raise ValueError
     except (ValueError, KeyError, TypeError):
         raise NotAuthentic() from None
-    if not isinstance(fields, dict):
+    if not isinstance(fields, dict) or not isinstance(fields.get("keyId"), str):
         raise NotAuthentic()
     return Header(fields, PREFIX.size + length + CHECK_LEN)
 
@@ -159,7 +160,7 @@ class OpenedFile:
         f = self.header.fields
         try:
             self._enc_key, self._mac_key = key.file_keys(bytes.fromhex(f["salt"]), f["keyDerivation"])
-        except (KeyError, TypeError, AttributeError):
+        except (KeyError, TypeError, AttributeError, ValueError):
             raise NotAuthentic() from None
         self.size = fh.seek(0, os.SEEK_END)
         self.sha256: str | None = None  # of the whole file, known after authenticate()

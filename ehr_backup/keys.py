@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from .errors import ConfigError, KeyNotAvailable
+from .errors import ConfigError, KeyNotAvailable, NotAuthentic
 
 KEY_BYTES = 32
 MIN_PASSPHRASE = 16
@@ -21,6 +21,7 @@ SCRYPT_N, SCRYPT_R, SCRYPT_P = 2**15, 8, 1
 ENC_INFO = b"ehr-backup/v1/enc"
 MAC_INFO = b"ehr-backup/v1/mac"
 KEY_ID_INFO = b"ehr-backup/v1/key-id"
+KEY_ID_RE = re.compile(r"[kp][0-9a-f]{16}")
 HOW_TO = "generate one with `ehr-backup keygen` and set BACKUP_ENCRYPTION_KEY to what it prints"
 
 
@@ -40,14 +41,15 @@ class MasterKey:
 
     def file_keys(self, salt: bytes, derivation: dict[str, object]) -> tuple[bytes, bytes]:
         """Return (encryption key, MAC key) for a file with this salt."""
+        if derivation != self.derivation():
+            # only the exact parameters this version writes: a header cannot make us spend unbounded
+            # memory or time, and anything else is damage
+            raise NotAuthentic()
         if self.kind == "raw":
             ikm = self.secret
         else:
-            n, r, p = (int(derivation.get(k, 0)) for k in ("n", "r", "p"))  # type: ignore[call-overload]
-            if not (2**10 <= n <= 2**20 and 1 <= r <= 32 and 1 <= p <= 16):
-                raise ConfigError("unsupported scrypt parameters in backup header")
-            ikm = hashlib.scrypt(self.secret, salt=salt, n=n, r=r, p=p, maxmem=256 * 1024 * 1024,
-                                 dklen=KEY_BYTES)
+            ikm = hashlib.scrypt(self.secret, salt=salt, n=SCRYPT_N, r=SCRYPT_R, p=SCRYPT_P,
+                                 maxmem=128 * 1024 * 1024, dklen=KEY_BYTES)
         return _hkdf(ikm, salt, ENC_INFO), _hkdf(ikm, salt, MAC_INFO)
 
 
@@ -125,7 +127,9 @@ class KeyRing:
         return self.current
 
     def get(self, key_id: str) -> MasterKey:
-        """Return the key with this id or raise KeyNotAvailable naming it."""
+        """Return the key with this id or raise KeyNotAvailable naming it (ids are checked first)."""
+        if not isinstance(key_id, str) or not KEY_ID_RE.fullmatch(key_id):
+            raise NotAuthentic()
         for key in (self.current, *self.older):
             if key is not None and hmac.compare_digest(key.key_id, key_id):
                 return key

@@ -13,6 +13,8 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import IO, Any
 
+from sqlalchemy.exc import IntegrityError
+
 from . import __version__, demo, pg, storage
 from .audit import Actor, AuditLog
 from .catalogue import Catalogue, as_utc, utcnow
@@ -21,7 +23,7 @@ from .config import Settings
 from .db import Database
 from .errors import BackupError, Busy, Cancelled, ConfigError, InvalidInput, NotFound, StorageError
 from .fileformat import OpenedFile, peek_header
-from .keys import KeyRing, load_keyring
+from .keys import KEY_ID_RE, KeyRing, load_keyring
 from .locks import DatabaseLock
 from .models import BackupRecord, Status
 from .pg import ConnInfo
@@ -349,18 +351,21 @@ class BackupService:
                 except (BackupError, OSError):
                     h = {}
                 created = _parse_time(h.get("createdAt")) or _mtime(path)
+                key_id = h.get("keyId")
                 try:
                     self.catalogue.add(BackupRecord(
-                        id=path.name, location=key, directory=str(directory), description=str(
-                            h.get("description", ""))[:MAX_DESCRIPTION], status=Status.DISCOVERED,
-                        compression=str(h.get("compression", "")), size=path.stat().st_size,
-                        key_id=h.get("keyId"), database=str(h.get("database", "")), created_at=created,
-                        created_by=str(h.get("createdBy", "")), server_version=h.get("serverVersion"),
-                        pg_dump_version=h.get("pgDumpVersion"), origin="discovered",
+                        id=path.name, location=key, directory=str(directory), status=Status.DISCOVERED,
+                        description=_header_text(h, "description", MAX_DESCRIPTION),
+                        compression=_header_text(h, "compression", 10), size=path.stat().st_size,
+                        key_id=key_id if isinstance(key_id, str) and KEY_ID_RE.fullmatch(key_id) else None,
+                        database=_header_text(h, "database", 63), created_at=created,
+                        created_by=_header_text(h, "createdBy", 200),
+                        server_version=_header_text(h, "serverVersion", 200) or None,
+                        pg_dump_version=_header_text(h, "pgDumpVersion", 200) or None, origin="discovered",
                         error=None if h else "not a readable EHR Backup file"))
-                    known.add(path.name)
-                except Exception:  # noqa: BLE001 - a concurrent list imported it first
-                    known.add(path.name)
+                except IntegrityError:
+                    pass  # a concurrent list imported it first
+                known.add(path.name)
 
     def view(self, r: BackupRecord) -> dict[str, Any]:
         """The public JSON form of a backup."""
@@ -633,9 +638,17 @@ def _iso(value: Any) -> str | None:
 
 def _parse_time(text: Any) -> datetime | None:
     try:
-        return datetime.fromisoformat(str(text).replace("Z", "+00:00")) if text else None
+        value = datetime.fromisoformat(str(text).replace("Z", "+00:00")) if text else None
     except ValueError:
         return None
+    return value if value is None or value.tzinfo else value.replace(tzinfo=timezone.utc)
+
+
+def _header_text(header: dict[str, Any], key: str, limit: int) -> str:
+    """A field of an unauthenticated header as printable, bounded text."""
+    value = header.get(key)
+    text = value if isinstance(value, str) else ""
+    return "".join(c if c.isprintable() else "?" for c in text)[:limit]
 
 
 def _mtime(path: Path) -> datetime:

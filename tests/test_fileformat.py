@@ -167,3 +167,29 @@ def test_passphrase_keys_stretch_with_scrypt_and_round_trip() -> None:
     f = open_bytes(data, KeyRing(key))
     assert f.header.fields["keyDerivation"]["name"] == "scrypt"
     assert b"".join((f.authenticate(), f.decrypt())[1]) == b"hello"
+
+
+def _rewrite_header(data: bytes, change) -> bytes:
+    """Edit the JSON header and recompute the plain check, as an attacker can."""
+    import json
+    hlen = struct.unpack(">I", data[10:14])[0]
+    fields = json.loads(data[PREFIX.size:PREFIX.size + hlen])
+    change(fields)
+    blob = json.dumps(fields).encode()
+    prefix = data[:10] + struct.pack(">I", len(blob)) + blob
+    return prefix + hashlib.sha256(prefix).digest()[:CHECK_LEN] + data[PREFIX.size + hlen + CHECK_LEN:]
+
+
+@pytest.mark.parametrize("change", [
+    lambda f: f["keyDerivation"].update(n=2**20, r=32),
+    lambda f: f["keyDerivation"].update(p=99),
+    lambda f: f.update(keyDerivation={"name": "raw"}),
+    lambda f: f.update(keyId="k0123456789abcdef\\n\\x1b[32mfake line"),
+    lambda f: f.update(keyId={"x": 1}),
+    lambda f: f.update(salt="00"),
+])
+def test_forged_header_parameters_are_not_authentic_and_cost_nothing(change) -> None:
+    key = parse_key("passphrase:correct horse battery staple")
+    data = _rewrite_header(seal(b"hello", key=key), change)
+    with pytest.raises(NotAuthentic):
+        open_(data, KeyRing(key))
