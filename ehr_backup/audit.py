@@ -4,10 +4,15 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import hmac
 import json
+import os
+import secrets
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
 from typing import IO
 
 from sqlalchemy.exc import SQLAlchemyError
@@ -49,10 +54,52 @@ class ChainReport:
 
 
 class AuditLog:
-    """Append and read audit entries."""
+    """Append and read audit entries.
 
-    def __init__(self, db: Database) -> None:
+    Besides the chain inside the database, the newest entry's number and hash are kept in a small
+    HMAC-signed file beside it (`head_dir`), so that deleting the newest entries is detected too.
+    """
+
+    def __init__(self, db: Database, head_dir: Path | None = None) -> None:
         self._db = db
+        self._head = head_dir / "audit-head.json" if head_dir else None
+        self._head_key = head_dir / "audit-head.key" if head_dir else None
+
+    def _mac_key(self) -> bytes:
+        assert self._head_key is not None
+        if not self._head_key.exists():
+            try:
+                fd = os.open(self._head_key, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+                with os.fdopen(fd, "wb") as fh:
+                    fh.write(secrets.token_bytes(32))
+            except FileExistsError:
+                pass
+        return self._head_key.read_bytes()
+
+    def _sign(self, seq: int, digest: str) -> str:
+        return hmac.new(self._mac_key(), f"{seq}:{digest}".encode(), hashlib.sha256).hexdigest()
+
+    def _save_head(self, entry: AuditEntry) -> None:
+        if self._head is None or entry.seq is None:
+            return
+        current = self._read_head()
+        if current and current[0] >= entry.seq:
+            return  # another process wrote a newer head already
+        tmp = self._head.with_name(f".audit-head.{os.getpid()}.{threading.get_ident()}")
+        tmp.write_text(json.dumps({"seq": entry.seq, "hash": entry.hash, "mac": self._sign(entry.seq, entry.hash)}))
+        os.chmod(tmp, 0o600)
+        os.replace(tmp, self._head)
+
+    def _read_head(self) -> tuple[int, str, bool] | None:
+        """(seq, hash, signature valid) of the saved head, if any."""
+        if self._head is None or not self._head.exists():
+            return None
+        try:
+            data = json.loads(self._head.read_text())
+            seq, digest = int(data["seq"]), str(data["hash"])
+            return seq, digest, hmac.compare_digest(self._sign(seq, digest), str(data["mac"]))
+        except (OSError, ValueError, KeyError, TypeError):
+            return 0, "", False
 
     def record(self, actor: Actor, action: str, target: str = "", outcome: str = "ok",
                detail: str = "") -> AuditEntry:
@@ -67,6 +114,7 @@ class AuditLog:
                                    prev_hash=prev)
                 entry.hash = _digest(prev, entry)
                 s.add(entry)
+            self._save_head(entry)
             return entry
         except (SQLAlchemyError, OSError) as exc:
             raise AuditError(f"the audit log cannot be written ({exc.__class__.__name__}); "
@@ -93,6 +141,7 @@ class AuditLog:
     def verify(self) -> ChainReport:
         """Recompute the chain; report the first entry that was edited, removed or reordered."""
         prev, count, expected = GENESIS, 0, 1
+        hashes: dict[int, str] = {}
         with self._db.reading() as s:
             for e in s.exec(select(AuditEntry).order_by(col(AuditEntry.seq))):
                 count += 1
@@ -101,6 +150,15 @@ class AuditLog:
                 if e.prev_hash != prev or _digest(prev, e) != e.hash:
                     return ChainReport(False, count, e.seq, f"entry {e.seq} was modified")
                 prev, expected = e.hash, expected + 1
+                hashes[e.seq] = e.hash
+        head = self._read_head()
+        if head is not None:
+            seq, digest, valid = head
+            if not valid:
+                return ChainReport(False, count, None, "the saved head of the log was modified")
+            if hashes.get(seq) != digest:
+                return ChainReport(False, count, seq, f"entries up to {seq} existed; the log now ends at "
+                                                      f"{expected - 1}: newest entries were removed or changed")
         return ChainReport(True, count)
 
     def export_csv(self, out: IO[str], entries: Sequence[AuditEntry] | None = None) -> int:

@@ -27,6 +27,7 @@ TOKEN_PREFIX = "ehrb_"
 THROTTLE_WINDOW = timedelta(minutes=15)
 MAX_FAILS_ACCOUNT = 5
 MAX_FAILS_ADDRESS = 20
+MAX_TOKEN_GUESSES = 50
 TICKET_SECONDS = 60
 TOUCH_SECONDS = 5
 
@@ -279,7 +280,14 @@ class AuthService:
         self._audit.record(actor, "token.revoke", str(token_id), "ok", row.prefix)
 
     def token(self, token: str, address: str = "") -> Principal:
-        """The principal of a bearer token."""
+        """The principal of a bearer token; an address that keeps guessing tokens is throttled."""
+        with self._db.reading() as s:
+            guesses = s.exec(select(func.count()).select_from(AuditEntry).where(
+                AuditEntry.action == "access", AuditEntry.outcome == "refused", AuditEntry.address == address,
+                AuditEntry.ts >= utcnow() - THROTTLE_WINDOW,
+                col(AuditEntry.detail).in_(["invalid token", "invalid or revoked token"]))).one()
+        if guesses >= MAX_TOKEN_GUESSES:
+            raise Throttled("too many invalid tokens from this address: try again in 15 minutes")
         if not token.startswith(TOKEN_PREFIX) or len(token) > 200:
             raise Unauthenticated("invalid token")
         with self._db.reading() as s:

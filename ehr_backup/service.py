@@ -93,7 +93,7 @@ class BackupService:
         settings.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         self.db = Database(settings.data_dir / "catalogue.sqlite3")
         self.catalogue = Catalogue(self.db)
-        self.audit = AuditLog(self.db)
+        self.audit = AuditLog(self.db, settings.data_dir)
         self._keyring: KeyRing | None = None
 
     # ----- configuration -----------------------------------------------------------------------------

@@ -33,13 +33,13 @@ def register(ctx: WebContext) -> None:
         ps = admin_page(ctx, request, "Audit log")
         state: dict[str, Any] = {"entries": []}
 
-        def query() -> list[Any]:
+        def query(limit: int | None = LIMIT) -> list[Any]:
             since = _day(date_from.value)
             until = _day(date_to.value)
             return list(audit.entries(actor=actor.value or None, action=action.value or None,
                                       since=since.astimezone(timezone.utc) if since else None,
                                       until=(until + timedelta(days=1)).astimezone(timezone.utc) if until else None,
-                                      limit=LIMIT))
+                                      limit=limit))
 
         async def reload() -> None:
             state["entries"] = await run.io_bound(query) or []
@@ -65,9 +65,9 @@ def register(ctx: WebContext) -> None:
                 @guarded(ps, "audit export")
                 async def export() -> None:
                     out = io.StringIO()
-                    await run.io_bound(audit.export_csv, out, list(reversed(state["entries"])))
-                    await run.io_bound(audit.record, ps.actor, "audit.export", "csv", "ok",
-                                       f"{len(state['entries'])} entries")
+                    every = await run.io_bound(query, None) or []  # all matching entries, not just those shown
+                    await run.io_bound(audit.export_csv, out, list(reversed(every)))
+                    await run.io_bound(audit.record, ps.actor, "audit.export", "csv", "ok", f"{len(every)} entries")
                     ui.download.content(out.getvalue().encode(), "ehr-backup-audit.csv", "text/csv")
 
                 tid(ui.button("Export CSV", icon="download", on_click=export).props("outline"), "export-csv")
@@ -87,6 +87,8 @@ def register(ctx: WebContext) -> None:
                        for k, label in (("seq", "#"), ("utc", "Time (UTC)"), ("local", "Time (local)"),
                                         ("actor", "User"), ("address", "Address"), ("action", "Action"),
                                         ("target", "Target"), ("outcome", "Outcome"), ("detail", "Detail"))]
+            ui.label(f"The newest {LIMIT} matching entries are shown; Export CSV writes all of them.").classes(
+                "text-sm text-grey-8")
             table = tid(ui.table(columns=columns, rows=[], row_key="seq", pagination=50).classes("w-full")
                         .props("dense wrap-cells"), "audit-table")
             await reload()

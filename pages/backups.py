@@ -22,7 +22,8 @@ STATUS_COLORS = {"completed": "positive", "running": "info", "failed": "negative
 class JobPanel:
     """A card showing one job's live progress, with a Cancel button while it runs."""
 
-    def __init__(self, job: Job, on_done: Callable[[Job], Any]) -> None:
+    def __init__(self, ps: PageSession, job: Job, on_done: Callable[[Job], Any]) -> None:
+        self.ps = ps
         self.job = job
         self.on_done = on_done
         self.reported = False
@@ -38,7 +39,11 @@ class JobPanel:
             self.status = tid(ui.label(), "job-status")
         self.update()
 
-    def _cancel(self) -> None:
+    async def _cancel(self) -> None:
+        if not await self.ps.check(f"cancel {self.job.kind} {self.job.task.target}"):
+            return
+        await run.io_bound(self.ps.ctx.service.audit.record, self.ps.actor, "cancel", self.job.task.target, "ok",
+                           self.job.kind)
         self.job.cancel()
         self.cancel.disable()
         ui.notify("Cancelling…")
@@ -87,7 +92,7 @@ def register(ctx: WebContext) -> None:
 
         def watch(job: Job) -> JobPanel:
             with jobs_box:
-                panel = JobPanel(job, job_done)
+                panel = JobPanel(ps, job, job_done)
             panels.append(panel)
             return panel
 
@@ -126,6 +131,7 @@ def register(ctx: WebContext) -> None:
                 ui.label("Backups").classes("text-xl font-bold")
                 ui.space()
 
+                @guarded(ps, "filter backups")
                 async def set_filter(e: Any) -> None:
                     state["location"] = e.value
                     await reload()
@@ -140,7 +146,8 @@ def register(ctx: WebContext) -> None:
 
                 sort_button = tid(ui.button("Newest first", icon="swap_vert", on_click=toggle_sort)
                                   .props("flat"), "sort")
-                tid(ui.button("Refresh", icon="refresh", on_click=reload).props("flat"), "refresh")
+                tid(ui.button("Refresh", icon="refresh", on_click=guarded(ps, "refresh backups")(reload))
+                    .props("flat"), "refresh")
 
             @ui.refreshable
             def backup_list() -> None:
@@ -379,7 +386,7 @@ class RestoreDialog:
         self.close_button.disable()
         self.job = self.ps.ctx.jobs.start(task, self.ps.principal.username)
         with self.progress:
-            self.panel = JobPanel(self.job, self.finished)
+            self.panel = JobPanel(self.ps, self.job, self.finished)
         self.timer.activate()
 
     def tick(self) -> None:

@@ -188,3 +188,11 @@ async def test_revoked_tokens_and_disabled_users_are_refused(user: User, account
         next(t.id for t in accounts.tokens() if t.prefix == tokens["admin"][:12])
     accounts.revoke_token(Actor("t"), token_id)
     assert (await user.http_client.get(f"{API}/locations", headers=h)).status_code == 401
+
+
+async def test_an_address_guessing_tokens_is_throttled(user: User, accounts, tokens) -> None:
+    for _ in range(50):
+        r = await user.http_client.get(f"{API}/list", headers=bearer("ehrb_guess"))
+        assert r.status_code == 401
+    r = await user.http_client.get(f"{API}/list", headers=bearer(tokens["admin"]))
+    assert r.status_code == 429 and "too many" in r.json()["error"]

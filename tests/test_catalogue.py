@@ -98,6 +98,17 @@ def test_editing_or_deleting_an_audit_entry_breaks_the_chain(service: BackupServ
     assert not service.audit.verify().ok
 
 
+def test_deleting_the_newest_audit_entries_is_detected(service: BackupService, env: dict[str, str]) -> None:
+    for i in range(5):
+        service.audit.record(ACTOR, "test", f"t{i}")
+    assert service.audit.verify().ok
+    db = Path(env["EHR_BACKUP_DATA_DIR"]) / "catalogue.sqlite3"
+    with sqlite3.connect(db) as conn:
+        conn.execute("DELETE FROM audit WHERE seq > 3")
+    report = service.audit.verify()
+    assert not report.ok and "removed" in report.reason
+
+
 def test_if_the_audit_log_cannot_be_written_the_action_does_not_happen(service: BackupService,
                                                                         env: dict[str, str]) -> None:
     record = service.create(ACTOR, description="keep me")

@@ -78,3 +78,19 @@ async def test_fifty_parallel_requests_during_a_backup_all_succeed(user: User, a
             break
         await asyncio.sleep(0.1)
     assert (await user.http_client.get(f"{API}/jobs/{job_id}", headers=h)).json()["status"] == "succeeded"
+
+
+async def test_cancel_from_a_tab_whose_session_ended_is_refused(user: User, accounts, web_env) -> None:
+    run_sql(web_env["DATABASE_URL"], "CREATE TABLE big AS SELECT g, repeat(md5(g::text), 8) s "
+                                     "FROM generate_series(1, 300000) g;")
+    await login(user, next_="/admin/backup")
+    user.find(marker="description").type("keeps running")
+    user.find(marker="create-button").click()
+    await user.should_see(marker="cancel-job", retries=50)
+    token = user.http_client.cookies.get("ehr_session")
+    accounts.logout(token, accounts.session(token).actor())
+    user.find(marker="cancel-job").click()
+    await wait_for_path(user, "/login")
+    await eventually(lambda: any(Path(web_env["EHR_BACKUP_DEFAULT_DIR"]).glob("backup_*keeps_running*.enc")))
+    refused = [e for e in accounts._audit.entries(action="access") if e.outcome == "refused"]
+    assert refused and refused[0].target.startswith("cancel create")

@@ -687,7 +687,15 @@ def machine_facts() -> dict[str, str]:
                f"cryptography {pkg_version('cryptography')}"
     except Exception:  # noqa: BLE001 - informational only
         libs = "?"
-    return {"nproc": str(os.cpu_count()), "cpu": model or platform.processor(), "memory": mem,
+    root = Path(__file__).resolve().parents[2]
+    code = version(["git", "-C", str(root), "rev-parse", "--short", "HEAD"])
+    try:
+        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no", "--",
+                                "ehr_backup"], capture_output=True, text=True, timeout=10, check=False).stdout
+        code += " (with uncommitted changes in ehr_backup/)" if dirty.strip() else ""
+    except (OSError, subprocess.TimeoutExpired):
+        pass
+    return {"code": code, "nproc": str(os.cpu_count()), "cpu": model or platform.processor(), "memory": mem,
             "kernel": platform.release(), "python": platform.python_version(), "libraries": libs,
             "gzip": version(["gzip", "--version"]), "openssl": version(["openssl", "version"]),
             "load average at start": " ".join(f"{x:.2f}" for x in os.getloadavg())}
