@@ -21,7 +21,8 @@ class DumpScanner:
     transaction (a `COMMIT;` there would commit everything restored so far).
     """
 
-    def __init__(self, *, strip_blob_transaction: bool = False) -> None:
+    def __init__(self, *, strip_blob_transaction: bool = False, collect: bool = True) -> None:
+        self._collect = collect  # False: only observe (feed returns nothing; no copies are made)
         self.rows: dict[str, int] = {}
         self.complete = False
         self.bytes = 0
@@ -56,7 +57,7 @@ class DumpScanner:
                     self._partial = buf[pos:]
                     return out
                 line = buf[pos:nl]
-                if self._keep_line(line):
+                if self._keep_line(line) and self._collect:
                     out.append(buf[pos:nl + 1])
                 pos = nl + 1
         return out
@@ -72,7 +73,8 @@ class DumpScanner:
                 term += 1
         if term >= 0:
             self.rows[self._copy_table] += buf.count(b"\n", pos, term)
-            out.append(buf[pos:term + 3])
+            if self._collect:
+                out.append(buf[pos:term + 3])
             self._copy_table = None
             self._mid_line = False
             self._prev_line = b"\\."
@@ -81,12 +83,14 @@ class DumpScanner:
         last_nl = buf.rfind(b"\n", pos)
         tail_start = last_nl + 1 if last_nl >= 0 else pos
         tail = buf[tail_start:]
-        out.append(buf[pos:tail_start])
+        if self._collect:
+            out.append(buf[pos:tail_start] if pos or tail_start < len(buf) else buf)
         if len(tail) <= 2 and not (last_nl < 0 and self._mid_line):
             self._partial = tail  # may be the start of the terminator line
             self._mid_line = False
         else:
-            out.append(tail)
+            if self._collect:
+                out.append(tail)
             self._mid_line = True
         return -1
 

@@ -20,6 +20,7 @@ import json
 import os
 import struct
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import IO, Any
 
@@ -199,11 +200,19 @@ class OpenedFile:
         mac = hmac.new(self._mac_key, digestmod=hashlib.sha256)
         sha = hashlib.sha256()
         done = 0
-        for chunk in self._mac_range(mac, 0, self.size - TAG_LEN):
-            sha.update(chunk)
-            done += len(chunk)
-            if progress:
-                progress(done, self.size)
+        # the SHA-256 of the file runs on a second thread while the next chunk is read and MACed
+        # (both release the GIL), so the authentication pass costs one hash, not two
+        with ThreadPoolExecutor(1) as pool:
+            pending: Future[None] | None = None
+            for chunk in self._mac_range(mac, 0, self.size - TAG_LEN):
+                if pending is not None:
+                    pending.result()
+                pending = pool.submit(sha.update, chunk)
+                done += len(chunk)
+                if progress:
+                    progress(done, self.size)
+            if pending is not None:
+                pending.result()
         self._check_tag(mac)
         self.fh.seek(self.size - TAG_LEN)
         sha.update(self.fh.read(TAG_LEN))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import io
+import queue
 import re
 import subprocess
 import threading
@@ -118,6 +119,39 @@ def _widen_pipe(stream: IO[bytes]) -> None:
         pass  # a smaller pipe only means more, smaller reads
 
 
+class _Feeder:
+    """Write to a child's stdin on a thread of its own, so that decrypting and decompressing go on
+    while psql is busy; a few chunks are queued at most."""
+
+    def __init__(self, stream: IO[bytes], depth: int = 8) -> None:
+        self._stream = stream
+        self._queue: queue.Queue[bytes | None] = queue.Queue(depth)
+        self.error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="psql-feeder", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while (item := self._queue.get()) is not None:
+            if self.error is None:
+                try:
+                    self._stream.write(item)
+                except BaseException as exc:  # noqa: BLE001 - handed to the producer; keep draining
+                    self.error = exc
+
+    def put(self, data: bytes) -> None:
+        """Queue data for the child; raise the writer's error if it failed."""
+        if self.error is not None:
+            raise self.error
+        self._queue.put(data)
+
+    def finish(self) -> None:
+        """Wait until everything queued was written; raise the writer's error if it failed."""
+        self._queue.put(None)
+        self._thread.join()
+        if self.error is not None:
+            raise self.error
+
+
 def _stop(proc: subprocess.Popen[bytes]) -> None:
     """Kill a child (before its input is closed, so psql cannot commit) and reap it."""
     if proc.poll() is None:
@@ -146,7 +180,7 @@ def run_backup(*, conn: ConnInfo, pg_dump: str, directory: Path, backup_id: str,
     assert proc.stdout is not None and proc.stderr is not None
     _widen_pipe(proc.stdout)
     errors = ProcessOutput(proc.stderr, conn.redact, on_line)
-    scanner = DumpScanner()
+    scanner = DumpScanner(collect=False)
     reader = io.BufferedReader(proc.stdout, CHUNK)  # type: ignore[arg-type]
     try:
         with storage.atomic_file(directory, backup_id) as fh:
@@ -203,7 +237,7 @@ class ScanResult:
 def scan_dump(opened: OpenedFile, trailer: dict[str, Any], progress: Progress,
               cancel: threading.Event, out: IO[bytes] | None = None) -> ScanResult:
     """Decrypt and decompress the whole dump (optionally writing it out) and check it against its record."""
-    scanner = DumpScanner()
+    scanner = DumpScanner(collect=False)
     progress.phase = "decompressing"
     for piece in plaintext(opened):
         scanner.feed(piece)
@@ -242,30 +276,28 @@ def run_restore(*, opened: OpenedFile, trailer: dict[str, Any], conn: ConnInfo, 
     _widen_pipe(proc.stdin)
     errors = ProcessOutput(proc.stderr, conn.redact)
     scanner = DumpScanner(strip_blob_transaction=True)
+    feeder = _Feeder(proc.stdin)
     committed = False
     try:
         try:
-            proc.stdin.write(RESET_SQL.encode())
+            feeder.put(RESET_SQL.encode())
             for piece in plaintext(opened):
                 for part in scanner.feed(piece):
-                    proc.stdin.write(part)
+                    feeder.put(part)
                 progress.bytes_read = scanner.bytes
-                progress.table = ""
                 if cancel.is_set():
                     raise Cancelled()
             for part in scanner.finish():
-                proc.stdin.write(part)
+                feeder.put(part)
             _check_against_trailer(scanner, trailer)
+            progress.phase = "committing"
+            feeder.put(COMMIT_SQL)  # only now: everything was sent and checked
+            feeder.finish()
+            proc.stdin.close()
         except BrokenPipeError:
             _stop(proc)
             errors.join()
             raise ToolError(f"psql stopped: {errors.errors()}; nothing was committed") from None
-        progress.phase = "committing"
-        try:
-            proc.stdin.write(COMMIT_SQL)
-            proc.stdin.close()
-        except BrokenPipeError:
-            pass  # psql stopped on an error: its exit status below says so
         committed = True
         rc = proc.wait()
         errors.join()
@@ -273,7 +305,11 @@ def run_restore(*, opened: OpenedFile, trailer: dict[str, Any], conn: ConnInfo, 
             raise ToolError(f"psql failed (exit {rc}): {errors.errors()}; nothing was committed")
     finally:
         if not committed:
-            _stop(proc)  # killed before end of input: the transaction is rolled back
+            _stop(proc)  # killed before COMMIT was sent: the transaction is rolled back
+            try:
+                feeder.finish()
+            except BaseException:  # noqa: BLE001 - the child is gone; its write error is expected
+                pass
             try:
                 proc.stdin.close()
             except OSError:
