@@ -32,17 +32,19 @@ class DumpScanner:
         self._mid_line = False  # COPY mode: the current line is longer than what is kept
         self._prev_line = b""
         self._in_blobs = False
+        self._view = memoryview(b"")
 
     @property
     def in_copy(self) -> bool:
         """Whether the stream is inside a COPY data section."""
         return self._copy_table is not None
 
-    def feed(self, chunk: bytes) -> list[bytes]:
-        """Consume a chunk; return what should be passed on (the chunk itself unless filtering)."""
+    def feed(self, chunk: bytes) -> list[bytes | memoryview]:
+        """Consume a chunk; return what should be passed on (views of the chunk, without copies)."""
         self.bytes += len(chunk)
-        out: list[bytes] = []
+        out: list[bytes | memoryview] = []
         buf = self._partial + chunk if self._partial else chunk
+        self._view = memoryview(buf)
         pos = 0
         end = len(buf)
         self._partial = b""
@@ -58,11 +60,11 @@ class DumpScanner:
                     return out
                 line = buf[pos:nl]
                 if self._keep_line(line) and self._collect:
-                    out.append(buf[pos:nl + 1])
+                    out.append(self._view[pos:nl + 1])
                 pos = nl + 1
         return out
 
-    def _scan_copy(self, buf: bytes, pos: int, out: list[bytes]) -> int:
+    def _scan_copy(self, buf: bytes, pos: int, out: list[bytes | memoryview]) -> int:
         """Advance through COPY data from pos; return the next position or -1 when the chunk is used."""
         assert self._copy_table is not None
         if not self._mid_line and buf.startswith(b"\\.\n", pos):
@@ -74,7 +76,7 @@ class DumpScanner:
         if term >= 0:
             self.rows[self._copy_table] += buf.count(b"\n", pos, term)
             if self._collect:
-                out.append(buf[pos:term + 3])
+                out.append(self._view[pos:term + 3])
             self._copy_table = None
             self._mid_line = False
             self._prev_line = b"\\."
@@ -84,13 +86,13 @@ class DumpScanner:
         tail_start = last_nl + 1 if last_nl >= 0 else pos
         tail = buf[tail_start:]
         if self._collect:
-            out.append(buf[pos:tail_start] if pos or tail_start < len(buf) else buf)
+            out.append(self._view[pos:tail_start])
         if len(tail) <= 2 and not (last_nl < 0 and self._mid_line):
             self._partial = tail  # may be the start of the terminator line
             self._mid_line = False
         else:
             if self._collect:
-                out.append(tail)
+                out.append(self._view[tail_start:])
             self._mid_line = True
         return -1
 
@@ -118,7 +120,7 @@ class DumpScanner:
             self._prev_line = line
         return keep
 
-    def finish(self) -> list[bytes]:
+    def finish(self) -> list[bytes | memoryview]:
         """Flush what is left at the end of the stream."""
         rest, self._partial = self._partial, b""
         if rest and self._copy_table is None:

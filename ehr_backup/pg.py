@@ -136,6 +136,16 @@ def server_identity(info: ConnInfo) -> str:
     return f"url:{raw}"
 
 
+def data_directory(info: ConnInfo) -> str | None:
+    """The server's data directory, if this role may read it (superusers, pg_read_all_settings)."""
+    try:
+        with psycopg.connect(info.conninfo(), autocommit=True, connect_timeout=5) as conn:
+            row = conn.execute("SELECT current_setting('data_directory', true)").fetchone()
+    except psycopg.Error:
+        return None
+    return str(row[0]) if row and row[0] else None
+
+
 def has_user_objects(info: ConnInfo) -> bool:
     """Whether a database holds any relation, type or function of its own, or a large object."""
     with connect(info) as conn:

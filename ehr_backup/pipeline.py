@@ -125,7 +125,7 @@ class _Feeder:
 
     def __init__(self, stream: IO[bytes], depth: int = 8) -> None:
         self._stream = stream
-        self._queue: queue.Queue[bytes | None] = queue.Queue(depth)
+        self._queue: queue.Queue[bytes | memoryview | None] = queue.Queue(depth)
         self.error: BaseException | None = None
         self._thread = threading.Thread(target=self._run, name="psql-feeder", daemon=True)
         self._thread.start()
@@ -138,7 +138,7 @@ class _Feeder:
                 except BaseException as exc:  # noqa: BLE001 - handed to the producer; keep draining
                     self.error = exc
 
-    def put(self, data: bytes) -> None:
+    def put(self, data: bytes | memoryview) -> None:
         """Queue data for the child; raise the writer's error if it failed."""
         if self.error is not None:
             raise self.error

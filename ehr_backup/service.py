@@ -138,6 +138,12 @@ class BackupService:
         pgdata = demo.pgdata_dir(self.settings.data_dir)
         if pgdata:
             dirs.append(pgdata)
+        try:  # the configured server's own data directory, when it runs here and we may read the setting
+            server_dir = pg.data_directory(self.connection())
+        except BackupError:
+            server_dir = None
+        if server_dir:
+            dirs.append(Path(server_dir))
         return dirs
 
     def locations(self) -> list[dict[str, Any]]:

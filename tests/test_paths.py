@@ -58,6 +58,14 @@ def test_the_apps_own_data_directory_is_refused_but_a_sibling_with_a_shared_pref
     assert record.directory == data + "-backups"
 
 
+def test_the_servers_own_data_directory_is_refused(cluster, env: dict[str, str]) -> None:
+    from ehr_backup.config import Settings
+    svc = BackupService(Settings.from_env({**env, "DATABASE_URL": cluster.url()}))
+    with pytest.raises(InvalidInput) as err:
+        svc.create(ACTOR, description="x", location="custom", custom_path=str(cluster.pgdata / "backups"))
+    assert "overlaps" in str(err.value)
+
+
 def test_a_custom_path_through_a_symlink_is_refused(service: BackupService, tmp_path: Path) -> None:
     (tmp_path / "real").mkdir()
     os.symlink(tmp_path / "real", tmp_path / "link")
