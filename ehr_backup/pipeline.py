@@ -186,22 +186,19 @@ def run_backup(*, conn: ConnInfo, pg_dump: str, directory: Path, backup_id: str,
         with storage.atomic_file(directory, backup_id) as fh:
             out = _HashingFile(fh)
             writer = EncryptedWriter(out, key, fields)
-            sink = compression.SafeSink(writer)
-            comp = compression.open_compressor(algorithm, sink, level, threads)
+            comp = compression.open_compressor(algorithm, writer, level, threads)
             try:
                 while chunk := reader.read(CHUNK):
                     scanner.feed(chunk)
                     comp.write(chunk)
-                    if sink.error is not None:
-                        raise sink.error
                     progress.bytes_read = scanner.bytes
                     progress.bytes_written = out.size
                     if cancel.is_set():
                         raise Cancelled()
-            finally:
                 comp.close()
-            if sink.error is not None:
-                raise sink.error
+            except BaseException:
+                compression.discard(comp)  # stop the workers; what they made is thrown away with the file
+                raise
             rc = proc.wait()
             errors.join()
             if rc != 0:
