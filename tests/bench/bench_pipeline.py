@@ -683,7 +683,7 @@ def machine_facts() -> dict[str, str]:
 
     try:
         from importlib.metadata import version as pkg_version
-        libs = f"zlib-ng {pkg_version('zlib-ng')}, zstandard {pkg_version('zstandard')}, " \
+        libs = f"deflate {pkg_version('deflate')}, zlib-ng {pkg_version('zlib-ng')}, zstandard {pkg_version('zstandard')}, " \
                f"cryptography {pkg_version('cryptography')}"
     except Exception:  # noqa: BLE001 - informational only
         libs = "?"
