@@ -56,18 +56,21 @@ class ParallelGzip:
         self._pool = ThreadPoolExecutor(max(1, threads), thread_name_prefix="gzip")
         self._pending: deque[Future[bytes]] = deque()
         self._limit = 2 * max(1, threads)
-        self._buf = bytearray()
+        self._parts: list[bytes] = []
+        self._size = 0
         self._members = 0
 
     def write(self, data: bytes | bytearray | memoryview) -> int:
-        """Queue data for compression."""
-        if not self._buf and len(data) == GZIP_BLOCK:
-            self._submit(bytes(data))  # the usual case: pg_dump is read in blocks of this size
-            return len(data)
-        self._buf += data
-        while len(self._buf) >= GZIP_BLOCK:
-            self._submit(bytes(self._buf[:GZIP_BLOCK]))
-            del self._buf[:GZIP_BLOCK]
+        """Queue data for compression (whole blocks go to the workers as soon as they are complete)."""
+        self._parts.append(bytes(data))
+        self._size += len(data)
+        if self._size >= GZIP_BLOCK:
+            joined = b"".join(self._parts)
+            cut = len(joined) - len(joined) % GZIP_BLOCK
+            for start in range(0, cut, GZIP_BLOCK):
+                self._submit(joined[start:start + GZIP_BLOCK])
+            rest = joined[cut:]
+            self._parts, self._size = ([rest] if rest else []), len(rest)
         return len(data)
 
     def _submit(self, block: bytes) -> None:
@@ -84,9 +87,9 @@ class ParallelGzip:
     def close(self) -> None:
         """Compress what is left and write every member."""
         try:
-            if self._buf or not self._members:
-                self._submit(bytes(self._buf))
-                self._buf.clear()
+            if self._size or not self._members:
+                self._submit(b"".join(self._parts))
+                self._parts, self._size = [], 0
             while self._pending:
                 self._sink.write(self._pending.popleft().result())
         finally:

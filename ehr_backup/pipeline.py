@@ -5,7 +5,9 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import io
+import os
 import queue
+import signal
 import re
 import subprocess
 import threading
@@ -152,10 +154,26 @@ class _Feeder:
             raise self.error
 
 
+def _kill_on_cancel(proc: subprocess.Popen[bytes], cancel: threading.Event, done: threading.Event) -> None:
+    """Stop a child as soon as the job is cancelled, even while it produces nothing (waits on a lock)."""
+    while not done.wait(0.2):
+        if cancel.is_set():
+            _kill(proc)
+            return
+
+
+def _kill(proc: subprocess.Popen[bytes]) -> None:
+    """Kill a child started in its own session, with everything in its process group."""
+    if proc.poll() is None:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
 def _stop(proc: subprocess.Popen[bytes]) -> None:
     """Kill a child (before its input is closed, so psql cannot commit) and reap it."""
-    if proc.poll() is None:
-        proc.kill()
+    _kill(proc)
     try:
         proc.wait(timeout=30)
     except subprocess.TimeoutExpired:
@@ -176,25 +194,30 @@ def run_backup(*, conn: ConnInfo, pg_dump: str, directory: Path, backup_id: str,
 
     argv = [pg_dump, "--format=plain", "--verbose", "--no-password", "--lock-wait-timeout=60000"]
     proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            env=conn.child_env())
+                            env=conn.child_env(), bufsize=0,  # raw pipe: read1 returns what is there
+                            start_new_session=True)  # its own group: stopping it stops any helper too
     assert proc.stdout is not None and proc.stderr is not None
     _widen_pipe(proc.stdout)
     errors = ProcessOutput(proc.stderr, conn.redact, on_line)
     scanner = DumpScanner(collect=False)
     reader = io.BufferedReader(proc.stdout, CHUNK)  # type: ignore[arg-type]
+    done = threading.Event()
+    threading.Thread(target=_kill_on_cancel, args=(proc, cancel, done), daemon=True).start()
     try:
         with storage.atomic_file(directory, backup_id) as fh:
             out = _HashingFile(fh)
             writer = EncryptedWriter(out, key, fields)
             comp = compression.open_compressor(algorithm, writer, level, threads)
             try:
-                while chunk := reader.read(CHUNK):
+                while chunk := reader.read1(CHUNK):  # what the pipe holds: progress stays live
                     scanner.feed(chunk)
                     comp.write(chunk)
                     progress.bytes_read = scanner.bytes
                     progress.bytes_written = out.size
                     if cancel.is_set():
                         raise Cancelled()
+                if cancel.is_set():  # pg_dump was stopped while we waited for its output
+                    raise Cancelled()
                 comp.close()
             except BaseException:
                 compression.discard(comp)  # stop the workers; what they made is thrown away with the file
@@ -211,6 +234,7 @@ def run_backup(*, conn: ConnInfo, pg_dump: str, directory: Path, backup_id: str,
                            "completedAt": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
             progress.bytes_written = out.size
     finally:
+        done.set()
         _stop(proc)
         errors.join()
     return DumpResult(rows=dict(scanner.rows), dump_bytes=scanner.bytes, size=out.size,
@@ -268,7 +292,7 @@ def run_restore(*, opened: OpenedFile, trailer: dict[str, Any], conn: ConnInfo, 
     progress.total = int(trailer.get("dumpBytes") or 0) or None
     argv = [psql, "-X", "-q", "-v", "ON_ERROR_STOP=1", "--no-password", "-f", "-"]
     proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                            env=conn.child_env())
+                            env=conn.child_env(), start_new_session=True)
     assert proc.stdin is not None and proc.stderr is not None
     _widen_pipe(proc.stdin)
     errors = ProcessOutput(proc.stderr, conn.redact)

@@ -308,6 +308,9 @@ class BackupService:
         except Cancelled as exc:
             self._finish_failed(actor, record, Status.CANCELLED, step, exc.message, "create")
             raise
+        except KeyboardInterrupt:
+            self._finish_failed(actor, record, Status.CANCELLED, step, "interrupted (Ctrl-C)", "create")
+            raise
         except BackupError as exc:
             self._finish_failed(actor, record, Status.FAILED, step, exc.message, "create")
             raise

@@ -37,9 +37,17 @@ async def test_idle_and_absolute_limits_end_the_session_for_page_events_and_http
     assert response.status_code == 303
 
 
-async def test_cancel_from_the_page_leaves_nothing(user: User, accounts, web_env) -> None:
+@pytest.fixture
+def slow_pg_dump(web_env, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """pg_dump that stalls after its first 100 kB (like one waiting on a lock), for the app to use."""
+    from .test_faults import wrapper_bin
+    monkeypatch.setenv("EHR_BACKUP_PG_BIN", wrapper_bin(tmp_path, '$REAL "$@" | (head -c 100000; sleep 120; cat)'))
+
+
+async def test_cancel_from_the_page_leaves_nothing_even_while_pg_dump_stalls(slow_pg_dump, user: User, accounts,
+                                                                              web_env) -> None:
     run_sql(web_env["DATABASE_URL"], "CREATE TABLE big AS SELECT g, repeat(md5(g::text), 8) s "
-                                     "FROM generate_series(1, 400000) g;")
+                                     "FROM generate_series(1, 20000) g;")
     await login(user, next_="/admin/backup")
     user.find(marker="description").type("cancel me")
     user.find(marker="create-button").click()
@@ -51,9 +59,9 @@ async def test_cancel_from_the_page_leaves_nothing(user: User, accounts, web_env
     def state() -> str:
         return f"{phase.text} | {detail.text} | {status.text}"
 
-    await eventually(lambda: "dumping" in phase.text, timeout=30, state=state)
+    await eventually(lambda: "dumping" in phase.text and "read 0 B" not in detail.text, timeout=30, state=state)
     user.find(marker="cancel-job").click()
-    await eventually(lambda: status.text.startswith("Cancelled"), timeout=60, state=state)
+    await eventually(lambda: status.text.startswith("Cancelled"), timeout=20, state=state)
     assert [p.name for p in Path(web_env["EHR_BACKUP_DEFAULT_DIR"]).iterdir()] == []
 
 
