@@ -16,7 +16,7 @@ from ehr_backup.keys import generate_key
 from ehr_backup.service import BackupService
 
 from .conftest import ACTOR, cli_env, run_sql
-from .helpers import AWKWARD_SQL, dump_text
+from .helpers import AWKWARD_SQL, dump_text, fill, precious_target
 from .test_faults import _wait_for, wrapper_bin
 
 
@@ -75,9 +75,7 @@ def test_a_restore_that_fails_half_way_commits_nothing(service: BackupService, e
                 f"CREATE TABLE owned (a int); ALTER TABLE owned OWNER TO {role};")
     record = service.create(ACTOR, description="needs a role")
     run_sql(db, f"DROP TABLE owned; DROP ROLE {role};")
-    target = make_db()
-    run_sql(target, "CREATE TABLE precious (v text); INSERT INTO precious VALUES ('keep me');")
-    before = dump_text(target)
+    target, before = precious_target(make_db)
     with pytest.raises(ToolError) as err:
         service.restore(ACTOR, record.id, target_url=target)
     assert role in str(err.value) and "nothing was committed" in str(err.value)
@@ -86,12 +84,9 @@ def test_a_restore_that_fails_half_way_commits_nothing(service: BackupService, e
 
 def test_cancelling_a_restore_leaves_the_database_as_it_was(service: BackupService, env: dict[str, str],
                                                             make_db) -> None:
-    run_sql(env["DATABASE_URL"], "CREATE TABLE t AS SELECT g, repeat(md5(g::text), 6) s "
-                                 "FROM generate_series(1, 300000) g;")
+    fill(env["DATABASE_URL"], 300000, 6)
     record = service.create(ACTOR, description="big enough")
-    target = make_db()
-    run_sql(target, "CREATE TABLE precious (v text); INSERT INTO precious VALUES ('keep me');")
-    before = dump_text(target)
+    target, before = precious_target(make_db)
     task = service.prepare_restore(ACTOR, record.id, target_url=target)
     threading.Thread(target=lambda: (_wait_for(lambda: task.progress.phase == "restoring"
                                                and task.progress.bytes_read > 3_000_000),
@@ -156,12 +151,9 @@ def test_the_restoring_process_killed_half_way_commits_nothing(service: BackupSe
     import time
 
     from .conftest import query
-    run_sql(env["DATABASE_URL"], "CREATE TABLE big AS SELECT g, repeat(md5(g::text), 4) s "
-                                 "FROM generate_series(1, 600000) g;")
+    fill(env["DATABASE_URL"], 600000, 4)
     record = service.create(ACTOR, description="big restore")
-    target = make_db()
-    run_sql(target, "CREATE TABLE precious (v text); INSERT INTO precious VALUES ('keep me');")
-    before = dump_text(target)
+    target, before = precious_target(make_db)
     proc = subprocess.Popen([sys.executable, "-m", "ehr_backup.cli", "restore", record.id, "--target-url", target,
                              "--yes"], env=cli_env(env), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     dbname = target.rsplit("/", 1)[1]

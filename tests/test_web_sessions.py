@@ -12,8 +12,8 @@ from nicegui.testing import User
 
 from ehr_backup.audit import Actor
 
-from .conftest import run_sql
-from .web_helpers import eventually, login, wait_for_path
+from .helpers import fill
+from .web_helpers import eventually, login, start_backup, wait_for_path
 
 API = "/api/admin/backup"
 
@@ -46,12 +46,9 @@ def slow_pg_dump(web_env, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> No
 
 async def test_cancel_from_the_page_leaves_nothing_even_while_pg_dump_stalls(slow_pg_dump, user: User, accounts,
                                                                               web_env) -> None:
-    run_sql(web_env["DATABASE_URL"], "CREATE TABLE big AS SELECT g, repeat(md5(g::text), 8) s "
-                                     "FROM generate_series(1, 20000) g;")
+    fill(web_env["DATABASE_URL"], 20000, 8)
     await login(user, next_="/admin/backup")
-    user.find(marker="description").type("cancel me")
-    user.find(marker="create-button").click()
-    await user.should_see(marker="cancel-job", retries=50)
+    await start_backup(user, "cancel me")
     phase = user.find(marker="job-phase").elements.pop()
     status = user.find(marker="job-status").elements.pop()
     detail = user.find(marker="job-detail").elements.pop()
@@ -66,8 +63,7 @@ async def test_cancel_from_the_page_leaves_nothing_even_while_pg_dump_stalls(slo
 
 
 async def test_fifty_parallel_requests_during_a_backup_all_succeed(user: User, accounts, web_env) -> None:
-    run_sql(web_env["DATABASE_URL"], "CREATE TABLE big AS SELECT g, repeat(md5(g::text), 8) s "
-                                     "FROM generate_series(1, 200000) g;")
+    fill(web_env["DATABASE_URL"], 200000, 8)
     token = accounts.create_token(Actor("t"), "alice")
     h = {"Authorization": f"Bearer {token}"}
     first = await user.http_client.post(f"{API}/create?wait=true", json={"description": "first"}, headers=h)
@@ -89,12 +85,9 @@ async def test_fifty_parallel_requests_during_a_backup_all_succeed(user: User, a
 
 
 async def test_cancel_from_a_tab_whose_session_ended_is_refused(user: User, accounts, web_env) -> None:
-    run_sql(web_env["DATABASE_URL"], "CREATE TABLE big AS SELECT g, repeat(md5(g::text), 8) s "
-                                     "FROM generate_series(1, 300000) g;")
+    fill(web_env["DATABASE_URL"], 300000, 8)
     await login(user, next_="/admin/backup")
-    user.find(marker="description").type("keeps running")
-    user.find(marker="create-button").click()
-    await user.should_see(marker="cancel-job", retries=50)
+    await start_backup(user, "keeps running")
     token = user.http_client.cookies.get("ehr_session")
     accounts.logout(token, accounts.session(token).actor())
     user.find(marker="cancel-job").click()

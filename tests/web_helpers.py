@@ -38,3 +38,10 @@ async def eventually(check, timeout: float = 60, state=None) -> None:
             return
         await asyncio.sleep(0.1)
     raise AssertionError(f"condition not met in time; state: {state() if state else '-'}")
+
+
+async def start_backup(user: User, description: str) -> None:
+    """Type a description, press Create Backup, and wait for the job's panel."""
+    user.find(marker="description").type(description)
+    user.find(marker="create-button").click()
+    await user.should_see(marker="cancel-job", retries=50)
