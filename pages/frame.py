@@ -54,10 +54,11 @@ class PageSession:
     async def check(self, what: str = "page action", *, activity: bool = True) -> bool:
         """Re-validate the session; on failure audit, tell the user and go to the login page."""
         try:
-            self.principal = await run.io_bound(lambda: self.ctx.auth.session(self.token, self.address,
-                                                                              touch=activity))
-            if self.principal is None:
+            principal = await run.io_bound(lambda: self.ctx.auth.session(self.token, self.address,
+                                                                         touch=activity))
+            if principal is None:  # cancelled: the page went away
                 return False
+            self.principal = principal
             return True
         except Unauthenticated as exc:
             await run.io_bound(self.ctx.service.audit.record, self.actor, "access", what[:200], "refused",

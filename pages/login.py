@@ -37,13 +37,14 @@ def register(ctx: WebContext) -> None:
             async def attempt() -> None:
                 message.text = ""
                 try:
-                    _principal, token = await run.io_bound(ctx.auth.login, username.value or "",
-                                                           password.value or "", address)
+                    result = await run.io_bound(ctx.auth.login, username.value or "", password.value or "",
+                                                address)
                 except Unauthenticated as exc:
                     message.text = exc.message
                     password.value = ""
                     return
-                _sign_in(ctx, token, next)
+                if result is not None:  # None: the page went away meanwhile
+                    _sign_in(ctx, result[1], next)
 
             password.on("keydown.enter", attempt)
             tid(ui.button("Log in", on_click=attempt).classes("w-full"), "login-button")
@@ -75,11 +76,11 @@ def register(ctx: WebContext) -> None:
                     await run.io_bound(ctx.auth.add_user, Actor("setup-link", address), username.value or "",
                                        password.value or "", admin=True)
                     ctx.consume_setup_token()
-                    _principal, session = await run.io_bound(ctx.auth.login, username.value, password.value,
-                                                             address)
+                    result = await run.io_bound(ctx.auth.login, username.value, password.value, address)
                 except BackupError as exc:
                     message.text = exc.message
                     return
-                _sign_in(ctx, session, "/eh")
+                if result is not None:
+                    _sign_in(ctx, result[1], "/eh")
 
             tid(ui.button("Create administrator", on_click=create).classes("w-full"), "setup-button")
