@@ -16,6 +16,8 @@ from pathlib import Path
 from typing import IO
 
 from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy import exists
+from sqlalchemy.orm import aliased
 from sqlmodel import col, select
 
 from .catalogue import as_utc, utcnow
@@ -137,6 +139,17 @@ class AuditLog:
             if limit:
                 q = q.limit(limit)
             return s.exec(q).all()
+
+    def unfinished(self, actions: tuple[str, ...], limit: int = 500) -> list[AuditEntry]:
+        """"started" entries of these actions with no later outcome for the same target, newest first."""
+        later = aliased(AuditEntry)
+        with self._db.reading() as s:
+            q = (select(AuditEntry)
+                 .where(col(AuditEntry.action).in_(actions), AuditEntry.outcome == "started",
+                        ~exists().where(later.action == AuditEntry.action, later.target == AuditEntry.target,
+                                        col(later.seq) > col(AuditEntry.seq), later.outcome != "started"))
+                 .order_by(col(AuditEntry.seq).desc()).limit(limit))
+            return list(s.exec(q).all())
 
     def verify(self) -> ChainReport:
         """Recompute the chain; report the first entry that was edited, removed or reordered."""

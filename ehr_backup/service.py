@@ -126,6 +126,12 @@ class BackupService:
         """Held while a backup is being written, so that a start-up elsewhere knows it is alive."""
         return DatabaseLock(self.settings.data_dir / "locks" / "jobs", backup_id, remove_on_release=True)
 
+    def _started(self, actor: Actor, action: str, target: str, detail: str = "") -> DatabaseLock:
+        """Audit the start of a long operation; the returned lock, held while it runs, tells a later
+        start-up that the operation is alive (a released lock with no outcome means it was killed)."""
+        entry = self.audit.record(actor, action, target, "started", detail)
+        return self._job_lock(f"audit:{entry.seq}").acquire(f"{action} {target}")
+
     def _lock(self, conn: ConnInfo, identity: str | None = None) -> DatabaseLock:
         """The lock of one database, the same whichever address names its server."""
         identity = identity or pg.server_identity(conn)
@@ -220,6 +226,11 @@ class BackupService:
         failed = self.catalogue.fail_interrupted(reason="interrupted: the program stopped while it ran",
                                                  alive=alive)
         removed = sum(storage.remove_leftovers(d, alive) for _, d in self._scan_dirs())
+        for entry in self.audit.unfinished(("create", "verify", "restore")):
+            if not alive(f"audit:{entry.seq}"):
+                self.audit.record(Actor("system"), entry.action, entry.target, "interrupted",
+                                  f"started by {entry.actor} (entry {entry.seq}); the program stopped before "
+                                  "it finished")
         return {"failed": failed, "removedTemporaryFiles": removed}
 
     # ----- create ------------------------------------------------------------------------------------
@@ -250,7 +261,7 @@ class BackupService:
         try:
             backup_id = self._new_id(slug or description, algorithm, directory)
             locks.append(self._job_lock(backup_id).acquire(f"backup {backup_id}"))
-            self.audit.record(actor, "create", backup_id, "started", f"location={loc_key}")
+            locks.append(self._started(actor, "create", backup_id, f"location={loc_key}"))
             record = self.catalogue.add(BackupRecord(
                 id=backup_id, location=loc_key, directory=str(directory), description=description,
                 kind=kind, status=Status.RUNNING, step="starting", compression=algorithm,
@@ -423,12 +434,12 @@ class BackupService:
     def prepare_verify(self, actor: Actor, backup_id: str) -> Task:
         """Check that a backup can be used: every byte authenticated, decompressed, dump complete."""
         record = self._resolve(actor, "verify", backup_id)
-        self.audit.record(actor, "verify", record.id, "started")
+        alive = self._started(actor, "verify", record.id)
 
         def work(progress: Progress, cancel: threading.Event) -> dict[str, Any]:
             return self._run_verify(actor, record, progress, cancel)
 
-        return Task("verify", record.id, work, [], backup_id=record.id)
+        return Task("verify", record.id, work, [alive], backup_id=record.id)
 
     def verify(self, actor: Actor, backup_id: str) -> dict[str, Any]:
         """Verify now and return the result."""
@@ -493,7 +504,7 @@ class BackupService:
             self.audit.record(actor, "restore", record.id, "refused", exc.message)
             raise
         try:
-            self.audit.record(actor, "restore", record.id, "started", f"into {target.display}")
+            alive = self._started(actor, "restore", record.id, f"into {target.display}")
         except BaseException:
             lock.release()
             raise
@@ -501,7 +512,7 @@ class BackupService:
         def work(progress: Progress, cancel: threading.Event) -> RestoreReport:
             return self._run_restore(actor, record, target, safety, lock, progress, cancel)
 
-        return Task("restore", record.id, work, [lock], backup_id=record.id)
+        return Task("restore", record.id, work, [lock, alive], backup_id=record.id)
 
     def restore(self, actor: Actor, backup_id: str, **kwargs: Any) -> RestoreReport:
         """Restore now and return the report."""

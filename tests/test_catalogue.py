@@ -128,3 +128,16 @@ def test_audit_csv_export_neutralises_formulas(service: BackupService) -> None:
     out = io.StringIO()
     assert service.audit.export_csv(out) == 1
     assert "'=HYPERLINK" in out.getvalue()
+
+
+def test_start_up_records_operations_that_never_finished_but_not_running_ones(service: BackupService) -> None:
+    record = service.create(ACTOR, description="to verify")
+    running = service.prepare_verify(ACTOR, record.id)  # started and alive (its lock is held)
+    service.reconcile()
+    assert [e.outcome for e in service.audit.entries(action="verify")] == ["started"]
+    running._locks[0].release()  # as if its process had died without an outcome
+    service.reconcile()
+    service.reconcile()  # only once
+    entries = service.audit.entries(action="verify")
+    assert [e.outcome for e in entries] == ["interrupted", "started"]
+    assert entries[0].actor == "system" and "tester" in entries[0].detail

@@ -174,6 +174,9 @@ def test_the_restoring_process_killed_half_way_commits_nothing(service: BackupSe
                                                 " AND pid <> pg_backend_pid()")[0][0]:
         time.sleep(0.1)
     assert dump_text(target) == before
+    service.reconcile()  # the next start-up records that the restore never finished
+    outcomes = [(e.action, e.outcome) for e in service.audit.entries(action="restore")]
+    assert outcomes[:2] == [("restore", "interrupted"), ("restore", "started")]
 
 
 def test_a_catalogued_file_swapped_for_another_authentic_backup_is_refused(service: BackupService,
