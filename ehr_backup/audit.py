@@ -15,8 +15,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import IO
 
-from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy import exists
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import aliased
 from sqlmodel import col, select
 

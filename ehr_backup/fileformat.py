@@ -26,7 +26,7 @@ from typing import IO, Any
 
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
-from .errors import KeyNotAvailable, NotAuthentic
+from .errors import NotAuthentic
 from .keys import KeyRing, MasterKey
 
 MAGIC = b"EHR-BKP\0"
@@ -261,21 +261,8 @@ class OpenedFile:
             yield last
 
 
-def open_backup(path: str | os.PathLike[str], keyring: KeyRing) -> OpenedFile:
-    """Open a backup file for authentication and decryption (caller closes `.fh`)."""
-    fh = open(path, "rb")  # noqa: SIM115 - owned by the returned object
-    try:
-        return OpenedFile(fh, keyring)
-    except BaseException:
-        fh.close()
-        raise
-
-
 def peek_header(path: str | os.PathLike[str]) -> dict[str, Any]:
     """Return the unauthenticated header fields of a file (for listing files the catalogue lacks)."""
     with open(path, "rb") as fh:
         return read_header(fh).fields
 
-
-__all__ = ["EncryptedWriter", "Header", "KeyNotAvailable", "OpenedFile", "open_backup", "peek_header",
-           "read_header"]

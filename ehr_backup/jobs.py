@@ -91,8 +91,3 @@ class JobManager:
         """Jobs still running, oldest first."""
         with self._lock:
             return sorted((j for j in self._jobs.values() if not j.done.is_set()), key=lambda j: j.created)
-
-    def recent(self) -> list[Job]:
-        """All kept jobs, newest first."""
-        with self._lock:
-            return sorted(self._jobs.values(), key=lambda j: j.created, reverse=True)

@@ -55,9 +55,3 @@ class DatabaseLock:
             return True
         self.release()
         return False
-
-    def __enter__(self) -> DatabaseLock:
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self.release()

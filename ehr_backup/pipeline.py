@@ -7,8 +7,8 @@ import hashlib
 import io
 import os
 import queue
-import signal
 import re
+import signal
 import subprocess
 import threading
 import time
@@ -79,13 +79,12 @@ class Progress:
     bytes_written: int = 0
     total: int | None = None
     started: float = field(default_factory=time.monotonic)
-    message: str = ""
 
     def as_dict(self) -> dict[str, Any]:
         """A JSON-ready snapshot."""
         return {"phase": self.phase, "table": self.table, "bytesRead": self.bytes_read,
                 "bytesWritten": self.bytes_written, "total": self.total,
-                "elapsed": round(time.monotonic() - self.started, 1), "message": self.message}
+                "elapsed": round(time.monotonic() - self.started, 1)}
 
 
 @dataclass(frozen=True)

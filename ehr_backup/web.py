@@ -20,7 +20,6 @@ from starlette.middleware.base import BaseHTTPMiddleware, RequestResponseEndpoin
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .api import SESSION_COOKIE, ApiContext, build_router, client_address, error_response
-from .audit import Actor
 from .auth import AuthService, Principal
 from .config import Settings
 from .errors import BackupError, Unauthenticated
@@ -238,5 +237,3 @@ def main() -> None:
     ui.run(host=ctx.settings.host, port=ctx.settings.port, title="EHR Backup", show=False, reload=False,
            storage_secret=secret, show_welcome_message=False, favicon="🗄️")
 
-
-__all__ = ["Actor", "WebContext", "build", "main"]

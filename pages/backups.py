@@ -342,12 +342,14 @@ class RestoreDialog:
         self.job: Job | None = None
         self.panel: JobPanel | None = None
 
-    def open(self) -> None:
+    async def open(self) -> None:
         """Build and show the dialog."""
-        try:
-            conn = self.ps.ctx.service.connection()
+        try:  # off the event loop: with the demo database this may start its server
+            conn = await run.io_bound(self.ps.ctx.service.connection)
         except BackupError as exc:
             ui.notify(exc.message, type="negative")
+            return
+        if conn is None:
             return
         db = conn.dbname
         with ui.dialog().props("persistent") as self.dialog, tid(ui.card().classes("w-[44rem]"), "restore-dialog"):
