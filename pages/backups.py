@@ -246,7 +246,7 @@ class DirectoryBrowser:
         self.listing.clear()
         with self.listing:
             for name in data["dirs"]:
-                tid(ui.button(f"📁 {name}", on_click=lambda n=name: self.show(f"{self.path.rstrip('/')}/{n}"))
+                tid(ui.button(name, icon="folder", on_click=lambda n=name: self.show(f"{self.path.rstrip('/')}/{n}"))
                     .props("flat no-caps align=left").classes("w-full"), f"dir-{name}")
 
     async def up(self) -> None:

@@ -27,7 +27,9 @@ T = TypeVar("T")
 
 def tid(element: T, name: str) -> T:
     """Give an element a stable data-testid (browser tests) and marker (NiceGUI user tests)."""
-    element.props(f'data-testid="{name}"')  # type: ignore[attr-defined]
+    # set the value directly: a props string is parsed, so data (a folder name, an id) in it could add
+    # props of its own, and NiceGUI evaluates `:`-props as JavaScript
+    element.props["data-testid"] = name  # type: ignore[attr-defined]
     element.mark(name)  # type: ignore[attr-defined]
     return element
 

@@ -256,3 +256,27 @@ async def test_first_admin_through_the_one_time_setup_link(user: User, web_env) 
     await user.open(f"/setup?token={token}")
     await user.should_see(marker="setup-invalid")
 
+
+
+HOSTILE_FOLDERS = ['a" :data-x="document.title=1"', "b' :title='x'", "c :class=1", "d=1 e", "<img src=x onerror=1>",
+                   'f" @click="1']
+
+
+async def test_folder_names_are_data_never_props(user: User, accounts, web_env) -> None:
+    home = Path(web_env["HOME"])
+    for name in HOSTILE_FOLDERS:
+        (home / name).mkdir()
+    await login(user, next_="/admin/backup")
+    user.find(marker="location").elements.pop().value = "custom"
+    user.find(marker="custom-path").type(str(home))
+    user.find(marker="browse").click()
+
+    def buttons() -> list:
+        return [b for b in user.find(marker="browser").elements.pop().descendants()
+                if str(b.props.get("data-testid", "")).startswith("dir-") or "dir-a\"" in b._markers]
+
+    await eventually(lambda: len(buttons()) >= len(HOSTILE_FOLDERS), timeout=10)
+    buttons = buttons()
+    assert sorted(b.props["data-testid"] for b in buttons) == sorted(f"dir-{n}" for n in HOSTILE_FOLDERS)
+    for b in buttons:  # nothing of a name became a prop of its own
+        assert not [k for k in b.props if k.startswith((":", "@", "v-", "on")) or k in ("title", "class")]
