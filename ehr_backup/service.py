@@ -209,7 +209,7 @@ class BackupService:
     def create_folder(self, actor: Actor, parent: str, name: str) -> str:
         """Create a sub-folder (0700) inside an allowed location; return its path."""
         try:
-            name = paths.check_name(clean_text(name, 255, "a folder name"))
+            name = paths.check_name(clean_text(name, paths.MAX_PATH_BYTES, "a folder name"))
             path = paths.check_custom(f"{parent.rstrip('/')}/{name}", self.forbidden_dirs(),
                                       self.settings.custom_roots)
         except BackupError as exc:

@@ -178,6 +178,8 @@ def atomic_file(directory: Path, name: str, *, private: bool = True) -> Iterator
     """
     if not name or "/" in name or name in (".", ".."):
         raise InvalidInput("a file name must not be empty or contain '/'")
+    if len(name.encode("utf-8", "surrogateescape")) > paths.MAX_NAME_BYTES:
+        raise InvalidInput(f"a file name must be at most {paths.MAX_NAME_BYTES} bytes long")
     tmp = _temp_name(name)
     with safedir.opened(directory, private=private) as dir_fd:
         try:
