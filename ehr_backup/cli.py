@@ -35,7 +35,8 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--description", required=True, help="what this backup is for (names the file)")
     c.add_argument("--location", default="default",
                    choices=["default", "desktop", "documents", "downloads", "custom"])
-    c.add_argument("--path", help="directory for --location custom (absolute; created if missing)")
+    c.add_argument("--path", help="directory for --location custom: absolute, inside EHR_BACKUP_CUSTOM_ROOTS; "
+                                  "its last folder is created if missing")
     c.add_argument("--compression", choices=["gzip", "zstd"], help="default: EHR_BACKUP_COMPRESSION or gzip")
     c.add_argument("--json", action="store_true", help="print the backup as one JSON object")
 

@@ -69,8 +69,8 @@ def _custom_roots(env: Mapping[str, str], default_dir: Path) -> tuple[Path, ...]
             if not item.startswith("/"):
                 raise ConfigError(f"EHR_BACKUP_CUSTOM_ROOTS must list absolute paths; {item!r} is not one")
     else:
-        home = env.get("HOME") or os.path.expanduser("~")
-        items = [home, str(default_dir)] + [os.path.join(d, SUBDIR) for d in (
+        # the process's home, as platformdirs (the standard locations) sees it
+        items = [os.path.expanduser("~"), str(default_dir)] + [os.path.join(d, SUBDIR) for d in (
             platformdirs.user_desktop_dir(), platformdirs.user_documents_dir(), platformdirs.user_downloads_dir())]
         # a service account whose home is / must not open the whole machine
         items = [x for x in items if x.startswith("/") and os.path.realpath(x) != "/"]
