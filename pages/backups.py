@@ -251,7 +251,7 @@ class DirectoryBrowser:
                     .props("flat no-caps align=left").classes("w-full"), f"dir-{name}")
                 if name in unusable:  # listed, but its name cannot be part of a backup location
                     tid(ui.label(f"↳ {name} cannot be chosen: {unusable[name]}")
-                        .classes("text-xs text-grey-7 pl-8"), "dir-unusable")
+                        .classes("text-xs text-grey-7 pl-8"), "unusable-dir")
 
     async def up(self) -> None:
         """Go to the parent folder."""

@@ -67,7 +67,7 @@ async def test_the_page_marks_folders_that_cannot_be_chosen(user: User, accounts
     user.find(marker="custom-path").type(str(tmp_path / "mixed"))
     user.find(marker="browse").click()
     await user.should_see(marker="dir-fine")
-    marks = [e.text for e in user.find(marker="dir-unusable").elements]
+    marks = [e.text for e in user.find(marker="unusable-dir").elements]
     assert len(marks) == 2 and all("cannot be chosen" in m and ALLOWED_TEXT in m for m in marks)
     assert {m.split(" cannot")[0].removeprefix("↳ ") for m in marks} == {'quote"d', "colon:name"}
 
