@@ -84,3 +84,11 @@ def test_the_cli_refuses_overlong_paths_with_one_line_and_exit_status_2(env: dic
     res = cli(env, "decrypt", f"{tmp_path}/{LONG}.enc", "--output", str(tmp_path / "out.sql"))
     assert res.returncode == 2 and "255 bytes" in res.stderr and res.stderr.count("\n") == 1, res.stderr
     assert not (tmp_path / "out.sql").exists()
+
+
+def test_the_audit_export_refuses_an_unwritable_csv_path_with_one_line(env: dict[str, str], tmp_path: Path) -> None:
+    for path, code, text in ((tmp_path / LONG / "audit.csv", 2, "255 bytes"),
+                             (tmp_path / "missing" / "audit.csv", 1, "no such file or folder")):
+        res = cli(env, "audit", "export", "--csv", str(path))
+        assert res.returncode == code and res.stderr.startswith("ehr-backup: error: cannot write "), res.stderr
+        assert text in res.stderr and res.stderr.count("\n") == 1
