@@ -177,12 +177,10 @@ class BackupService:
         chosen.
         """
         roots = self.settings.custom_roots
-        if path:
-            target = Path(os.path.realpath(paths.check_path_text(path, strict=False)))
-        else:
-            target = next((r for r in roots if r.is_dir()), None)  # type: ignore[assignment]
-            if target is None:
-                raise NotFound(f"none of the folders custom locations may use exists ({paths.roots_text(roots)})")
+        path = path or next((str(r) for r in roots if r.is_dir()), None)
+        if not path:
+            raise NotFound(f"none of the folders custom locations may use exists ({paths.roots_text(roots)})")
+        target = Path(os.path.realpath(paths.check_path_text(path, strict=False)))
         if not paths.within(target, roots):
             raise InvalidInput(f"{target} is outside the folders custom locations may use "
                                f"({paths.roots_text(roots)})")
