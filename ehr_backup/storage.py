@@ -203,18 +203,13 @@ def atomic_file(directory: Path, name: str, *, private: bool = True) -> Iterator
             raise
 
 
-def _backup_dir(directory: Path) -> int:
-    """Open a backup's directory for reading or deleting a file in it."""
-    try:
-        return safedir.open_dir(directory)
-    except NotFound:
-        raise NotFound("the backup file is missing from its location (its folder is gone)") from None
-
-
 def open_in(directory: Path, name: str) -> IO[bytes]:
     """Open a backup file for reading, refusing links (the file's or on the directory's path)."""
     validate_id(name)
-    dir_fd = _backup_dir(directory)
+    try:
+        dir_fd = safedir.open_dir(directory)
+    except NotFound:
+        raise NotFound("the backup file is missing from its location (its folder is gone)") from None
     try:
         # O_NONBLOCK: a FIFO put in the file's place must not hang the reader
         fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=dir_fd)
@@ -237,7 +232,10 @@ def open_in(directory: Path, name: str) -> IO[bytes]:
 def unlink_in(directory: Path, name: str) -> None:
     """Delete a backup file (never a link's target, never in a folder reached through a link)."""
     validate_id(name)
-    dir_fd = _backup_dir(directory)
+    try:
+        dir_fd = safedir.open_dir(directory)
+    except NotFound:
+        return  # the whole folder is gone: so is the file
     try:
         os.unlink(name, dir_fd=dir_fd)  # unlink removes a link itself, never what it points to
     except FileNotFoundError:

@@ -277,3 +277,16 @@ def test_the_browser_lists_every_folder_but_marks_those_that_cannot_be_chosen(
     shared = tmp_path / "mixed" / "fine name"
     shared.chmod(0o777)
     assert "written by other users" in service.browse(str(shared))["reason"]
+
+
+def test_a_backup_whose_folder_is_gone_is_missing_and_can_still_be_deleted(
+        service: BackupService, tmp_path: Path) -> None:
+    custom = tmp_path / "custom"
+    record = service.create(ACTOR, description="folder removed", location="custom", custom_path=str(custom))
+    (custom / record.id).unlink()
+    custom.rmdir()
+    with pytest.raises(NotFound) as err:
+        service.verify(ACTOR, record.id)
+    assert "missing" in str(err.value)
+    service.delete(ACTOR, record.id)
+    assert service.list() == [] and not custom.exists()
