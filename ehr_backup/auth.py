@@ -21,6 +21,7 @@ from .db import Database
 from .errors import BackupError, Forbidden, InvalidInput, NotFound, Unauthenticated
 from .models import ApiToken, AuditEntry, User, WebSession
 from .passwords import MIN_LENGTH, check_password, dummy_hash, hash_password
+from .text import clean_text
 
 USERNAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$")
 TOKEN_PREFIX = "ehrb_"
@@ -252,9 +253,7 @@ class AuthService:
     # ----- API tokens --------------------------------------------------------------------------------
     def create_token(self, actor: Actor, username: str, label: str = "") -> str:
         """Create an API token for a user; the token is returned once and stored hashed."""
-        label = label.strip()[:100]
-        if any(ord(c) < 32 for c in label):
-            raise InvalidInput("the label must be one line")
+        label = clean_text(label, 100, "the label")
         token = TOKEN_PREFIX + secrets.token_urlsafe(32)
         self._audit.record(actor, "token.create", username, "started", label)
         try:

@@ -15,6 +15,7 @@ from . import __version__, demo
 from .audit import Actor
 from .config import VARIABLES, Settings
 from .errors import BackupError, InvalidInput
+from .safedir import os_error
 from .keys import generate_key
 from .pipeline import Progress
 
@@ -35,7 +36,8 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--description", required=True, help="what this backup is for (names the file)")
     c.add_argument("--location", default="default",
                    choices=["default", "desktop", "documents", "downloads", "custom"])
-    c.add_argument("--path", help="directory for --location custom (absolute; created if missing)")
+    c.add_argument("--path", help="directory for --location custom: absolute, inside EHR_BACKUP_CUSTOM_ROOTS; "
+                                  "its last folder is created if missing")
     c.add_argument("--compression", choices=["gzip", "zstd"], help="default: EHR_BACKUP_COMPRESSION or gzip")
     c.add_argument("--json", action="store_true", help="print the backup as one JSON object")
 
@@ -238,7 +240,11 @@ def _audit(service: Any, args: argparse.Namespace) -> Any:
         return {"ok": True, "entries": report.entries}
     if args.csv == "-":
         return {"exported": service.audit.export_csv(sys.stdout)}
-    with open(args.csv, "w", newline="", encoding="utf-8") as fh:
+    try:
+        fh = open(args.csv, "w", newline="", encoding="utf-8")  # noqa: SIM115 - closed below
+    except OSError as exc:
+        raise os_error(exc, f"cannot write {args.csv}") from None
+    with fh:
         return {"exported": service.audit.export_csv(fh), "file": args.csv}
 
 

@@ -12,6 +12,7 @@ import platformdirs
 from .errors import ConfigError
 
 APP = "ehr-backup"
+SUBDIR = "EHR-Backups"  # the folder made in Desktop, Documents and Downloads
 
 # Every variable the program reads, with its meaning; README's configuration table mirrors this
 # (tests/test_docs.py fails when one is undocumented).
@@ -25,6 +26,9 @@ VARIABLES = {
     "EHR_BACKUP_DATA_DIR": "where the catalogue, audit log, locks and demo cluster live "
                            "(default: the platform's user data directory)",
     "EHR_BACKUP_DEFAULT_DIR": "the Default location (default: ./backups, resolved at start)",
+    "EHR_BACKUP_CUSTOM_ROOTS": "base folders a custom location (and the folder browser) must lie in, "
+                              "absolute paths separated by commas or the path separator (:) (default: the "
+                              "user's home folder and the standard locations)",
     "EHR_BACKUP_COMPRESSION": "gzip (default) or zstd",
     "EHR_BACKUP_GZIP_LEVEL": "libdeflate gzip level 1-12 (default 6: files smaller than gzip -9's, several "
                              "times faster)",
@@ -56,6 +60,28 @@ def _int(env: Mapping[str, str], name: str, default: int, low: int, high: int) -
     return value
 
 
+def _custom_roots(env: Mapping[str, str], default_dir: Path) -> tuple[Path, ...]:
+    """EHR_BACKUP_CUSTOM_ROOTS as real absolute paths; default: home and the standard locations."""
+    raw = env.get("EHR_BACKUP_CUSTOM_ROOTS", "").strip()
+    if raw:
+        items = [x.strip() for x in raw.replace(os.pathsep, ",").split(",") if x.strip()]
+        for item in items:
+            if not item.startswith("/"):
+                raise ConfigError(f"EHR_BACKUP_CUSTOM_ROOTS must list absolute paths; {item!r} is not one")
+    else:
+        # the process's home, as platformdirs (the standard locations) sees it
+        items = [os.path.expanduser("~"), str(default_dir)] + [os.path.join(d, SUBDIR) for d in (
+            platformdirs.user_desktop_dir(), platformdirs.user_documents_dir(), platformdirs.user_downloads_dir())]
+        # a service account whose home is / must not open the whole machine
+        items = [x for x in items if x.startswith("/") and os.path.realpath(x) != "/"]
+    roots: list[Path] = []
+    for item in items:
+        root = Path(os.path.realpath(item))
+        if root not in roots:
+            roots.append(root)
+    return tuple(roots)
+
+
 @dataclass(frozen=True)
 class Settings:
     """Everything configurable, validated."""
@@ -77,6 +103,7 @@ class Settings:
     session_secret: str | None = field(default=None, repr=False)
     idle_minutes: int = 15
     session_hours: int = 12
+    custom_roots: tuple[Path, ...] = ()
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -90,9 +117,10 @@ class Settings:
         safety = env.get("EHR_BACKUP_SAFETY_BACKUP", "1").strip().lower()
         if safety not in ("1", "0", "true", "false", "yes", "no", "on", "off", ""):
             raise ConfigError("EHR_BACKUP_SAFETY_BACKUP must be 1 or 0")
+        default_dir = Path(os.path.realpath(default_dir))
         return cls(
             data_dir=Path(os.path.realpath(data_dir)),
-            default_dir=Path(os.path.realpath(default_dir)),
+            default_dir=default_dir,
             database_url=env.get("DATABASE_URL") or None,
             encryption_key=env.get("BACKUP_ENCRYPTION_KEY") or None,
             old_keys=env.get("BACKUP_ENCRYPTION_OLD_KEYS") or None,
@@ -108,4 +136,5 @@ class Settings:
             session_secret=env.get("EHR_BACKUP_SESSION_SECRET") or None,
             idle_minutes=_int(env, "EHR_BACKUP_IDLE_MINUTES", 15, 1, 24 * 60),
             session_hours=_int(env, "EHR_BACKUP_SESSION_HOURS", 12, 1, 24 * 30),
+            custom_roots=_custom_roots(env, default_dir),
         )

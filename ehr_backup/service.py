@@ -15,7 +15,7 @@ from typing import IO, Any
 
 from sqlalchemy.exc import IntegrityError
 
-from . import __version__, demo, pg, storage
+from . import __version__, demo, paths, pg, safedir, storage
 from .audit import Actor, AuditLog
 from .catalogue import Catalogue, as_utc, utcnow
 from .compression import EXTENSIONS, check
@@ -28,21 +28,12 @@ from .locks import DatabaseLock
 from .models import BackupRecord, Status
 from .pg import ConnInfo
 from .pipeline import Progress, run_backup, run_restore, scan_dump
+from .text import clean_text
 
 log = logging.getLogger("ehr_backup")
 MAX_DESCRIPTION = 500
 SYSTEM_DATABASES = ("postgres", "template0", "template1")
 SPACE_MARGIN = 16 * 1024 * 1024
-
-
-def _clean_text(text: str, limit: int, what: str) -> str:
-    """Trim, bound and refuse control characters in a one-line text field."""
-    text = (text or "").strip()
-    if len(text) > limit:
-        raise InvalidInput(f"{what} is longer than {limit} characters")
-    if any(ord(c) < 32 or c == "\x7f" for c in text):
-        raise InvalidInput(f"{what} must be a single line without control characters")
-    return text
 
 
 @dataclass
@@ -171,7 +162,7 @@ class BackupService:
         if key == "custom":
             if not custom_path:
                 raise InvalidInput("a custom location needs a path")
-            return key, storage.validate_custom(custom_path, self.forbidden_dirs())
+            return key, storage.validate_custom(custom_path, self.forbidden_dirs(), self.settings.custom_roots)
         if custom_path:
             raise InvalidInput("a path is only accepted with the custom location")
         loc = next(x for x in storage.standard_locations(self.settings.default_dir) if x.key == key)
@@ -179,32 +170,56 @@ class BackupService:
         return key, Path(os.path.realpath(loc.path))
 
     def browse(self, path: str | None) -> dict[str, Any]:
-        """List the sub-folders of a directory for the custom-location chooser (never files)."""
-        target = storage.check_path_text(path or str(Path.home()))
-        target = Path(os.path.realpath(target))
-        if not target.is_dir():
-            raise NotFound("no such folder")
+        """List the sub-folders of a folder inside the custom roots, for the custom-location chooser.
+
+        Every folder is listed whatever its name (the page shows names as text); `entries` marks the
+        ones whose name a location may not hold, and `allowed`/`reason` say whether this folder may be
+        chosen.
+        """
+        roots = self.settings.custom_roots
+        path = path or next((str(r) for r in roots if r.is_dir()), None)
+        if not path:
+            raise NotFound(f"none of the folders custom locations may use exists ({paths.roots_text(roots)})")
+        target = Path(os.path.realpath(paths.check_path_text(path, strict=False)))
+        if not paths.within(target, roots):
+            raise InvalidInput(f"{target} is outside the folders custom locations may use "
+                               f"({paths.roots_text(roots)})")
         try:
-            dirs = sorted(e.name for e in os.scandir(target)
-                          if e.is_dir(follow_symlinks=False) and not e.name.startswith("."))[:1000]
+            with safedir.opened(target) as fd:
+                names = sorted(e.name for e in os.scandir(fd)
+                               if e.is_dir(follow_symlinks=False) and not e.name.startswith("."))[:1000]
+                try:
+                    paths.check_custom(str(target), self.forbidden_dirs(), roots)
+                    safedir.check_private(fd, target)
+                    allowed, reason = True, ""
+                except BackupError as exc:
+                    allowed, reason = False, exc.message
+        except NotFound:
+            raise NotFound("no such folder") from None
         except OSError as exc:
-            raise StorageError(f"cannot list {target}: {exc.strerror}") from None
-        try:
-            storage.check_custom(str(target), self.forbidden_dirs())
-            allowed, reason = True, ""
-        except BackupError as exc:
-            allowed, reason = False, exc.message
-        return {"path": str(target), "parent": str(target.parent) if target != target.parent else None,
-                "dirs": dirs, "allowed": allowed, "reason": reason}
+            raise safedir.os_error(exc, f"cannot list {target}") from None
+        entries = [{"name": n, "allowed": (p := paths.name_problem(n)) is None, "reason": p or ""} for n in names]
+        parent = target.parent if target != target.parent and paths.within(target.parent, roots) else None
+        return {"path": str(target), "parent": str(parent) if parent else None, "dirs": names,
+                "entries": entries, "allowed": allowed, "reason": reason,
+                "roots": [str(r) for r in roots]}
 
     def create_folder(self, actor: Actor, parent: str, name: str) -> str:
         """Create a sub-folder (0700) inside an allowed location; return its path."""
-        name = _clean_text(name, 255, "folder name")
-        if not name or name in (".", "..") or "/" in name or "\0" in name:
-            raise InvalidInput("a folder name must not be empty or contain '/'")
-        path = storage.check_custom(str(Path(parent) / name), self.forbidden_dirs())
+        try:
+            name = paths.check_name(clean_text(name, paths.MAX_PATH_BYTES, "a folder name"))
+            path = paths.check_custom(f"{parent.rstrip('/')}/{name}", self.forbidden_dirs(),
+                                      self.settings.custom_roots)
+        except BackupError as exc:
+            self.audit.record(actor, "folder.create", _safe_target(f"{parent}/{name}"), "refused", exc.message)
+            raise
         self.audit.record(actor, "folder.create", str(path), "started")
-        storage.ensure_dir(path)
+        try:
+            with safedir.opened(path, create=True, private=True):
+                pass
+        except BackupError as exc:
+            self.audit.record(actor, "folder.create", str(path), "failed", exc.message)
+            raise
         self.audit.record(actor, "folder.create", str(path), "ok")
         return str(path)
 
@@ -240,7 +255,7 @@ class BackupService:
                        slug: str | None = None, conn: ConnInfo | None = None) -> Task:
         """Validate, reserve the database and record a RUNNING backup; the returned task does the work."""
         try:
-            description = _clean_text(description, MAX_DESCRIPTION, "description")
+            description = clean_text(description, MAX_DESCRIPTION, "description")
             algorithm = compression or self.settings.compression
             level = check(algorithm, self.settings.gzip_level if algorithm == "gzip"
                           else self.settings.zstd_level)
@@ -607,14 +622,16 @@ class BackupService:
             try:
                 fh = open(source, "rb")  # noqa: SIM115 - closed below
             except OSError as exc:
-                raise NotFound(f"cannot open {source}: {exc.strerror}") from None
+                raise safedir.os_error(exc, f"cannot open {source}") from None
             try:
                 opened = OpenedFile(fh, self.keyring())
                 trailer = opened.authenticate()
                 output = output.resolve()
-                if output.exists() and output.is_dir():
+                if output.name in ("", ".", "..") or os.path.isdir(output):
                     raise InvalidInput("the output must be a file name, not a directory")
-                with storage.atomic_file(output.parent, output.name) as out:
+                # private=False: the admin may write the plain dump where they like, e.g. /tmp; it is
+                # still created 0600 without following links and never replaces an existing file
+                with storage.atomic_file(output.parent, output.name, private=False) as out:
                     scan = scan_dump(opened, trailer, Progress(), threading.Event(), out=out)
             finally:
                 fh.close()

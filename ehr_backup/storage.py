@@ -1,4 +1,4 @@
-"""Backup locations, backup ids, and safe file operations inside a location."""
+"""Backup locations, backup ids, and file operations inside a location through its directory handle."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import os
 import re
 import secrets
 import shutil
+import stat
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -16,22 +17,16 @@ from typing import IO
 
 import platformdirs
 
-from .errors import InvalidInput, NotFound, StorageError
+from . import paths, safedir
+from .config import SUBDIR
+from .errors import BackupError, InvalidInput, NotFound, StorageError
 
 LOCATIONS = {"default": "Default", "desktop": "Desktop", "documents": "Documents",
              "downloads": "Downloads", "custom": "Custom"}
-SUBDIR = "EHR-Backups"
 ID_RE = re.compile(r"^backup_\d{4}-\d{2}-\d{2}T\d{2}-\d{2}-\d{2}-\d{3}Z(?:_[A-Za-z0-9_-]{1,100})?"
                    r"\.sql\.(?:gz|zst)\.enc$")
 TEMP_PREFIX = ".ehr-backup-partial-"
 MAX_ID = 200
-# Whole trees that never hold backups.
-SYSTEM_TREES = ("/etc", "/proc", "/sys", "/dev", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32",
-                "/usr", "/boot", "/run", "/var/run", "/var/lib/postgresql", "/var/log", "/var/cache",
-                "/var/spool", "/var/lib/dpkg", "/var/lib/apt", "/snap")
-# Directories that may contain a backup folder but must not be one.
-SYSTEM_DIRS = ("/", "/home", "/var", "/var/lib", "/tmp", "/var/tmp", "/opt", "/mnt", "/media", "/srv",
-               "/root")
 
 
 @dataclass(frozen=True)
@@ -53,59 +48,16 @@ def standard_locations(default_dir: Path) -> list[Location]:
     ]
 
 
-def check_path_text(text: str) -> Path:
-    """Reject paths that are not plain absolute paths (relative, `..`, NUL, control characters)."""
-    if not text or len(text) > 4096:
-        raise InvalidInput("the path is empty or too long")
-    if any(ord(c) < 32 or c == "\x7f" for c in text):
-        raise InvalidInput("the path contains control characters")
-    if not text.startswith("/"):
-        raise InvalidInput("the path must be absolute (start with /)")
-    if ".." in text.split("/"):
-        raise InvalidInput("the path must not contain '..'")
-    return Path(os.path.normpath(text))
-
-
-def _symlink_in(path: Path) -> Path | None:
-    """The first existing component of path that is a symbolic link, if any."""
-    current = Path("/")
-    for part in path.parts[1:]:
-        current = current / part
-        if current.is_symlink():
-            return current
-        if not current.exists():
-            return None
-    return None
-
-
-def check_custom(text: str, forbidden: list[Path]) -> Path:
-    """Check a custom location without touching the disk; return its path or say why not."""
-    path = check_path_text(text)
-    link = _symlink_in(path)
-    if link is not None:
-        raise InvalidInput(f"the path goes through a symbolic link ({link}); choose the real folder")
-    if str(path) in SYSTEM_DIRS:
-        raise InvalidInput(f"{path} is a system directory; choose a folder inside it")
-    for tree in SYSTEM_TREES:
-        if path.is_relative_to(tree):
-            raise InvalidInput(f"{path} is inside the system directory {tree}")
-    for other in forbidden:
-        other = Path(os.path.realpath(other))
-        if path.is_relative_to(other) or other.is_relative_to(path):
-            raise InvalidInput(f"{path} overlaps a directory that must stay separate ({other})")
-    return path
-
-
-def validate_custom(text: str, forbidden: list[Path]) -> Path:
-    """Validate a custom location; create it (0700) if missing; return its path or say why not."""
-    path = check_custom(text, forbidden)
-    ensure_dir(path)
-    check_writable(path)
+def validate_custom(text: str, forbidden: list[Path], roots: tuple[Path, ...]) -> Path:
+    """Validate a custom location; create its last folder (0700) if missing; return it or say why not."""
+    path = paths.check_custom(text, forbidden, roots)
+    with safedir.opened(path, create=True, private=True) as fd:
+        _probe(fd, path)
     return path
 
 
 def ensure_dir(path: Path) -> None:
-    """Create a backup directory (mode 0700) with its parents; explain failures."""
+    """Create a standard location's directory (mode 0700) with its parents; explain failures."""
     try:
         path.mkdir(mode=0o700, parents=True, exist_ok=True)
     except OSError as exc:
@@ -114,13 +66,12 @@ def ensure_dir(path: Path) -> None:
         raise StorageError(f"{path} is not a directory")
 
 
-def check_writable(path: Path) -> None:
+def _probe(dir_fd: int, path: Path) -> None:
     """Prove the directory accepts a new file."""
-    probe = path / f"{TEMP_PREFIX}probe-{secrets.token_hex(4)}"
+    probe = f"{TEMP_PREFIX}probe-{secrets.token_hex(4)}"
     try:
-        fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        os.close(fd)
-        os.unlink(probe)
+        os.close(os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600, dir_fd=dir_fd))
+        os.unlink(probe, dir_fd=dir_fd)
     except OSError as exc:
         raise StorageError(f"{path} is not writable: {exc.strerror or exc}") from None
 
@@ -133,9 +84,9 @@ def is_writable(path: Path) -> bool:
 def free_bytes(path: Path) -> int | None:
     """Free space at path or at its nearest existing parent."""
     probe = path
-    while not probe.exists() and probe != probe.parent:
-        probe = probe.parent
     try:
+        while not probe.exists() and probe != probe.parent:
+            probe = probe.parent
         return shutil.disk_usage(probe).free
     except OSError:
         return None
@@ -162,14 +113,15 @@ def validate_id(backup_id: str) -> str:
 
 
 def scan(directory: Path) -> Iterator[Path]:
-    """Regular backup files (not symlinks) directly inside a directory."""
+    """Regular backup files (not symlinks) directly inside a directory (none if it became a link)."""
     try:
-        entries = list(os.scandir(directory))
-    except OSError:
+        with safedir.opened(directory) as fd:
+            entries = [e.name for e in os.scandir(fd)
+                       if ID_RE.fullmatch(e.name) and e.is_file(follow_symlinks=False)]
+    except (BackupError, OSError):
         return
-    for entry in entries:
-        if ID_RE.fullmatch(entry.name) and entry.is_file(follow_symlinks=False):
-            yield Path(entry.path)
+    for name in entries:
+        yield directory / name
 
 
 def temp_owner(temp_name: str) -> str:
@@ -181,69 +133,86 @@ def remove_leftovers(directory: Path, live: Callable[[str], bool] = lambda _name
     """Delete temporary files a crashed backup left behind (not those of live jobs); return how many."""
     removed = 0
     try:
-        entries = list(os.scandir(directory))
-    except OSError:
-        return 0
-    for entry in entries:
-        if (entry.name.startswith(TEMP_PREFIX) and entry.is_file(follow_symlinks=False)
-                and not live(temp_owner(entry.name))):
-            try:
-                os.unlink(entry.path)
-                removed += 1
-            except OSError:
-                pass
+        with safedir.opened(directory) as fd:
+            for entry in list(os.scandir(fd)):
+                if (entry.name.startswith(TEMP_PREFIX) and entry.is_file(follow_symlinks=False)
+                        and not live(temp_owner(entry.name))):
+                    try:
+                        os.unlink(entry.name, dir_fd=fd)
+                        removed += 1
+                    except OSError:
+                        pass
+    except (BackupError, OSError):
+        pass  # a location that is gone or became a link holds nothing of ours to clean
     return removed
 
 
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+def _temp_name(name: str) -> str:
+    # bounded in bytes: the whole name must stay within the file system's 255
+    stem = name.encode("utf-8", "surrogateescape")[:200].decode("utf-8", "ignore")
+    return f"{TEMP_PREFIX}{stem}.{secrets.token_hex(8)}"
+
+
+def _publish(dir_fd: int, tmp: str, name: str) -> None:
+    """Give the finished temporary file its final name, never replacing an existing file."""
     try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+        os.link(tmp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd, follow_symlinks=False)
+    except FileExistsError:
+        raise StorageError(f"a file named {name} already exists") from None
+    except OSError as exc:
+        if exc.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP) or safedir.exists_in(dir_fd, name):
+            raise
+        os.rename(tmp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)  # file systems without hard links
+        return
+    os.unlink(tmp, dir_fd=dir_fd)
 
 
 @contextmanager
-def atomic_file(directory: Path, name: str) -> Iterator[IO[bytes]]:
+def atomic_file(directory: Path, name: str, *, private: bool = True) -> Iterator[IO[bytes]]:
     """Write to a hidden temporary file; on success fsync it, link it to `name`, fsync the directory.
 
-    The final name appears only when everything succeeded and never replaces an existing file.
+    The directory is opened once (no symbolic links on the way) and every step happens relative to
+    that handle, so a folder swapped for a link after it was checked is refused, not written through.
+    private: refuse a directory another user owns or may write to. The final name appears only when
+    everything succeeded and never replaces an existing file.
     """
-    tmp = directory / f"{TEMP_PREFIX}{name[:200]}.{secrets.token_hex(8)}"
-    final = directory / name
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
-    os.fchmod(fd, 0o600)
-    try:
-        with os.fdopen(fd, "wb", buffering=1024 * 1024) as fh:
-            yield fh
-            fh.flush()
-            os.fsync(fh.fileno())
+    if not name or "/" in name or name in (".", ".."):
+        raise InvalidInput("a file name must not be empty or contain '/'")
+    if len(name.encode("utf-8", "surrogateescape")) > paths.MAX_NAME_BYTES:
+        raise InvalidInput(f"a file name must be at most {paths.MAX_NAME_BYTES} bytes long")
+    tmp = _temp_name(name)
+    with safedir.opened(directory, private=private) as dir_fd:
         try:
-            os.link(tmp, final)
-        except FileExistsError:
-            raise StorageError(f"a file named {name} already exists") from None
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600,
+                         dir_fd=dir_fd)
         except OSError as exc:
-            if exc.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP) or final.exists():
-                raise
-            os.rename(tmp, final)  # file systems without hard links
-        if tmp.exists():
-            os.unlink(tmp)
-        _fsync_dir(directory)
-    except BaseException:
+            raise safedir.os_error(exc, f"cannot create a file in {directory}") from None
+        os.fchmod(fd, 0o600)
         try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
+            with os.fdopen(fd, "wb", buffering=1024 * 1024) as fh:
+                yield fh
+                fh.flush()
+                os.fsync(fh.fileno())
+            _publish(dir_fd, tmp, name)
+            os.fsync(dir_fd)
+        except BaseException:
+            try:
+                os.unlink(tmp, dir_fd=dir_fd)
+            except FileNotFoundError:
+                pass
+            raise
 
 
 def open_in(directory: Path, name: str) -> IO[bytes]:
-    """Open a backup file for reading, refusing symlinks and directories that moved elsewhere."""
+    """Open a backup file for reading, refusing links (the file's or on the directory's path)."""
     validate_id(name)
-    if Path(os.path.realpath(directory)) != directory:
-        raise InvalidInput("the backup's directory has been replaced by a link; refusing to follow it")
     try:
-        fd = os.open(directory / name, os.O_RDONLY | os.O_NOFOLLOW)
+        dir_fd = safedir.open_dir(directory)
+    except NotFound:
+        raise NotFound("the backup file is missing from its location (its folder is gone)") from None
+    try:
+        # O_NONBLOCK: a FIFO put in the file's place must not hang the reader
+        fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=dir_fd)
     except FileNotFoundError:
         raise NotFound("the backup file is missing from its location") from None
     except OSError as exc:
@@ -251,17 +220,27 @@ def open_in(directory: Path, name: str) -> IO[bytes]:
             raise InvalidInput("the backup file has been replaced by a link; refusing to follow it") \
                 from None
         raise StorageError(f"cannot open the backup file: {exc.strerror}") from None
+    finally:
+        os.close(dir_fd)
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise InvalidInput("the backup file is not a regular file; refusing to read it")
+    os.set_blocking(fd, True)
     return os.fdopen(fd, "rb")
 
 
 def unlink_in(directory: Path, name: str) -> None:
-    """Delete a backup file (never a link's target)."""
+    """Delete a backup file (never a link's target, never in a folder reached through a link)."""
     validate_id(name)
-    if Path(os.path.realpath(directory)) != directory:
-        raise InvalidInput("the backup's directory has been replaced by a link; refusing to follow it")
     try:
-        os.unlink(directory / name)  # unlink removes a link itself, never what it points to
+        dir_fd = safedir.open_dir(directory)
+    except NotFound:
+        return  # the whole folder is gone: so is the file
+    try:
+        os.unlink(name, dir_fd=dir_fd)  # unlink removes a link itself, never what it points to
     except FileNotFoundError:
         pass
     except OSError as exc:
         raise StorageError(f"cannot delete the backup file: {exc.strerror}") from None
+    finally:
+        os.close(dir_fd)

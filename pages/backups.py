@@ -244,10 +244,14 @@ class DirectoryBrowser:
         self.current.text = self.path
         self.reason.text = "" if data["allowed"] else f"Backups cannot go here: {data['reason']}"
         self.listing.clear()
+        unusable = {e["name"]: e["reason"] for e in data.get("entries", []) if not e["allowed"]}
         with self.listing:
             for name in data["dirs"]:
                 tid(ui.button(name, icon="folder", on_click=lambda n=name: self.show(f"{self.path.rstrip('/')}/{n}"))
                     .props("flat no-caps align=left").classes("w-full"), f"dir-{name}")
+                if name in unusable:  # listed, but its name cannot be part of a backup location
+                    tid(ui.label(f"↳ {name} cannot be chosen: {unusable[name]}")
+                        .classes("text-xs text-grey-7 pl-8"), "unusable-dir")
 
     async def up(self) -> None:
         """Go to the parent folder."""

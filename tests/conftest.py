@@ -86,6 +86,7 @@ def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, make_db: Callable[[], s
         "EHR_BACKUP_DATA_DIR": str(tmp_path / "data"),
         "EHR_BACKUP_DEFAULT_DIR": str(tmp_path / "backups"),
         "EHR_BACKUP_THREADS": "2",
+        "EHR_BACKUP_CUSTOM_ROOTS": str(tmp_path),  # tests make their custom locations in tmp_path
         "HOME": str(home),
     }
     return values

@@ -60,7 +60,9 @@ def mounted(tmp_path: Path) -> Iterator[callable]:
     def mount(name: str, options: str) -> Path:
         target = tmp_path / name
         target.mkdir()
-        res = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(target)], capture_output=True)
+        # mode=0700: a tmpfs is 1777 by default, and backups never go where other users can write
+        res = subprocess.run(["mount", "-t", "tmpfs", "-o", f"{options},mode=0700", "tmpfs", str(target)],
+                             capture_output=True)
         if res.returncode != 0:
             pytest.skip("cannot mount a tmpfs here")
         mounts.append(target)
