@@ -19,6 +19,7 @@ from typing import Any
 from .errors import BackupError
 from .fileformat import OpenedFile, read_header
 from .keys import KeyRing
+from .storage import open_in
 
 log = logging.getLogger("ehr_backup")
 FIELD = "auditHead"
@@ -92,7 +93,7 @@ def find_anchors(files: Iterable[Path], keyring: KeyRing, newest: int = NEWEST_F
         if len(found) >= newest:
             break
         try:
-            with open(path, "rb") as fh:
+            with open_in(path.parent, path.name) as fh:  # never through a link swapped in since the scan
                 opened = OpenedFile(fh, keyring)
                 opened.authenticate()  # the header is covered by the whole-file MAC
                 value = _parse(opened.header.fields.get(FIELD))

@@ -267,7 +267,8 @@ def _key_note(keys: AuditKeys, keyed_since: int | None, last_key: str, count: in
         if keys.current is None:
             return NO_KEY
         return (f"not keyed yet: the next entry switches the log to HMAC-SHA256 under audit key "
-                f"{keys.current_id} ({keys.source})")
+                f"{keys.current_id} ({keys.source}); until then only the backup files' audit heads "
+                "show a rewrite")
     text = f"keyed: entries {keyed_since}-{count} carry HMAC-SHA256 (newest under audit key {last_key}"
     text += f", {keys.source})" if last_key == keys.current_id else ", no longer the configured key)"
     if keyed_since > 1:

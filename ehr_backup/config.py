@@ -40,9 +40,9 @@ VARIABLES = {
                                  "0600 in the data directory)",
     "EHR_BACKUP_IDLE_MINUTES": "sign out a browser session after this many idle minutes (default 15)",
     "EHR_BACKUP_SESSION_HOURS": "sign out a browser session this many hours after login (default 12)",
-    "EHR_BACKUP_AUDIT_KEY": "key that MACs the audit chain, in the same forms as BACKUP_ENCRYPTION_KEY "
-                            "(default: derived from BACKUP_ENCRYPTION_KEY; keep either away from the data "
-                            "directory)",
+    "EHR_BACKUP_AUDIT_KEY": "key that MACs the audit chain, in the same forms as BACKUP_ENCRYPTION_KEY; "
+                            "older audit keys may follow after commas (default: derived from "
+                            "BACKUP_ENCRYPTION_KEY; keep either away from the data directory)",
     "EHR_BACKUP_AUDIT_SYSLOG": "also send the audit log's head to syslog after every entry: off (default), "
                                "local (/dev/log) or HOST:PORT (UDP)",
 }

@@ -17,7 +17,6 @@ from sqlmodel import Session, SQLModel, create_engine
 from . import models  # noqa: F401 - registers the tables
 from .errors import StorageError
 
-
 # Columns added after a table was first created: create_all makes new tables, never new columns,
 # so databases made by an older version get them here (table, column, SQLite column definition).
 ADDED_COLUMNS = [

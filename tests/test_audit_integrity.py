@@ -89,7 +89,7 @@ def forge_head(env: dict[str, str], seq: int, digest: str) -> None:
 
 
 def audit_verify(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "ehr_backup.cli", "audit", "verify"], env=cli_env(env),
+    return subprocess.run([sys.executable, "-m", "ehr_backup.cli", "audit", "verify"], env=cli_env(env), check=False,
                           capture_output=True, text=True, timeout=300)
 
 
