@@ -74,12 +74,13 @@ class AuditLog:
                 last = s.exec(select(AuditEntry).order_by(col(AuditEntry.seq).desc()).limit(1)).first()
                 if last is not None and last.key_id and keys.current is None:
                     # an unkeyed entry after keyed ones is what a downgrade looks like: never write one
-                    raise AuditError(f"the audit log is keyed (audit key {last.key_id}) but no audit key is "
-                                     "configured: set BACKUP_ENCRYPTION_KEY (or EHR_BACKUP_AUDIT_KEY) as before; "
-                                     "the action was not carried out")
+                    raise AuditError(f"the audit log is keyed (audit key {last.key_id}) but no audit key "
+                                     "is configured: set BACKUP_ENCRYPTION_KEY (or EHR_BACKUP_AUDIT_KEY) as "
+                                     "before; the action was not carried out")
                 if last is not None and keys.current is not None and last.key_id != keys.current_id:
-                    detail_ = (f"from this entry on, entries carry HMAC-SHA256 under audit key {keys.current_id} "
-                               f"({keys.source})" + (f"; before, under {last.key_id}" if last.key_id else ""))
+                    detail_ = (f"from this entry on, entries carry HMAC-SHA256 under audit key "
+                               f"{keys.current_id} ({keys.source})"
+                               + (f"; before, under {last.key_id}" if last.key_id else ""))
                     last = self._append(s, last, keys, Actor("system"), SWITCH, keys.current_id, "ok", detail_)
                 entry = self._append(s, last, keys, actor, action, target, outcome, detail)
             self._save_head(entry, keys)

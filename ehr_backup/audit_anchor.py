@@ -120,7 +120,8 @@ class SyslogAnchor:
                     sock.sendto(message, self.target)
             else:
                 host, _, port = self.target.rpartition(":")
-                with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_DGRAM) as sock:
+                family = socket.AF_INET6 if ":" in host else socket.AF_INET
+                with socket.socket(family, socket.SOCK_DGRAM) as sock:
                     sock.sendto(message, (host.strip("[]"), int(port)))
         except OSError as exc:
             log.warning("could not send the audit head to syslog %s: %s", self.target, exc.strerror or exc)

@@ -127,7 +127,8 @@ class HeadFile:
         except FileNotFoundError:
             return None
         except (OSError, ValueError, KeyError, TypeError):
-            return Head(0, "", "", False, "the saved head of the log (audit-head.json) is damaged or was modified")
+            return Head(0, "", "", False,
+                        "the saved head of the log (audit-head.json) is damaged or was modified")
         key = keys.known.get(key_id) if key_id else self._local_key(create=False)
         if key is None:
             return Head(seq, digest, key_id, False,
@@ -217,15 +218,16 @@ def check_chain(entries: Iterable[AuditEntry], keys: AuditKeys, head: Head | Non
         if e.key_id:
             key = keys.known.get(e.key_id)
             if key is None:
-                return fail(e.seq, f"entry {e.seq} is MACed with audit key {e.key_id}, which is not configured: "
-                                   "configure the key that was in use (EHR_BACKUP_AUDIT_KEY, or BACKUP_ENCRYPTION_KEY "
-                                   "/ BACKUP_ENCRYPTION_OLD_KEYS)")
+                return fail(e.seq, f"entry {e.seq} is MACed with audit key {e.key_id}, which is not "
+                                   "configured: configure the key that was in use (EHR_BACKUP_AUDIT_KEY, or "
+                                   "BACKUP_ENCRYPTION_KEY / BACKUP_ENCRYPTION_OLD_KEYS)")
             if e.key_id != last_key and e.seq != 1 and e.action != SWITCH:
-                return fail(e.seq, f"entry {e.seq} changes the audit key without a recorded switch: it was modified")
+                return fail(e.seq, f"entry {e.seq} changes the audit key without a recorded switch: "
+                                   "it was modified")
             keyed_since = keyed_since or e.seq
         elif keyed_since:
-            return fail(e.seq, f"entry {e.seq} is not keyed although the log is keyed since entry {keyed_since}: "
-                               "entries were rewritten without the key (a downgrade)")
+            return fail(e.seq, f"entry {e.seq} is not keyed although the log is keyed since entry "
+                               f"{keyed_since}: entries were rewritten without the key (a downgrade)")
         if e.prev_hash != prev or entry_hash(prev, e, key) != e.hash:
             return fail(e.seq, f"entry {e.seq} was modified")
         prev, last_key = e.hash, e.key_id
@@ -249,12 +251,13 @@ def check_chain(entries: Iterable[AuditEntry], keys: AuditKeys, head: Head | Non
     elif seen[head.seq][1] and not head.key_id:
         return fail(head.seq, f"the saved head is not keyed although entry {head.seq} is: it was replaced")
     for a in sorted(anchors.anchors, key=lambda a: a.seq, reverse=True):
+        elsewhere = f" (unless {a.source} was made by another installation and copied here)"
         if a.seq not in seen:
             return fail(a.seq, f"backup {a.source} records audit entry {a.seq}, but the log ends at {count}: "
-                               "newest entries were removed")
+                               f"newest entries were removed{elsewhere}")
         if seen[a.seq][0] != a.mac:
             return fail(a.seq, f"entry {a.seq} differs from the one recorded in backup {a.source}: "
-                               "the log was rewritten")
+                               f"the log was rewritten{elsewhere}")
     notes = [_key_note(keys, keyed_since, last_key, count)]
     notes.append(f"saved head: entry {head.seq}" + (" (keyed)" if head.key_id else " (unkeyed)")
                  if head else "saved head: none (the log is empty)")

@@ -128,6 +128,7 @@ def _syslog(raw: str) -> str | None:
     if value.lower() == "local":
         return "/dev/log"
     host, sep, port = value.rpartition(":")
-    if not sep or not host or not port.isdigit() or not 1 <= int(port) <= 65535 or any(c.isspace() for c in host):
+    if (not sep or not host or not port.isdigit() or not 1 <= int(port) <= 65535
+            or any(c.isspace() for c in host)):
         raise ConfigError("EHR_BACKUP_AUDIT_SYSLOG must be off, local, or HOST:PORT")
     return value

@@ -89,8 +89,8 @@ def forge_head(env: dict[str, str], seq: int, digest: str) -> None:
 
 
 def audit_verify(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "ehr_backup.cli", "audit", "verify"], env=cli_env(env), check=False,
-                          capture_output=True, text=True, timeout=300)
+    return subprocess.run([sys.executable, "-m", "ehr_backup.cli", "audit", "verify"], env=cli_env(env),
+                          check=False, capture_output=True, text=True, timeout=300)
 
 
 def record(service: BackupService, n: int) -> None:
@@ -113,7 +113,7 @@ def make_service(env: dict[str, str]):
         svc.db.dispose()
 
 
-# ----- finding 4: each tampering variant ------------------------------------------------------------------
+# ----- finding 4: each tampering variant -------------------------------------------------------------
 def test_removing_the_newest_entries_and_the_head_file_is_detected(service: BackupService,
                                                                    env: dict[str, str]) -> None:
     record(service, 5)
@@ -238,7 +238,7 @@ def test_an_unkeyed_entry_is_never_written_after_keyed_ones(service: BackupServi
     assert len(service.audit.entries()) == 2 and service.audit.verify().ok
 
 
-# ----- finding 4: the key, the migration, rotation, anchors, syslog -----------------------------------------
+# ----- finding 4: the key, the migration, rotation, anchors, syslog ---------------------------------
 def test_the_chain_key_is_not_kept_beside_the_log(service: BackupService, env: dict[str, str],
                                                   make_service) -> None:
     record(service, 3)
@@ -274,9 +274,11 @@ def test_a_rotated_key_keeps_older_entries_verifiable_through_the_old_keys(make_
     first = make_service()
     record(first, 2)
     new_key = generate_key()
-    rotated = make_service(BACKUP_ENCRYPTION_KEY=new_key, BACKUP_ENCRYPTION_OLD_KEYS=env["BACKUP_ENCRYPTION_KEY"])
+    rotated = make_service(BACKUP_ENCRYPTION_KEY=new_key,
+                           BACKUP_ENCRYPTION_OLD_KEYS=env["BACKUP_ENCRYPTION_KEY"])
     record(rotated, 2)
-    assert [e.action for e in reversed(rotated.audit.entries())] == ["test", "test", "audit.keyed", "test", "test"]
+    actions = [e.action for e in reversed(rotated.audit.entries())]
+    assert actions == ["test", "test", "audit.keyed", "test", "test"]
     assert rotated.audit.verify().ok
     forgetful = make_service(BACKUP_ENCRYPTION_KEY=new_key)
     report = forgetful.audit.verify()
@@ -343,7 +345,7 @@ def test_a_malformed_syslog_setting_is_refused(env: dict[str, str]) -> None:
     assert "EHR_BACKUP_AUDIT_SYSLOG" in str(err.value)
 
 
-# ----- finding 8: CSV export ------------------------------------------------------------------------------------
+# ----- finding 8: CSV export -------------------------------------------------------------------------
 def test_csv_export_neutralises_a_formula_in_every_text_column(service: BackupService) -> None:
     formulas = ["=HYPERLINK(\"http://x\")", "+1+1", "-2+3", "@SUM(A1)", " =1+1", "\t=1", "\uff1d1+1"]
     for f in formulas:
@@ -360,4 +362,5 @@ def test_csv_export_neutralises_a_formula_in_every_text_column(service: BackupSe
     out = io.StringIO()
     service.audit.export_csv(out, service.audit.entries(limit=1))
     last = next(csv.DictReader(io.StringIO(out.getvalue())))
-    assert (last["actor"], last["address"], last["action"], last["outcome"]) == ("tester", "127.0.0.1", "create", "ok")
+    assert [last[c] for c in ("actor", "address", "action", "outcome")] == \
+        ["tester", "127.0.0.1", "create", "ok"]
