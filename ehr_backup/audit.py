@@ -1,31 +1,27 @@
-"""The audit trail: append-only entries, each carrying a hash chained to the one before."""
+"""The audit trail: append-only entries, each carrying a MAC chained to the one before (see audit_chain)."""
 
 from __future__ import annotations
 
 import csv
-import hashlib
-import hmac
-import json
-import os
-import secrets
-import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
-from sqlalchemy import exists
+from sqlalchemy import exists, func
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import aliased
-from sqlmodel import col, select
+from sqlmodel import Session, col, select
 
+from .audit_anchor import AnchorScan, SyslogAnchor, field_value
+from .audit_chain import GENESIS, SWITCH, AuditKeys, ChainReport, HeadFile, check_chain, entry_hash
 from .catalogue import as_utc, utcnow
 from .db import Database
 from .errors import AuditError
-from .models import AuditEntry
+from .models import AuditEntry, BackupRecord, User
 
-GENESIS = "0" * 64
+__all__ = ["Actor", "AuditLog", "ChainReport"]
 
 
 @dataclass(frozen=True)
@@ -37,90 +33,87 @@ class Actor:
     is_admin: bool = True
 
 
-def _digest(prev: str, e: AuditEntry) -> str:
-    ts = as_utc(e.ts)
-    assert ts is not None
-    body = json.dumps([prev, e.seq, ts.isoformat(timespec="microseconds"), e.actor, e.action, e.target,
-                       e.outcome, e.detail, e.address], ensure_ascii=True, separators=(",", ":"))
-    return hashlib.sha256(body.encode()).hexdigest()
-
-
-@dataclass(frozen=True)
-class ChainReport:
-    """The result of checking the chain."""
-
-    ok: bool
-    entries: int
-    first_bad: int | None = None
-    reason: str = ""
-
-
 class AuditLog:
     """Append and read audit entries.
 
-    Besides the chain inside the database, the newest entry's number and hash are kept in a small
-    HMAC-signed file beside it (`head_dir`), so that deleting the newest entries is detected too.
+    Besides the chain inside the database, the newest entry's number and MAC are kept in a signed
+    file beside it (`head_dir`), in every new backup file's header, and optionally in syslog, so that
+    removing the newest entries is detected too.
     """
 
-    def __init__(self, db: Database, head_dir: Path | None = None) -> None:
+    def __init__(self, db: Database, head_dir: Path | None = None, keys: Callable[[], AuditKeys] | None = None,
+                 syslog: str | None = None) -> None:
         self._db = db
-        self._head = head_dir / "audit-head.json" if head_dir else None
-        self._head_key = head_dir / "audit-head.key" if head_dir else None
+        self._head = HeadFile(head_dir) if head_dir else None
+        self._load_keys = keys or AuditKeys
+        self._keys: AuditKeys | None = None
+        self._syslog = SyslogAnchor(syslog) if syslog else None
 
-    def _mac_key(self) -> bytes:
-        assert self._head_key is not None
-        if not self._head_key.exists():
-            try:
-                fd = os.open(self._head_key, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-                with os.fdopen(fd, "wb") as fh:
-                    fh.write(secrets.token_bytes(32))
-            except FileExistsError:
-                pass
-        return self._head_key.read_bytes()
+    def keys(self) -> AuditKeys:
+        """The audit keys, derived once (a passphrase costs one scrypt)."""
+        if self._keys is None:
+            self._keys = self._load_keys()
+        return self._keys
 
-    def _sign(self, seq: int, digest: str) -> str:
-        return hmac.new(self._mac_key(), f"{seq}:{digest}".encode(), hashlib.sha256).hexdigest()
-
-    def _save_head(self, entry: AuditEntry) -> None:
-        if self._head is None or entry.seq is None:
-            return
-        current = self._read_head()
-        if current and current[0] >= entry.seq:
-            return  # another process wrote a newer head already
-        tmp = self._head.with_name(f".audit-head.{os.getpid()}.{threading.get_ident()}")
-        tmp.write_text(json.dumps({"seq": entry.seq, "hash": entry.hash, "mac": self._sign(entry.seq, entry.hash)}))
-        os.chmod(tmp, 0o600)
-        os.replace(tmp, self._head)
-
-    def _read_head(self) -> tuple[int, str, bool] | None:
-        """(seq, hash, signature valid) of the saved head, if any."""
-        if self._head is None or not self._head.exists():
-            return None
-        try:
-            data = json.loads(self._head.read_text())
-            seq, digest = int(data["seq"]), str(data["hash"])
-            return seq, digest, hmac.compare_digest(self._sign(seq, digest), str(data["mac"]))
-        except (OSError, ValueError, KeyError, TypeError):
-            return 0, "", False
+    def _append(self, s: Session, last: AuditEntry | None, keys: AuditKeys, actor: Actor, action: str,
+                target: str, outcome: str, detail: str) -> AuditEntry:
+        prev = last.hash if last else GENESIS
+        entry = AuditEntry(seq=(last.seq or 0) + 1 if last else 1, ts=utcnow(), actor=actor.name[:200],
+                           action=action, target=target[:500], outcome=outcome, detail=detail[:2000],
+                           address=actor.address[:100], prev_hash=prev, key_id=keys.current_id)
+        entry.hash = entry_hash(prev, entry, keys.current)
+        s.add(entry)
+        return entry
 
     def record(self, actor: Actor, action: str, target: str = "", outcome: str = "ok",
                detail: str = "") -> AuditEntry:
         """Append one entry; raise AuditError when it cannot be written (the caller then stops)."""
+        keys = self.keys()
         try:
             with self._db.writing() as s:
                 last = s.exec(select(AuditEntry).order_by(col(AuditEntry.seq).desc()).limit(1)).first()
-                prev = last.hash if last else GENESIS
-                entry = AuditEntry(seq=(last.seq or 0) + 1 if last else 1, ts=utcnow(),
-                                   actor=actor.name[:200], action=action, target=target[:500],
-                                   outcome=outcome, detail=detail[:2000], address=actor.address[:100],
-                                   prev_hash=prev)
-                entry.hash = _digest(prev, entry)
-                s.add(entry)
-            self._save_head(entry)
-            return entry
+                if last is not None and last.key_id and keys.current is None:
+                    # an unkeyed entry after keyed ones is what a downgrade looks like: never write one
+                    raise AuditError(f"the audit log is keyed (audit key {last.key_id}) but no audit key "
+                                     "is configured: set BACKUP_ENCRYPTION_KEY (or EHR_BACKUP_AUDIT_KEY) as "
+                                     "before; the action was not carried out")
+                if last is not None and keys.current is not None and last.key_id != keys.current_id:
+                    detail_ = (f"from this entry on, entries carry HMAC-SHA256 under audit key "
+                               f"{keys.current_id} ({keys.source})"
+                               + (f"; before, under {last.key_id}" if last.key_id else ""))
+                    last = self._append(s, last, keys, Actor("system"), SWITCH, keys.current_id, "ok", detail_)
+                entry = self._append(s, last, keys, actor, action, target, outcome, detail)
+            self._save_head(entry, keys)
         except (SQLAlchemyError, OSError) as exc:
             raise AuditError(f"the audit log cannot be written ({exc.__class__.__name__}); "
                              "the action was not carried out") from None
+        if self._syslog is not None and entry.seq is not None:
+            self._syslog.send(entry.seq, entry.hash)
+        return entry
+
+    def _save_head(self, entry: AuditEntry, keys: AuditKeys) -> None:
+        """Move the saved head to this entry, unless the log no longer matches it (keep that evidence)."""
+        if self._head is None or entry.seq is None:
+            return
+        with self._head.locked():
+            head = self._head.read(keys)
+            if head is None:
+                if entry.seq != 1:
+                    return  # the head vanished from a non-empty log: leave it missing for verify to report
+            elif not head.valid or head.seq >= entry.seq or self._hash_at(head.seq) != head.hash:
+                return  # a newer head, or evidence of tampering that a new head would hide
+            self._head.write(entry.seq, entry.hash, keys)
+
+    def _hash_at(self, seq: int) -> str | None:
+        with self._db.reading() as s:
+            e = s.get(AuditEntry, seq)
+            return e.hash if e else None
+
+    def anchor(self) -> dict[str, Any] | None:
+        """The newest entry as recorded in a backup file's header (`auditHead`)."""
+        with self._db.reading() as s:
+            last = s.exec(select(AuditEntry).order_by(col(AuditEntry.seq).desc()).limit(1)).first()
+        return field_value(last.seq, last.hash) if last else None
 
     def entries(self, *, actor: str | None = None, action: str | None = None,
                 since: datetime | None = None, until: datetime | None = None,
@@ -151,28 +144,23 @@ class AuditLog:
                  .order_by(col(AuditEntry.seq).desc()).limit(limit))
             return list(s.exec(q).all())
 
-    def verify(self) -> ChainReport:
-        """Recompute the chain; report the first entry that was edited, removed or reordered."""
-        prev, count, expected = GENESIS, 0, 1
-        hashes: dict[int, str] = {}
+    def verify(self, anchors: AnchorScan | None = None) -> ChainReport:
+        """Recompute the chain; check it against the saved head and the anchors found in backup files."""
+        keys = self.keys()
+        head = self._head.read(keys) if self._head else None  # before the entries: it may only lag them
         with self._db.reading() as s:
-            for e in s.exec(select(AuditEntry).order_by(col(AuditEntry.seq))):
-                count += 1
-                if e.seq != expected:
-                    return ChainReport(False, count, e.seq, f"entry {expected} is missing")
-                if e.prev_hash != prev or _digest(prev, e) != e.hash:
-                    return ChainReport(False, count, e.seq, f"entry {e.seq} was modified")
-                prev, expected = e.hash, expected + 1
-                hashes[e.seq] = e.hash
-        head = self._read_head()
-        if head is not None:
-            seq, digest, valid = head
-            if not valid:
-                return ChainReport(False, count, None, "the saved head of the log was modified")
-            if hashes.get(seq) != digest:
-                return ChainReport(False, count, seq, f"entries up to {seq} existed; the log now ends at "
-                                                      f"{expected - 1}: newest entries were removed or changed")
-        return ChainReport(True, count)
+            report = check_chain(s.exec(select(AuditEntry).order_by(col(AuditEntry.seq))), keys, head,
+                                 self._head is not None, anchors or AnchorScan(), self._evidence(s))
+        return report
+
+    @staticmethod
+    def _evidence(s: Session) -> str:
+        """Rows that exist only after audited actions, proving that the log once held entries."""
+        users = s.exec(select(func.count()).select_from(User)).one()
+        made = s.exec(select(func.count()).select_from(BackupRecord)
+                      .where(BackupRecord.origin == "catalogue")).one()
+        found = ([f"{users} user(s)"] if users else []) + ([f"{made} backup(s) made here"] if made else [])
+        return f"the catalogue holds {' and '.join(found)}, each added with an audit entry" if found else ""
 
     def export_csv(self, out: IO[str], entries: Sequence[AuditEntry] | None = None) -> int:
         """Write entries (all, oldest first, by default) as CSV; return how many."""
@@ -181,11 +169,15 @@ class AuditLog:
         w.writerow(["seq", "time_utc", "actor", "address", "action", "target", "outcome", "detail", "hash"])
         for e in rows:
             ts = as_utc(e.ts)
-            w.writerow([e.seq, ts.isoformat() if ts else "", _cell(e.actor), e.address, e.action,
-                        _cell(e.target), e.outcome, _cell(e.detail), e.hash])
+            w.writerow([e.seq, ts.isoformat() if ts else "", *(_cell(text) for text in (
+                e.actor, e.address, e.action, e.target, e.outcome, e.detail)), e.hash])
         return len(rows)
 
 
+# What makes a spreadsheet read a cell as a formula, also after leading blanks and in full-width forms.
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r", "\n", "\uff1d", "\uff0b", "\uff0d", "\uff20")
+
+
 def _cell(text: str) -> str:
-    """Neutralise spreadsheet formulas in CSV cells."""
-    return "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
+    """Neutralise spreadsheet formulas in a CSV text cell (every text column goes through here)."""
+    return "'" + text if text.lstrip(" ")[:1] in FORMULA_STARTS else text

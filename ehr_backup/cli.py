@@ -100,7 +100,8 @@ def _parser() -> argparse.ArgumentParser:
 
     c = cmd("audit", "check or export the audit trail")
     a = c.add_subparsers(dest="audit_command", required=True, metavar="ACTION")
-    a.add_parser("verify", help="check the hash chain of the audit log")
+    a.add_parser("verify", help="check the audit log's MAC chain, its saved head, and the heads recorded in "
+                                "the newest backup files").add_argument("--json", action="store_true")
     e = a.add_parser("export", help="write the audit log as CSV")
     e.add_argument("--csv", required=True, metavar="FILE", help="output file ('-' for stdout)")
     return p
@@ -234,10 +235,10 @@ def _dispatch(service: Any, args: argparse.Namespace) -> Any:
 
 def _audit(service: Any, args: argparse.Namespace) -> Any:
     if args.audit_command == "verify":
-        report = service.audit.verify()
+        report = service.verify_audit()
         if not report.ok:
             raise BackupError(f"audit chain broken: {report.reason} ({report.entries} entries read)")
-        return {"ok": True, "entries": report.entries}
+        return report.as_dict()
     if args.csv == "-":
         return {"exported": service.audit.export_csv(sys.stdout)}
     try:
@@ -327,6 +328,10 @@ def _print_human(args: argparse.Namespace, result: Any) -> None:
                                                                  ", NOT writable")
             print(f"{loc['key']:<10} {loc['path']}  ({flags}, {_human_size(loc['freeBytes'])} free"
                   f"{', LOW' if loc['lowSpace'] else ''})")
+    elif cmd == "audit" and args.audit_command == "verify":
+        print(f"audit log intact: {result['entries']} entries")
+        for note in result["notes"]:
+            print(f"  {note}")
     elif cmd == "audit":
         print(json.dumps(result))
     elif cmd == "token" and args.token_command == "create":

@@ -44,6 +44,11 @@ VARIABLES = {
                                  "0600 in the data directory)",
     "EHR_BACKUP_IDLE_MINUTES": "sign out a browser session after this many idle minutes (default 15)",
     "EHR_BACKUP_SESSION_HOURS": "sign out a browser session this many hours after login (default 12)",
+    "EHR_BACKUP_AUDIT_KEY": "key that MACs the audit chain, in the same forms as BACKUP_ENCRYPTION_KEY; "
+                            "older audit keys may follow after commas (default: derived from "
+                            "BACKUP_ENCRYPTION_KEY; keep either away from the data directory)",
+    "EHR_BACKUP_AUDIT_SYSLOG": "also send the audit log's head to syslog after every entry: off (default), "
+                               "local (/dev/log) or HOST:PORT (UDP)",
 }
 
 
@@ -104,6 +109,8 @@ class Settings:
     idle_minutes: int = 15
     session_hours: int = 12
     custom_roots: tuple[Path, ...] = ()
+    audit_key: str | None = field(default=None, repr=False)
+    audit_syslog: str | None = None  # None (off), a socket path, or HOST:PORT
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -137,4 +144,20 @@ class Settings:
             idle_minutes=_int(env, "EHR_BACKUP_IDLE_MINUTES", 15, 1, 24 * 60),
             session_hours=_int(env, "EHR_BACKUP_SESSION_HOURS", 12, 1, 24 * 30),
             custom_roots=_custom_roots(env, default_dir),
+            audit_key=env.get("EHR_BACKUP_AUDIT_KEY") or None,
+            audit_syslog=_syslog(env.get("EHR_BACKUP_AUDIT_SYSLOG", "")),
         )
+
+
+def _syslog(raw: str) -> str | None:
+    """Validate EHR_BACKUP_AUDIT_SYSLOG: None when off, else a socket path or HOST:PORT."""
+    value = raw.strip()
+    if value.lower() in ("", "0", "off", "no", "false"):
+        return None
+    if value.lower() == "local":
+        return "/dev/log"
+    host, sep, port = value.rpartition(":")
+    if (not sep or not host or not port.isdigit() or not 1 <= int(port) <= 65535
+            or any(c.isspace() for c in host)):
+        raise ConfigError("EHR_BACKUP_AUDIT_SYSLOG must be off, local, or HOST:PORT")
+    return value

@@ -9,13 +9,28 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import event
+from sqlalchemy import event, inspect
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import Session, SQLModel, create_engine
 
 from . import models  # noqa: F401 - registers the tables
 from .errors import StorageError
+
+# Columns added after a table was first created: create_all makes new tables, never new columns,
+# so databases made by an older version get them here (table, column, SQLite column definition).
+ADDED_COLUMNS = [
+    ("audit", "key_id", "VARCHAR NOT NULL DEFAULT ''"),
+]
+
+
+def _add_missing_columns(engine: Engine) -> None:
+    """Bring tables made by an older version up to the current models."""
+    with engine.begin() as conn:
+        insp = inspect(conn)
+        for table, column, ddl in ADDED_COLUMNS:
+            if column not in {c["name"] for c in insp.get_columns(table)}:
+                conn.exec_driver_sql(f'ALTER TABLE "{table}" ADD COLUMN "{column}" {ddl}')
 
 
 def _engine(path: Path, begin: str) -> Engine:
@@ -48,6 +63,7 @@ class Database:
         self._write = _engine(path, "BEGIN IMMEDIATE")
         try:
             SQLModel.metadata.create_all(self._write)
+            _add_missing_columns(self._write)
         except SQLAlchemyError as exc:
             raise StorageError(f"cannot open the catalogue {path}: {exc.__class__.__name__}") from None
 

@@ -21,6 +21,8 @@ SCRYPT_N, SCRYPT_R, SCRYPT_P = 2**15, 8, 1
 ENC_INFO = b"ehr-backup/v1/enc"
 MAC_INFO = b"ehr-backup/v1/mac"
 KEY_ID_INFO = b"ehr-backup/v1/key-id"
+AUDIT_INFO = b"ehr-backup/v1/audit"
+AUDIT_ID_INFO = b"ehr-backup/v1/audit-key-id"
 KEY_ID_RE = re.compile(r"[kp][0-9a-f]{16}")
 HOW_TO = "generate one with `ehr-backup keygen` and set BACKUP_ENCRYPTION_KEY to what it prints"
 
@@ -51,6 +53,21 @@ class MasterKey:
             ikm = hashlib.scrypt(self.secret, salt=salt, n=SCRYPT_N, r=SCRYPT_R, p=SCRYPT_P,
                                  maxmem=128 * 1024 * 1024, dklen=KEY_BYTES)
         return _hkdf(ikm, salt, ENC_INFO), _hkdf(ikm, salt, MAC_INFO)
+
+
+def audit_key(master: MasterKey) -> bytes:
+    """Derive the key that MACs the audit chain: HKDF with its own info, never a file's key."""
+    if master.kind == "raw":
+        ikm = master.secret
+    else:  # stretched once per process with a fixed salt, so every run derives the same audit key
+        ikm = hashlib.scrypt(master.secret, salt=AUDIT_INFO, n=SCRYPT_N, r=SCRYPT_R, p=SCRYPT_P,
+                             maxmem=128 * 1024 * 1024, dklen=KEY_BYTES)
+    return _hkdf(ikm, AUDIT_INFO, AUDIT_INFO)
+
+
+def audit_key_id(key: bytes) -> str:
+    """Fingerprint of an audit key, recorded beside each entry it MACs (never the key)."""
+    return "a" + hmac.new(key, AUDIT_ID_INFO, hashlib.sha256).hexdigest()[:16]
 
 
 def _hkdf(ikm: bytes, salt: bytes, info: bytes) -> bytes:

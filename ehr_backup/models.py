@@ -64,7 +64,8 @@ class AuditEntry(SQLModel, table=True):
     detail: str = ""
     address: str = ""
     prev_hash: str = ""
-    hash: str = ""
+    hash: str = ""  # SHA-256 of the entry (key_id empty), or its HMAC under the audit key key_id
+    key_id: str = ""  # fingerprint of the audit key that MACs this entry; empty for unkeyed entries
 
 
 class User(SQLModel, table=True):

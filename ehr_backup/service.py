@@ -17,6 +17,9 @@ from sqlalchemy.exc import IntegrityError
 
 from . import __version__, demo, paths, pg, safedir, storage
 from .audit import Actor, AuditLog
+from .audit_anchor import FIELD as AUDIT_ANCHOR_FIELD
+from .audit_anchor import find_anchors
+from .audit_chain import ChainReport, load_audit_keys
 from .catalogue import Catalogue, as_utc, utcnow
 from .compression import EXTENSIONS, check
 from .config import Settings
@@ -84,7 +87,9 @@ class BackupService:
         settings.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         self.db = Database(settings.data_dir / "catalogue.sqlite3")
         self.catalogue = Catalogue(self.db)
-        self.audit = AuditLog(self.db, settings.data_dir)
+        self.audit = AuditLog(self.db, settings.data_dir, syslog=settings.audit_syslog,
+                              keys=lambda: load_audit_keys(settings.audit_key, settings.encryption_key,
+                                                           settings.old_keys))
         self._keyring: KeyRing | None = None
 
     # ----- configuration -----------------------------------------------------------------------------
@@ -232,6 +237,11 @@ class BackupService:
                 dirs.append(d)
         return dirs
 
+    def verify_audit(self) -> ChainReport:
+        """Check the audit chain, its saved head, and the heads recorded in the newest backup files."""
+        files = [path for _, directory in self._scan_dirs() for path in storage.scan(directory)]
+        return self.audit.verify(find_anchors(files, self.keyring()))
+
     # ----- start-up ----------------------------------------------------------------------------------
     def reconcile(self) -> dict[str, Any]:
         """After a crash: running rows become FAILED and temporary files are removed."""
@@ -327,7 +337,8 @@ class BackupService:
             fields = {"id": record.id, "description": record.description, "database": conn.dbname,
                       "createdAt": _iso(record.created_at), "createdBy": actor.name,
                       "serverVersion": facts.version, "pgDumpVersion": dump_version,
-                      "compression": record.compression, "kind": record.kind, "app": f"ehr-backup {__version__}"}
+                      "compression": record.compression, "kind": record.kind, "app": f"ehr-backup {__version__}",
+                      AUDIT_ANCHOR_FIELD: self.audit.anchor()}  # the log must reach this entry from now on
             result = run_backup(conn=conn, pg_dump=pg_dump, directory=directory, backup_id=record.id, key=key,
                                 fields=fields, algorithm=record.compression, level=level,
                                 threads=self.settings.threads, progress=progress, cancel=cancel)

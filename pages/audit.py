@@ -74,15 +74,17 @@ def register(ctx: WebContext) -> None:
 
                 @guarded(ps, "audit chain check")
                 async def check_chain() -> None:
-                    report = await run.io_bound(audit.verify)
+                    report = await run.io_bound(ctx.service.verify_audit)
                     if report is None:
                         return
                     chain.text = (f"Chain intact: {report.entries} entries" if report.ok
                                   else f"CHAIN BROKEN: {report.reason}")
                     chain.classes(replace="text-positive" if report.ok else "text-negative")
+                    chain_notes.text = " · ".join(report.notes)
 
                 tid(ui.button("Check chain", icon="link", on_click=check_chain).props("outline"), "check-chain")
             chain = tid(ui.label(""), "chain-result")
+            chain_notes = tid(ui.label("").classes("text-sm text-grey-8"), "chain-notes")
             columns = [{"name": k, "label": label, "field": k, "align": "left", "sortable": k in ("seq", "utc")}
                        for k, label in (("seq", "#"), ("utc", "Time (UTC)"), ("local", "Time (local)"),
                                         ("actor", "User"), ("address", "Address"), ("action", "Action"),

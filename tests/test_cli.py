@@ -37,7 +37,7 @@ def test_create_list_verify_restore_delete_as_json(env: dict[str, str], make_db)
     assert json.loads(res.stdout)["rowCountsMatch"] is True
     assert cli(env, "delete", backup["id"], "--yes").returncode == 0
     assert json.loads(cli(env, "list", "--json").stdout) == {"backups": []}
-    assert json.loads(cli(env, "audit", "verify").stdout)["ok"] is True
+    assert json.loads(cli(env, "audit", "verify", "--json").stdout)["ok"] is True
 
 
 def test_errors_exit_non_zero_with_one_line_on_stderr(env: dict[str, str]) -> None:

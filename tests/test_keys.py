@@ -58,3 +58,13 @@ def test_rotation_ring_finds_old_keys_and_names_unknown_ids() -> None:
 def test_no_current_key_refuses_to_encrypt() -> None:
     with pytest.raises(ConfigError):
         load_keyring(None, None).encryption_key()
+
+
+def test_the_audit_key_is_derived_apart_from_file_keys_and_the_same_every_time() -> None:
+    from ehr_backup.keys import audit_key, audit_key_id
+    for text in (generate_key(), "passphrase:a long enough passphrase"):
+        master = parse_key(text)
+        key = audit_key(master)
+        assert len(key) == 32 and key == audit_key(parse_key(text)) and key != master.secret
+        assert key not in master.file_keys(b"\0" * 32, master.derivation())
+        assert audit_key_id(key).startswith("a") and audit_key_id(key) != master.key_id
