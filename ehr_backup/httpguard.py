@@ -101,7 +101,10 @@ class HttpGuard:
             nonlocal started
             if failure is not None and not started:
                 return  # whatever the app answers to a body it could not read, the answer is ours
-            started = started or message["type"] == "http.response.start"
+            if message["type"] == "http.response.start":
+                started = True
+                if not body_done and _has_body(scope):  # answered without reading: don't drain the rest
+                    message["headers"] = [*message.get("headers", []), (b"connection", b"close")]
             await send(message)
 
         try:
@@ -111,6 +114,13 @@ class HttpGuard:
                 raise
         if failure is not None and not started:
             await self._refuse(scope, receive, send, failure)
+
+
+def _has_body(scope: Scope) -> bool:
+    for key, value in scope.get("headers", []):
+        if key == b"transfer-encoding" or (key == b"content-length" and value.strip() != b"0"):
+            return True
+    return False
 
 
 def _content_length(scope: Scope) -> int | None:
