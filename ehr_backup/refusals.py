@@ -25,10 +25,10 @@ MAX_KEYS = 1000  # distinct (address, actor, action, reason) windows open at onc
 REPEAT_RE = re.compile(r"repeated (\d+) more times")
 
 
-def repeats(detail: str) -> int:
-    """How many refusals an aggregated entry's detail stands for beyond the entry itself."""
+def refusals_in(detail: str) -> int:
+    """How many refusals a refused entry stands for: the count of a summary entry, else 1."""
     found = REPEAT_RE.search(detail)
-    return int(found.group(1)) if found else 0
+    return int(found.group(1)) if found else 1
 
 
 @dataclass
