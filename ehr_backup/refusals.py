@@ -16,7 +16,7 @@ import time
 from collections import OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from .audit import Actor, AuditLog
 
@@ -72,7 +72,7 @@ class RefusalAudit:
                     window.repeated += 1
                     write_first = False
                 else:
-                    self._open[key] = _Window(actor, action, target, reason, now, datetime.now(timezone.utc))
+                    self._open[key] = _Window(actor, action, target, reason, now, datetime.now(UTC))
                     write_first = True
         self._write_summaries(due)
         if write_first:

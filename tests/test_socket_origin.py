@@ -31,7 +31,7 @@ def _admin_page(server: LiveServer, path: str = "/admin/users") -> tuple[str, st
     """Sign alice in, open an admin page: (session token, the page's client id, its elements)."""
     _, token = server.auth.login("alice", ADMIN_PW, "127.0.0.1")
     html = httpx.get(server.url + path, cookies={"ehr_session": token}).text
-    raw = re.search(r"parseElements\(String\.raw`(.*?)`\)", html, re.S).group(1)  # type: ignore[union-attr]
+    raw = re.search(r"parseElements\(String\.raw`(.*?)`\)", html, re.DOTALL).group(1)  # type: ignore[union-attr]
     for escaped, char in (("&#36;", "$"), ("&#96;", "`"), ("&gt;", ">"), ("&lt;", "<"), ("&amp;", "&")):
         raw = raw.replace(escaped, char)
     client_id = re.search(r"'client_id': '([0-9a-f-]+)'", html).group(1)  # type: ignore[union-attr]
