@@ -2,7 +2,7 @@
 
 A client hammering the API anonymously used to write one audit entry per request (~150 a second, a full
 disk within days, and then every action stops). `RefusalAudit` writes the first refusal of a kind
-(address, actor, action, reason) at once and only counts the repeats of the next minute; when that
+(address, actor, action, reason, outcome) at once and only counts the repeats of the next minute; when that
 minute is over, one more entry says how many there were. The audit log stays append-only and its
 counts stay exact: every refusal is either an entry of its own or counted in the entry that follows.
 Counts still pending are written by `flush` (called periodically and at shutdown).
@@ -21,7 +21,7 @@ from datetime import UTC, datetime
 from .audit import Actor, AuditLog
 
 WINDOW_SECONDS = 60.0
-MAX_KEYS = 1000  # distinct (address, actor, action, reason) windows open at once; more fold into one
+MAX_KEYS = 1000  # distinct (address, actor, action, reason, outcome) windows open at once; more fold into one
 REPEAT_RE = re.compile(r"repeated (\d+) more times")
 
 
@@ -37,6 +37,7 @@ class _Window:
     action: str
     target: str
     reason: str
+    outcome: str
     opened: float
     opened_wall: datetime
     repeated: int = 0
@@ -50,13 +51,13 @@ class RefusalAudit:
         self._audit = audit
         self._window = window
         self._clock = clock
-        self._open: OrderedDict[tuple[str, str, str, str], _Window] = OrderedDict()
+        self._open: OrderedDict[tuple[str, str, str, str, str], _Window] = OrderedDict()
         self._lock = threading.Lock()
 
-    def record(self, actor: Actor, action: str, target: str, reason: str) -> None:
+    def record(self, actor: Actor, action: str, target: str, reason: str, outcome: str = "refused") -> None:
         """Audit one refusal (blocking: call off the event loop); raises AuditError like AuditLog.record."""
         now = self._clock()
-        key = (actor.address, actor.name, action, reason)
+        key = (actor.address, actor.name, action, reason, outcome)
         with self._lock:
             due = self._take_due(now)
             window = self._open.get(key)
@@ -66,17 +67,17 @@ class RefusalAudit:
                 write_first = False
             else:
                 if len(self._open) >= MAX_KEYS:  # many addresses at once: one shared window per reason
-                    actor, key = Actor("(many)", "", actor.is_admin), ("", "(many)", action, reason)
+                    actor, key = Actor("(many)", "", actor.is_admin), ("", "(many)", action, reason, outcome)
                     window = self._open.get(key)
                 if window is not None:
                     window.repeated += 1
                     write_first = False
                 else:
-                    self._open[key] = _Window(actor, action, target, reason, now, datetime.now(UTC))
+                    self._open[key] = _Window(actor, action, target, reason, outcome, now, datetime.now(UTC))
                     write_first = True
         self._write_summaries(due)
         if write_first:
-            self._audit.record(actor, action, target, "refused", reason)
+            self._audit.record(actor, action, target, outcome, reason)
 
     def flush(self, *, everything: bool = False) -> None:
         """Write the counts of windows that are over (all of them when `everything`, e.g. at shutdown)."""
@@ -100,7 +101,7 @@ class RefusalAudit:
     def _write_summaries(self, windows: list[_Window]) -> None:
         for w in windows:
             if w.repeated:
-                self._audit.record(w.actor, w.action, w.target, "refused",
+                self._audit.record(w.actor, w.action, w.target, w.outcome,
                                    f"{w.reason} (repeated {w.repeated} more times in the minute after "
                                    f"{w.opened_wall:%Y-%m-%d %H:%M:%S} UTC)")
 
