@@ -84,17 +84,28 @@ def test_a_body_just_over_the_cap_is_refused_and_one_within_it_accepted(server: 
     assert status == 413 and _error(answer)
 
 
-@pytest.mark.parametrize(("path", "status"), [("/_nicegui_ws/socket.io/?EIO=4&transport=polling&sid=x", 413),
+def _socket_session(server: LiveServer) -> str:
+    """A live engine.io polling session of the page socket, whose POSTs are read."""
+    import httpx
+
+    opened = httpx.get(f"{server.url}/_nicegui_ws/socket.io/?EIO=4&transport=polling").text
+    return str(json.loads(opened[1:])["sid"])
+
+
+@pytest.mark.parametrize(("path", "status"), [("/_nicegui_ws/socket.io/?EIO=4&transport=polling&sid=", 413),
                                               ("/login", 405), ("/auth/complete", 405), ("/no-such-route", 404)])
 def test_no_route_reads_more_than_the_cap(server: LiveServer, path: str, status: int) -> None:
     """Routes that read bodies stop at the cap (413); others answer without reading and hang up."""
+    def target() -> str:
+        return path + _socket_session(server) if path.endswith("sid=") else path
+
     before = _warm(server)
     started = time.monotonic()
-    got, answer = raw_request(server.port, "POST", path, {"Transfer-Encoding": "chunked"}, chunked(BIG))
+    got, answer = raw_request(server.port, "POST", target(), {"Transfer-Encoding": "chunked"}, chunked(BIG))
     assert got == status
     if status == 413:
         assert _error(answer)
-    got, answer = raw_request(server.port, "POST", path, {"Content-Length": str(BIG)}, plain(BIG))
+    got, answer = raw_request(server.port, "POST", target(), {"Content-Length": str(BIG)}, plain(BIG))
     assert got == 413 and _error(answer)
     assert server.rss_kb() - before < MEMORY_SLACK_KB
     assert time.monotonic() - started < 10
