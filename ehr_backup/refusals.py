@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from .audit import Actor, AuditLog
+from .errors import BackupError
 
 WINDOW_SECONDS = 60.0
 MAX_KEYS = 1000  # distinct (address, actor, action, reason, outcome) windows open at once; more fold into one
@@ -52,6 +53,7 @@ class RefusalAudit:
         self._window = window
         self._clock = clock
         self._open: OrderedDict[tuple[str, str, str, str, str], _Window] = OrderedDict()
+        self._unwritten: list[_Window] = []  # closed windows whose count could not be written yet
         self._lock = threading.Lock()
 
     def record(self, actor: Actor, action: str, target: str, reason: str, outcome: str = "refused") -> None:
@@ -99,11 +101,18 @@ class RefusalAudit:
         return due
 
     def _write_summaries(self, windows: list[_Window]) -> None:
-        for w in windows:
-            if w.repeated:
+        with self._lock:
+            todo = self._unwritten + [w for w in windows if w.repeated]
+            self._unwritten = []
+        for n, w in enumerate(todo):
+            try:
                 self._audit.record(w.actor, w.action, w.target, w.outcome,
                                    f"{w.reason} (repeated {w.repeated} more times in the minute after "
                                    f"{w.opened_wall:%Y-%m-%d %H:%M:%S} UTC)")
+            except BackupError:
+                with self._lock:  # keep the counts for the next flush
+                    self._unwritten = todo[n:] + self._unwritten
+                raise
 
 
 class FailureCounter:

@@ -242,8 +242,11 @@ async def _audit_refused(auth: AuthService, scope: Scope, exc: BackupError) -> N
     """Audit a body refused by the guard (aggregated like every refused request)."""
     request = Request(scope)
     name = scope.get("state", {}).get("ehr_actor", "anonymous")
-    await run_in_threadpool(auth.refusals.record, Actor(name, client_address(request), False), "access",
-                            f"{request.method} {request.url.path}"[:300], exc.message)
+    try:
+        await run_in_threadpool(auth.refusals.record, Actor(name, client_address(request), False), "access",
+                                f"{request.method} {request.url.path}"[:300], exc.message)
+    except BackupError as failed:  # the request is refused all the same
+        log.warning("refused request not audited: %s", failed.message)
 
 
 def _protect_socket(auth: AuthService) -> None:
@@ -260,7 +263,10 @@ def _flush_refusals_periodically(auth: AuthService) -> None:
     async def loop() -> None:
         while True:
             await asyncio.sleep(REFUSAL_FLUSH_SECONDS)
-            await asyncio.to_thread(auth.refusals.flush)
+            try:
+                await asyncio.to_thread(auth.refusals.flush)
+            except BackupError as exc:  # the counts stay pending and are tried again
+                log.warning("refusal counts not written yet: %s", exc.message)
 
     app.on_startup(lambda: background_tasks.create(loop(), name="flush refusal counts"))
     app.on_shutdown(lambda: auth.refusals.flush(everything=True))
