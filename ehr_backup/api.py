@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from . import __version__
 from .audit import Actor
 from .auth import AuthService, Principal, require_admin
+from .clientaddr import client_address
 from .errors import BackupError, Forbidden, NotFound, Unauthenticated
 from .jobs import Job, JobManager
 from .service import BackupService, iter_file
@@ -33,11 +34,6 @@ class ApiContext:
     jobs: JobManager
 
 
-def client_address(request: Request) -> str:
-    """The peer address of a request."""
-    return request.client.host if request.client else ""
-
-
 def same_origin(request: Request) -> bool:
     """Whether a browser request comes from this app's own origin (Origin, else Referer)."""
     source = request.headers.get("origin") or request.headers.get("referer") or ""
@@ -49,7 +45,10 @@ def same_origin(request: Request) -> bool:
 
 
 def authenticate(ctx: ApiContext, request: Request) -> Principal:
-    """Bearer token or session cookie; cookie-authenticated writes must be same-origin (CSRF)."""
+    """Bearer token or session cookie; cookie-authenticated writes must be same-origin (CSRF).
+
+    Reads only headers: `httpguard` calls it before the body is read, and the routes again.
+    """
     address = client_address(request)
     header = request.headers.get("authorization", "")
     try:
@@ -66,8 +65,8 @@ def authenticate(ctx: ApiContext, request: Request) -> Principal:
     except (Unauthenticated, Forbidden) as exc:
         who = locals().get("principal")
         name = who.username if isinstance(who, Principal) else "anonymous"
-        ctx.service.audit.record(Actor(name, address), "access", f"{request.method} {request.url.path}"[:300],
-                                 "refused", exc.message)
+        ctx.auth.refusals.record(Actor(name, address), "access", f"{request.method} {request.url.path}"[:300],
+                                 exc.message)
         raise
 
 

@@ -22,6 +22,7 @@ from .errors import BackupError, Forbidden, InvalidInput, NotFound, Unauthentica
 from .models import ApiToken, AuditEntry, User, WebSession
 from .passwords import MIN_LENGTH, check_password, dummy_hash, hash_password
 from .text import clean_text
+from .refusals import FailureCounter, RefusalAudit
 
 USERNAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$")
 TOKEN_PREFIX = "ehrb_"
@@ -83,6 +84,9 @@ class AuthService:
         self._absolute = timedelta(hours=settings.session_hours)
         self._tickets: dict[str, tuple[str, float]] = {}
         self._lock = threading.Lock()
+        # counted here, not from audit rows: refused requests are audited aggregated (refusals.py)
+        self._token_failures = FailureCounter(THROTTLE_WINDOW.total_seconds(), MAX_TOKEN_GUESSES)
+        self.refusals = RefusalAudit(audit)
 
     # ----- users -------------------------------------------------------------------------------------
     def has_users(self) -> bool:
@@ -280,19 +284,16 @@ class AuthService:
 
     def token(self, token: str, address: str = "") -> Principal:
         """The principal of a bearer token; an address that keeps guessing tokens is throttled."""
-        with self._db.reading() as s:
-            guesses = s.exec(select(func.count()).select_from(AuditEntry).where(
-                AuditEntry.action == "access", AuditEntry.outcome == "refused", AuditEntry.address == address,
-                AuditEntry.ts >= utcnow() - THROTTLE_WINDOW,
-                col(AuditEntry.detail).in_(["invalid token", "invalid or revoked token"]))).one()
-        if guesses >= MAX_TOKEN_GUESSES:
+        if self._token_failures.exceeded(address):
             raise Throttled("too many invalid tokens from this address: try again in 15 minutes")
         if not token.startswith(TOKEN_PREFIX) or len(token) > 200:
+            self._token_failures.add(address)
             raise Unauthenticated("invalid token")
         with self._db.reading() as s:
             row = s.exec(select(ApiToken).where(ApiToken.token_hash == _digest(token))).first()
             user = s.get(User, row.user_id) if row else None
         if row is None or user is None or row.revoked_at is not None or user.disabled:
+            self._token_failures.add(address)
             raise Unauthenticated("invalid or revoked token")
         last = as_utc(row.last_used_at)
         if last is None or (utcnow() - last).total_seconds() > 60:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -40,8 +41,11 @@ VARIABLES = {
     "EHR_BACKUP_MIN_FREE_MB": "warn when a location has less free space than this (default 1024)",
     "EHR_BACKUP_HOST": "address the web app listens on (default 127.0.0.1)",
     "EHR_BACKUP_PORT": "port the web app listens on (default 8080)",
-    "EHR_BACKUP_SESSION_SECRET": "secret that signs browser sessions (default: generated once, stored "
-                                 "0600 in the data directory)",
+    "EHR_BACKUP_TRUSTED_PROXIES": "comma-separated addresses or networks (CIDR) of reverse proxies whose "
+                                  "X-Forwarded-For/-Proto headers are believed (default: none)",
+    "EHR_BACKUP_MAX_BODY_KB": "largest request body accepted, in KiB (default 64); larger ones get 413",
+    "EHR_BACKUP_READ_TIMEOUT": "seconds a client has to send a request's headers, and again its body "
+                               "(default 20)",
     "EHR_BACKUP_IDLE_MINUTES": "sign out a browser session after this many idle minutes (default 15)",
     "EHR_BACKUP_SESSION_HOURS": "sign out a browser session this many hours after login (default 12)",
     "EHR_BACKUP_AUDIT_KEY": "key that MACs the audit chain, in the same forms as BACKUP_ENCRYPTION_KEY; "
@@ -85,6 +89,20 @@ def _custom_roots(env: Mapping[str, str], default_dir: Path) -> tuple[Path, ...]
         if root not in roots:
             roots.append(root)
     return tuple(roots)
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def parse_networks(raw: str, name: str = "EHR_BACKUP_TRUSTED_PROXIES") -> tuple[Network, ...]:
+    """Comma-separated IP addresses or CIDR networks."""
+    networks = []
+    for item in (x.strip() for x in raw.split(",")):
+        if not item:
+            continue
+        try:
+            networks.append(ipaddress.ip_network(item, strict=False))
+        except ValueError:
+            raise ConfigError(f"{name}: {item[:60]!r} is not an IP address or network (e.g. 10.0.0.0/8)") from None
+    return tuple(networks)
 
 
 @dataclass(frozen=True)
@@ -105,12 +123,14 @@ class Settings:
     min_free_mb: int = 1024
     host: str = "127.0.0.1"
     port: int = 8080
-    session_secret: str | None = field(default=None, repr=False)
     idle_minutes: int = 15
     session_hours: int = 12
     custom_roots: tuple[Path, ...] = ()
     audit_key: str | None = field(default=None, repr=False)
     audit_syslog: str | None = None  # None (off), a socket path, or HOST:PORT
+    trusted_proxies: tuple[Network, ...] = ()
+    max_body_kb: int = 64
+    read_timeout: int = 20
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -140,12 +160,14 @@ class Settings:
             min_free_mb=_int(env, "EHR_BACKUP_MIN_FREE_MB", 1024, 0, 10**9),
             host=env.get("EHR_BACKUP_HOST", "127.0.0.1") or "127.0.0.1",
             port=_int(env, "EHR_BACKUP_PORT", 8080, 1, 65535),
-            session_secret=env.get("EHR_BACKUP_SESSION_SECRET") or None,
             idle_minutes=_int(env, "EHR_BACKUP_IDLE_MINUTES", 15, 1, 24 * 60),
             session_hours=_int(env, "EHR_BACKUP_SESSION_HOURS", 12, 1, 24 * 30),
             custom_roots=_custom_roots(env, default_dir),
             audit_key=env.get("EHR_BACKUP_AUDIT_KEY") or None,
             audit_syslog=_syslog(env.get("EHR_BACKUP_AUDIT_SYSLOG", "")),
+            trusted_proxies=parse_networks(env.get("EHR_BACKUP_TRUSTED_PROXIES", "")),
+            max_body_kb=_int(env, "EHR_BACKUP_MAX_BODY_KB", 64, 1, 1024 * 1024),
+            read_timeout=_int(env, "EHR_BACKUP_READ_TIMEOUT", 20, 1, 600),
         )
 
 

@@ -6,6 +6,7 @@
     ├── NotFound (404)                 an unknown backup id, job id or file
     ├── Busy (409)                     another backup/restore holds the database
     ├── Unauthenticated (401) / Forbidden (403)
+    ├── RequestTimeout (408) / TooLarge (413)   a request body too slow or too large
     ├── NotAuthentic (422)             the file failed authentication: tampered, truncated, wrong key
     ├── KeyNotAvailable (422)          the file names a key id that is not configured
     ├── StorageError (507)             location unusable, disk full, not enough free space
@@ -68,6 +69,20 @@ class Forbidden(BackupError):
 
     status = 403
     code = "forbidden"
+
+
+class RequestTimeout(BackupError):
+    """The client did not send its request body in time."""
+
+    status = 408
+    code = "timeout"
+
+
+class TooLarge(BackupError):
+    """The request body is larger than the configured cap."""
+
+    status = 413
+    code = "too_large"
 
 
 class NotAuthentic(BackupError):

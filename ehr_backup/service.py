@@ -39,6 +39,16 @@ SYSTEM_DATABASES = ("postgres", "template0", "template1")
 SPACE_MARGIN = 16 * 1024 * 1024
 
 
+def private_dir(path: Path) -> None:
+    """Create the data directory 0700, and tighten an existing one that others could read or enter."""
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    try:
+        if path.stat().st_mode & 0o077:
+            os.chmod(path, 0o700)
+    except OSError as exc:
+        raise ConfigError(f"cannot make the data directory {path} private (mode 0700): {exc.strerror}") from None
+
+
 @dataclass
 class Task:
     """A prepared operation holding its database lock; run() does the work and releases the lock."""
@@ -84,7 +94,7 @@ class BackupService:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        settings.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        private_dir(settings.data_dir)
         self.db = Database(settings.data_dir / "catalogue.sqlite3")
         self.catalogue = Catalogue(self.db)
         self.audit = AuditLog(self.db, settings.data_dir, syslog=settings.audit_syslog,

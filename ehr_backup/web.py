@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import logging
@@ -19,10 +20,14 @@ from starlette.concurrency import run_in_threadpool
 from starlette.middleware.base import BaseHTTPMiddleware, RequestResponseEndpoint
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from .api import SESSION_COOKIE, ApiContext, build_router, client_address, error_response
+from .api import SESSION_COOKIE, ApiContext, authenticate, build_router, error_response
+from .audit import Actor
 from .auth import AuthService, Principal
+from .clientaddr import ClientAddress, client_address
 from .config import Settings
 from .errors import BackupError, Unauthenticated
+from .httpguard import HttpGuard
+from .httpserver import uvicorn_options
 from .jobs import JobManager
 from .models import BackupRecord
 from .service import BackupService
@@ -30,12 +35,20 @@ from .service import BackupService
 log = logging.getLogger("ehr_backup.web")
 PAGE_PREFIXES = ("/eh", "/rh", "/admin")
 ADMIN_PREFIX = "/admin"
+# NiceGUI renders each page from an inline script, Vue compiles its templates at run time and `:`-props
+# are evaluated, so scripts need 'unsafe-inline' and 'unsafe-eval' (a nonce cannot be told apart from an
+# injected script once the page is rewritten); everything else is limited to this origin ('self' covers
+# the page's own ws:/wss: socket), and nothing may be framed, embedded or run in workers.
 CSP = ("default-src 'self'; script-src 'self' 'unsafe-inline' 'unsafe-eval'; style-src 'self' 'unsafe-inline'; "
-       "img-src 'self' data: blob:; font-src 'self' data:; connect-src 'self' ws: wss:; object-src 'none'; "
+       "img-src 'self' data: blob:; font-src 'self' data:; connect-src 'self'; object-src 'none'; "
+       "frame-src 'none'; worker-src 'none'; manifest-src 'self'; media-src 'self'; "
        "base-uri 'self'; form-action 'self'; frame-ancestors 'none'")
 SECURITY_HEADERS = [(b"content-security-policy", CSP.encode()), (b"x-content-type-options", b"nosniff"),
                     (b"x-frame-options", b"DENY"), (b"referrer-policy", b"same-origin"),
+                    (b"cross-origin-opener-policy", b"same-origin"),
+                    (b"cross-origin-resource-policy", b"same-origin"),
                     (b"permissions-policy", b"camera=(), microphone=(), geolocation=()")]
+REFUSAL_FLUSH_SECONDS = 15
 
 
 @dataclass
@@ -132,24 +145,13 @@ class AuthGate(BaseHTTPMiddleware):
         if path == "/":
             return RedirectResponse("/eh", status_code=303)
         if path.startswith(ADMIN_PREFIX) and not principal.is_admin:
-            await run_in_threadpool(self.ctx.service.audit.record, principal.actor(), "access",
-                                    f"GET {path}"[:300], "refused", "administrators only")
+            await run_in_threadpool(self.ctx.auth.refusals.record, principal.actor(), "access",
+                                    f"GET {path}"[:300], "administrators only")
             return forbidden_page("This page is for administrators only. Your account does not have the "
                                   "administrator role; ask an administrator if you need access.")
         request.state.principal = principal
         request.state.session_token = token
         return await call_next(request)
-
-
-def _ensure_secret(data_dir: Path, configured: str | None) -> str:
-    if configured:
-        return configured
-    path = data_dir / "session-secret"
-    if not path.exists():
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as fh:
-            fh.write(secrets.token_urlsafe(48))
-    return path.read_text().strip()
 
 
 def _setup_link(ctx: WebContext) -> str | None:
@@ -178,9 +180,16 @@ def build(settings: Settings | None = None) -> WebContext:
     jobs = JobManager(render=lambda r: render_result(r, service))
     ctx = WebContext(settings, service, auth, jobs, settings.data_dir / "setup-token")
 
+    api_ctx = ApiContext(service, auth, jobs)
+    # added innermost first: ClientAddress resolves the address before anything uses it, the security
+    # headers cover the guard's refusals, and the guard runs before any route or page reads a body
     app.add_middleware(AuthGate, ctx=ctx)
+    app.add_middleware(HttpGuard, max_body=settings.max_body_kb * 1024, read_timeout=settings.read_timeout,
+                       precheck=lambda scope: _precheck(api_ctx, scope),
+                       on_refused=lambda scope, exc: _audit_refused(auth, scope, exc))
     app.add_middleware(SecurityHeaders)
-    app.include_router(build_router(ApiContext(service, auth, jobs)))
+    app.add_middleware(ClientAddress, proxies=settings.trusted_proxies)
+    app.include_router(build_router(api_ctx))
 
     async def on_backup_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, BackupError)
@@ -207,6 +216,8 @@ def build(settings: Settings | None = None) -> WebContext:
         return response
 
     pages.register(ctx)
+    _protect_socket(auth)
+    _flush_refusals_periodically(auth)
     app.on_shutdown(service.db.dispose)
     link = _setup_link(ctx)
     if link:
@@ -215,6 +226,50 @@ def build(settings: Settings | None = None) -> WebContext:
     if service.using_demo():
         print("DATABASE_URL is not set: using the demo database (ehr-backup demo).", flush=True)
     return ctx
+
+
+async def _precheck(api_ctx: ApiContext, scope: Scope) -> Response | None:
+    """Check an API request's credentials from its headers alone; the refusal, if any."""
+    try:
+        principal = await run_in_threadpool(authenticate, api_ctx, Request(scope))
+    except BackupError as exc:
+        return error_response(exc)
+    scope.setdefault("state", {})["ehr_actor"] = principal.username
+    return None
+
+
+async def _audit_refused(auth: AuthService, scope: Scope, exc: BackupError) -> None:
+    """Audit a body refused by the guard (aggregated like every refused request)."""
+    request = Request(scope)
+    name = scope.get("state", {}).get("ehr_actor", "anonymous")
+    try:
+        await run_in_threadpool(auth.refusals.record, Actor(name, client_address(request), False), "access",
+                                f"{request.method} {request.url.path}"[:300], exc.message)
+    except BackupError as failed:  # the request is refused all the same
+        log.warning("refused request not audited: %s", failed.message)
+
+
+def _protect_socket(auth: AuthService) -> None:
+    from nicegui import Client, core
+
+    from . import sockets
+    sockets.protect(core.sio, Client.instances, auth.refusals)
+
+
+def _flush_refusals_periodically(auth: AuthService) -> None:
+    """Write pending refusal counts every few seconds, and all of them at shutdown."""
+    from nicegui import app, background_tasks
+
+    async def loop() -> None:
+        while True:
+            await asyncio.sleep(REFUSAL_FLUSH_SECONDS)
+            try:
+                await asyncio.to_thread(auth.refusals.flush)
+            except BackupError as exc:  # the counts stay pending and are tried again
+                log.warning("refusal counts not written yet: %s", exc.message)
+
+    app.on_startup(lambda: background_tasks.create(loop(), name="flush refusal counts"))
+    app.on_shutdown(lambda: auth.refusals.flush(everything=True))
 
 
 def safe_next(target: str) -> str:
@@ -233,7 +288,7 @@ def main() -> None:
         from . import demo
         demo.start(settings.data_dir)
     ctx = build(settings)
-    secret = _ensure_secret(ctx.settings.data_dir, ctx.settings.session_secret)
+    # no storage_secret: the pages keep no NiceGUI user/browser storage, so no `session` cookie is set
     ui.run(host=ctx.settings.host, port=ctx.settings.port, title="EHR Backup", show=False, reload=False,
-           storage_secret=secret, show_welcome_message=False, favicon="🗄️")
+           show_welcome_message=False, favicon="🗄️", **uvicorn_options(ctx.settings))
 

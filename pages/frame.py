@@ -13,6 +13,7 @@ from nicegui import run, ui
 
 from ehr_backup.audit import Actor
 from ehr_backup.auth import Principal
+from ehr_backup.clientaddr import client_address
 from ehr_backup.errors import BackupError, Unauthenticated
 from ehr_backup.web import WebContext
 
@@ -63,8 +64,7 @@ class PageSession:
             self.principal = principal
             return True
         except Unauthenticated as exc:
-            await run.io_bound(self.ctx.service.audit.record, self.actor, "access", what[:200], "refused",
-                               exc.message)
+            await run.io_bound(self.ctx.auth.refusals.record, self.actor, "access", what[:200], exc.message)
             ui.notify(exc.message, type="warning")
             ui.navigate.to("/login")
             return False
@@ -72,8 +72,7 @@ class PageSession:
 
 def page_session(ctx: WebContext, request: Request) -> PageSession:
     """The page's session, as the AuthGate middleware established it."""
-    return PageSession(ctx, request.state.principal, request.state.session_token,
-                       request.client.host if request.client else "")
+    return PageSession(ctx, request.state.principal, request.state.session_token, client_address(request))
 
 
 def admin_page(ctx: WebContext, request: Request, title: str) -> PageSession:

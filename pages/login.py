@@ -8,6 +8,7 @@ from fastapi import Request
 from nicegui import run, ui
 
 from ehr_backup.audit import Actor
+from ehr_backup.clientaddr import client_address
 from ehr_backup.errors import BackupError, Unauthenticated
 from ehr_backup.web import WebContext, safe_next
 
@@ -24,7 +25,7 @@ def register(ctx: WebContext) -> None:
 
     @ui.page("/login", title="Sign in · EHR Backup")
     def login_page(request: Request, next: str = "/eh") -> None:  # noqa: A002
-        address = request.client.host if request.client else ""
+        address = client_address(request)
         with ui.card().classes("absolute-center w-96"):
             ui.label("EHR Backup").classes("text-2xl font-bold")
             ui.label("Sign in to manage database backups")
@@ -51,7 +52,7 @@ def register(ctx: WebContext) -> None:
 
     @ui.page("/setup", title="Set up · EHR Backup")
     def setup_page(request: Request, token: str = "") -> None:
-        address = request.client.host if request.client else ""
+        address = client_address(request)
         with ui.card().classes("absolute-center w-96"):
             ui.label("Create the first administrator").classes("text-xl font-bold")
             if ctx.auth.has_users() or not ctx.check_setup_token(token):

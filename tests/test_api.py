@@ -61,8 +61,9 @@ async def test_every_admin_route_refuses_anonymous_401_and_non_admins_403(user: 
         bad = await user.http_client.request(method, path, headers=bearer("ehrb_not-a-real-token"))
         assert bad.status_code == 401
     refused = [e for e in accounts._audit.entries(action="access") if e.outcome == "refused"]
-    assert len(refused) >= 3 * len(routes)
-    assert {e.actor for e in refused} >= {"anonymous", "bob"}
+    # each kind of refusal is audited at once; repeats within a minute are counted (test_refusals.py)
+    assert {(e.actor, e.detail) for e in refused} >= {("anonymous", "please sign in"), ("bob", "administrators only"),
+                                                      ("anonymous", "invalid or revoked token")}
 
 
 @pytest.mark.parametrize("bad", ["../../etc/passwd", "..%2F..%2Fetc%2Fpasswd", "%2e%2e%2f%2e%2e%2fetc%2fpasswd",
