@@ -21,6 +21,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .api import SESSION_COOKIE, ApiContext, build_router, client_address, error_response
 from .auth import AuthService, Principal
+from .browser import BrowserNonce, browser_nonce
 from .config import Settings
 from .errors import BackupError, Unauthenticated
 from .jobs import JobManager
@@ -180,6 +181,7 @@ def build(settings: Settings | None = None) -> WebContext:
 
     app.add_middleware(AuthGate, ctx=ctx)
     app.add_middleware(SecurityHeaders)
+    app.add_middleware(BrowserNonce)
     app.include_router(build_router(ApiContext(service, auth, jobs)))
 
     async def on_backup_error(request: Request, exc: Exception) -> Response:
@@ -196,9 +198,9 @@ def build(settings: Settings | None = None) -> WebContext:
 
     @app.get("/auth/complete", include_in_schema=False)
     def complete_login(request: Request, ticket: str = "", next: str = "/eh") -> Response:  # noqa: A002
-        """Exchange a one-time login ticket for the session cookie."""
+        """Exchange a one-time login ticket for the session cookie, in the browser that logged in."""
         try:
-            token = auth.redeem_ticket(ticket)
+            token = auth.redeem_ticket(ticket, browser_nonce(request.scope), client_address(request))
         except Unauthenticated:
             return RedirectResponse("/login", status_code=303)
         response = RedirectResponse(safe_next(next), status_code=303)
