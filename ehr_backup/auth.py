@@ -189,7 +189,8 @@ class AuthService:
         reservation = self.throttle.reserve(account, address, browser_hash)
         if not reservation.decision.allowed:
             wait = wait_text(reservation.decision.wait)
-            self._audit.record(attempt, "login", account, "throttled", f"{reservation.decision.reason}; wait {wait}")
+            self._audit.record(attempt, "login", account, "throttled",
+                               f"{reservation.decision.reason}; wait {wait}")
             raise Throttled(f"too many failed attempts: try again in {wait}")
         with self._db.reading() as s:
             user = s.exec(select(User).where(User.username == username)).first()
@@ -273,7 +274,7 @@ class AuthService:
         self._audit.record(actor, "logout", actor.name, "ok")
 
     def issue_ticket(self, token: str, browser: str) -> str:
-        """A one-time, 60-second ticket that lets this browser (its nonce cookie) exchange a login for a cookie."""
+        """A one-time, 60-second ticket with which this browser (its nonce) exchanges a login for a cookie."""
         if not browser:
             raise Unauthenticated("this browser did not keep the sign-in cookie: allow cookies and reload")
         ticket = secrets.token_urlsafe(24)

@@ -333,8 +333,8 @@ def _print_human(args: argparse.Namespace, result: Any) -> None:
         print(result["token"])
     elif cmd == "user" and args.user_command == "list":
         for u in result["users"]:
-            print(f"{u['name']:<24} {'admin' if u['admin'] else 'user':<6} {'disabled' if u['disabled'] else '':<8} "
-                  f"{u['signIn']}".rstrip())
+            state = "disabled" if u["disabled"] else ""
+            print(f"{u['name']:<24} {'admin' if u['admin'] else 'user':<6} {state:<8} {u['signIn']}".rstrip())
     elif cmd == "user" and args.user_command == "unlock":
         print(f"unlocked {result['user']}: {result['cleared']} failed sign-ins forgotten")
     elif cmd == "token" and args.token_command == "list":

@@ -99,8 +99,9 @@ def decide(history: History, now: datetime, policy: Policy = POLICY) -> Decision
     own = delay_after(history.failures, policy.free_failures, policy)
     wait, reason = own, "too many failures for this account from here"
     if not history.known_browser:
-        ceilings = (("too many failures for this account", history.account_failures >= policy.account_ceiling),
-                    ("too many failures from this address", history.address_failures >= policy.address_ceiling))
+        ceilings = (
+            ("too many failures for this account", history.account_failures >= policy.account_ceiling),
+            ("too many failures from this address", history.address_failures >= policy.address_ceiling))
         for why, reached in ceilings:
             if reached and delay_after(history.failures, 1, policy) > wait:
                 wait, reason = delay_after(history.failures, 1, policy), why
@@ -171,7 +172,8 @@ class LoginThrottle:
         with self._db.writing() as s:
             self._prune(s, now)
             known = bool(browser_hash) and s.exec(select(KnownBrowser.id).where(
-                KnownBrowser.account == account, KnownBrowser.browser_hash == browser_hash)).first() is not None
+                KnownBrowser.account == account, KnownBrowser.browser_hash == browser_hash)
+            ).first() is not None
             source = BROWSER_SOURCE + browser_hash if known else address
             decision = decide(self._history(s, account, address, source, known, now), now, self.policy)
             if not decision.allowed:
@@ -196,7 +198,7 @@ class LoginThrottle:
                 s.add(known)
 
     def refuse_token(self, address: str) -> bool:
-        """Record an invalid token from address; True when the address has guessed too often (not recorded)."""
+        """Record an invalid token from address; True (recording nothing) when it has sent too many."""
         now = utcnow()
         with self._db.writing() as s:
             guesses = s.exec(select(func.count()).select_from(AuthFailure).where(
@@ -222,7 +224,8 @@ class LoginThrottle:
         p = self.policy
         names = list(accounts)
         with self._db.reading() as s:
-            groups = s.exec(select(AuthFailure.account, AuthFailure.source, func.count(), func.max(AuthFailure.ts))
+            groups = s.exec(select(AuthFailure.account, AuthFailure.source, func.count(),
+                                   func.max(AuthFailure.ts))
                             .where(AuthFailure.kind == PASSWORD, col(AuthFailure.account).in_(names),
                                    AuthFailure.ts >= now - p.memory)
                             .group_by(AuthFailure.account, AuthFailure.source)).all()
@@ -232,7 +235,8 @@ class LoginThrottle:
                 .group_by(AuthFailure.account)).all())
             addresses = {source for _, source, _, _ in groups if not source.startswith(BROWSER_SOURCE)}
             per_address = dict(s.exec(select(AuthFailure.address, func.count()).where(
-                AuthFailure.kind == PASSWORD, col(AuthFailure.address).in_(addresses), AuthFailure.ts >= recent)
+                AuthFailure.kind == PASSWORD, col(AuthFailure.address).in_(addresses),
+                AuthFailure.ts >= recent)
                 .group_by(AuthFailure.address)).all())
         found: dict[str, list[tuple[int, Decision]]] = {}
         for account, source, count, last in groups:

@@ -80,7 +80,8 @@ def register(ctx: WebContext) -> None:
                     if created is None:  # the page went away meanwhile
                         return
                     ctx.consume_setup_token()
-                    result = await run.io_bound(ctx.auth.login, username.value, password.value, address, browser)
+                    result = await run.io_bound(ctx.auth.login, username.value, password.value, address,
+                                                browser)
                     if result is not None:
                         _sign_in(ctx, result[1], browser, "/eh")
                 except BackupError as exc:

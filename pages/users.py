@@ -149,7 +149,8 @@ def _unlock_action(ps: PageSession, username: str, has_failures: bool, refresh: 
     async def unlock() -> None:
         cleared = await run.io_bound(ps.ctx.auth.unlock, ps.actor, username)
         if cleared is not None:
-            ui.notify(f"Sign-in of {username} unlocked ({cleared} failed attempts forgotten)", type="positive")
+            ui.notify(f"Sign-in of {username} unlocked ({cleared} failed attempts forgotten)",
+                      type="positive")
         refresh.refresh()
 
     button = tid(ui.button("Unlock", on_click=unlock).props("flat dense"), f"unlock-{username}")
