@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import hmac
 import re
 import secrets
 import threading
@@ -12,33 +13,24 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from sqlalchemy.exc import IntegrityError
-from sqlmodel import col, func, or_, select
+from sqlmodel import col, func, select
 
 from .audit import Actor, AuditLog
 from .catalogue import as_utc, utcnow
 from .config import Settings
 from .db import Database
 from .errors import BackupError, Forbidden, InvalidInput, NotFound, Unauthenticated
-from .models import ApiToken, AuditEntry, User, WebSession
+from .models import ApiToken, User, WebSession
 from .passwords import MIN_LENGTH, check_password, dummy_hash, hash_password
+from .refusals import RefusalAudit
 from .text import clean_text
-from .refusals import FailureCounter, RefusalAudit
+from .throttle import AccountState, LoginThrottle, Throttled, wait_text
 
 USERNAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$")
 TOKEN_PREFIX = "ehrb_"
-THROTTLE_WINDOW = timedelta(minutes=15)
-MAX_FAILS_ACCOUNT = 5
-MAX_FAILS_ADDRESS = 20
-MAX_TOKEN_GUESSES = 50
 TICKET_SECONDS = 60
 TOUCH_SECONDS = 5
-
-
-class Throttled(Unauthenticated):
-    """Too many failed logins."""
-
-    status = 429
-    code = "throttled"
+WRONG_CREDENTIALS = "wrong user name or password"
 
 
 @dataclass(frozen=True)
@@ -54,6 +46,15 @@ class Principal:
     def actor(self) -> Actor:
         """The audit actor for this principal."""
         return Actor(self.username, self.address, self.is_admin)
+
+
+@dataclass(frozen=True)
+class Ticket:
+    """A pending exchange of a page login for the session cookie, bound to one browser."""
+
+    token: str
+    browser_hash: str  # SHA-256 of the browser's nonce cookie
+    expires: float  # time.monotonic()
 
 
 def _digest(token: str) -> str:
@@ -82,11 +83,10 @@ class AuthService:
         self._audit = audit
         self._idle = timedelta(minutes=settings.idle_minutes)
         self._absolute = timedelta(hours=settings.session_hours)
-        self._tickets: dict[str, tuple[str, float]] = {}
+        self._tickets: dict[str, Ticket] = {}
         self._lock = threading.Lock()
-        # counted here, not from audit rows: refused requests are audited aggregated (refusals.py)
-        self._token_failures = FailureCounter(THROTTLE_WINDOW.total_seconds(), MAX_TOKEN_GUESSES)
         self.refusals = RefusalAudit(audit)
+        self.throttle = LoginThrottle(db)
 
     # ----- users -------------------------------------------------------------------------------------
     def has_users(self) -> bool:
@@ -129,6 +129,25 @@ class AuthService:
         self._audit.record(actor, "user.add", username, "ok", "admin" if admin else "user")
         return user
 
+    def add_first_admin(self, actor: Actor, username: str, password: str) -> User:
+        """Create the first administrator, only while no user exists (one transaction: setups cannot race)."""
+        try:
+            check_username(username)
+            check_new_password(password)
+            hashed = hash_password(password)  # before the write lock: hashing takes a while
+            self._audit.record(actor, "user.add", username, "started", "first admin")
+            with self._db.writing() as s:  # BEGIN IMMEDIATE: the check and the insert are one step
+                if s.exec(select(func.count()).select_from(User)).one() > 0:
+                    raise Forbidden("an administrator exists already: sign in instead")
+                user = User(username=username, password_hash=hashed, is_admin=True, created_at=utcnow(),
+                            password_changed_at=utcnow())
+                s.add(user)
+        except BackupError as exc:
+            self._audit.record(actor, "user.add", username[:64], "refused", exc.message)
+            raise
+        self._audit.record(actor, "user.add", username, "ok", "first admin")
+        return user
+
     def update_user(self, actor: Actor, username: str, *, disabled: bool | None = None,
                     admin: bool | None = None, password: str | None = None) -> User:
         """Disable/enable, change role, or reset the password of a user; ends their sessions when needed."""
@@ -160,27 +179,30 @@ class AuthService:
         return user
 
     # ----- login and sessions ------------------------------------------------------------------------
-    def login(self, username: str, password: str, address: str) -> tuple[Principal, str]:
-        """Check credentials (throttled per account and address); return the principal and a session token."""
-        attempt = Actor(username[:64] or "(empty)", address)
-        since = utcnow() - THROTTLE_WINDOW
-        with self._db.reading() as s:
-            fails = s.exec(select(AuditEntry.actor, AuditEntry.address).where(
-                AuditEntry.action == "login", col(AuditEntry.outcome).in_(["failed", "throttled"]),
-                AuditEntry.ts >= since, or_(AuditEntry.actor == attempt.name, AuditEntry.address == address))
-            ).all()
-        if (sum(1 for a, _ in fails if a == attempt.name) >= MAX_FAILS_ACCOUNT
-                or sum(1 for _, ad in fails if ad == address) >= MAX_FAILS_ADDRESS):
-            self._audit.record(attempt, "login", attempt.name, "throttled", "too many failed attempts")
-            raise Throttled("too many failed attempts: try again in 15 minutes")
+    def login(self, username: str, password: str, address: str, browser: str = "") -> tuple[Principal, str]:
+        """Check credentials, throttled per account and address; return the principal and a session token.
+
+        `browser` is the browser's nonce cookie: a browser that signed in to the account before is
+        throttled on its own (see throttle.py). Every outcome is audited; a disabled account gets the
+        same answer as a wrong password, so the answer never confirms a password.
+        """
+        account = username[:64] or "(empty)"
+        attempt = Actor(account, address)
+        browser_hash = _digest(browser) if browser else ""
+        reservation = self.throttle.reserve(account, address, browser_hash)
+        if not reservation.decision.allowed:
+            wait = wait_text(reservation.decision.wait)
+            self._audit.record(attempt, "login", account, "throttled",
+                               f"{reservation.decision.reason}; wait {wait}")
+            raise Throttled(f"too many failed attempts: try again in {wait}")
         with self._db.reading() as s:
             user = s.exec(select(User).where(User.username == username)).first()
         ok = check_password(password, user.password_hash if user else dummy_hash())
         if not user or not ok or user.disabled:
-            reason = "account disabled" if user and ok and user.disabled else "wrong user name or password"
-            self._audit.record(attempt, "login", attempt.name, "failed", reason)
-            raise Unauthenticated("wrong user name or password" if reason != "account disabled"
-                                  else "this account is disabled")
+            reason = "account disabled" if user and ok and user.disabled else WRONG_CREDENTIALS
+            self._audit.record(attempt, "login", account, "failed", reason)
+            raise Unauthenticated(WRONG_CREDENTIALS)
+        self.throttle.succeeded(account, reservation, browser_hash)
         token = secrets.token_urlsafe(32)
         now = utcnow()
         principal = Principal(user.id or 0, user.username, user.is_admin, "session", address)
@@ -189,6 +211,23 @@ class AuthService:
             s.add(WebSession(id=_digest(token), user_id=user.id or 0, created_at=now, last_seen=now,
                              address=address[:100]))
         return principal, token
+
+    def login_states(self) -> dict[str, AccountState]:
+        """How throttled each user's sign-in is (users without recent failures are left out)."""
+        return self.throttle.states(u.username for u in self.users())
+
+    def unlock(self, actor: Actor, username: str) -> int:
+        """Forget a user's failed sign-ins, so no address has to wait; return how many there were."""
+        try:
+            with self._db.reading() as s:
+                self._user(s, username)
+            self._audit.record(actor, "user.unlock", username, "started")
+        except BackupError as exc:
+            self._audit.record(actor, "user.unlock", username[:64], "refused", exc.message)
+            raise
+        cleared = self.throttle.clear(username)
+        self._audit.record(actor, "user.unlock", username, "ok", f"cleared {cleared} failed sign-ins")
+        return cleared
 
     def session(self, token: str | None, address: str = "", *, touch: bool = True) -> Principal:
         """The principal of a live session; ends sessions past their idle or absolute limit.
@@ -237,22 +276,37 @@ class AuthService:
             self._end(_digest(token), utcnow())
         self._audit.record(actor, "logout", actor.name, "ok")
 
-    def issue_ticket(self, token: str) -> str:
-        """A one-time, 60-second ticket that lets the browser exchange a page login for a cookie."""
+    def issue_ticket(self, token: str, browser: str) -> str:
+        """A one-time, 60-second ticket with which this browser (its nonce) exchanges a login for a cookie."""
+        if not browser:
+            raise Unauthenticated("this browser did not keep the sign-in cookie: allow cookies and reload")
         ticket = secrets.token_urlsafe(24)
         with self._lock:
             now = time.monotonic()
-            self._tickets = {k: v for k, v in self._tickets.items() if v[1] > now}
-            self._tickets[ticket] = (token, now + TICKET_SECONDS)
+            self._tickets = {k: v for k, v in self._tickets.items() if v.expires > now}
+            self._tickets[ticket] = Ticket(token, _digest(browser), now + TICKET_SECONDS)
         return ticket
 
-    def redeem_ticket(self, ticket: str) -> str:
-        """Return the session token behind a ticket, once."""
+    def redeem_ticket(self, ticket: str, browser: str, address: str = "") -> str:
+        """Return the session token behind a ticket, once, to the browser it was issued to.
+
+        A ticket brought by another browser is used up, its session ended and the attempt audited: a
+        victim's browser must never be signed in to an account someone else logged in to.
+        """
         with self._lock:
             entry = self._tickets.pop(ticket, None)
-        if entry is None or entry[1] < time.monotonic():
+        if entry is None or entry.expires < time.monotonic():
             raise Unauthenticated("this sign-in link has expired; please sign in again")
-        return entry[0]
+        if not hmac.compare_digest(entry.browser_hash, _digest(browser or "")) or not browser:
+            now = utcnow()
+            with self._db.reading() as s:
+                row = s.get(WebSession, _digest(entry.token))
+                user = s.get(User, row.user_id) if row else None
+            self._end(_digest(entry.token), now)
+            self._audit.record(Actor("anonymous", address), "login.ticket", user.username if user else "",
+                               "refused", "sign-in ticket brought by another browser; its session was ended")
+            raise Unauthenticated("this sign-in link belongs to another browser; please sign in again")
+        return entry.token
 
     # ----- API tokens --------------------------------------------------------------------------------
     def create_token(self, actor: Actor, username: str, label: str = "") -> str:
@@ -283,18 +337,26 @@ class AuthService:
         self._audit.record(actor, "token.revoke", str(token_id), "ok", row.prefix)
 
     def token(self, token: str, address: str = "") -> Principal:
-        """The principal of a bearer token; an address that keeps guessing tokens is throttled."""
-        if self._token_failures.exceeded(address):
-            raise Throttled("too many invalid tokens from this address: try again in 15 minutes")
+        """The principal of a bearer token; an address that keeps sending invalid tokens is throttled.
+
+        The token is checked first and only failures count, so a valid token always works, whoever
+        else shares its address.
+        """
+        principal = self._check_token(token, address)
+        if principal is None:
+            if self.throttle.refuse_token(address):
+                raise Throttled("too many invalid tokens from this address: try again in 15 minutes")
+            raise Unauthenticated("invalid or revoked token")
+        return principal
+
+    def _check_token(self, token: str, address: str) -> Principal | None:
         if not token.startswith(TOKEN_PREFIX) or len(token) > 200:
-            self._token_failures.add(address)
-            raise Unauthenticated("invalid token")
+            return None
         with self._db.reading() as s:
             row = s.exec(select(ApiToken).where(ApiToken.token_hash == _digest(token))).first()
             user = s.get(User, row.user_id) if row else None
         if row is None or user is None or row.revoked_at is not None or user.disabled:
-            self._token_failures.add(address)
-            raise Unauthenticated("invalid or revoked token")
+            return None
         last = as_utc(row.last_used_at)
         if last is None or (utcnow() - last).total_seconds() > 60:
             with self._db.writing() as s:

@@ -84,7 +84,8 @@ def _parser() -> argparse.ArgumentParser:
     u.add_parser("list", help="list users").add_argument("--json", action="store_true")
     for action, text in (("disable", "stop a user from signing in (ends their sessions)"),
                          ("enable", "let a disabled user sign in again"),
-                         ("passwd", "set a new password (prompt or stdin)")):
+                         ("passwd", "set a new password (prompt or stdin)"),
+                         ("unlock", "forget a user's failed sign-ins, so no address has to wait")):
         u.add_parser(action, help=text).add_argument("name", metavar="NAME")
 
     c = cmd("token", "manage API tokens for scripts")
@@ -266,8 +267,12 @@ def _accounts(service: Any, args: argparse.Namespace, actor: Actor) -> Any:
             user = auth.add_user(actor, args.name, _read_password(), admin=args.admin)
             return {"user": user.username, "admin": user.is_admin}
         if args.user_command == "list":
-            return {"users": [{"name": u.username, "admin": u.is_admin, "disabled": u.disabled}
+            states = auth.login_states()
+            return {"users": [{"name": u.username, "admin": u.is_admin, "disabled": u.disabled,
+                               "signIn": states[u.username].describe() if u.username in states else ""}
                               for u in auth.users()]}
+        if args.user_command == "unlock":
+            return {"user": args.name, "done": "unlock", "cleared": auth.unlock(actor, args.name)}
         if args.user_command == "passwd":
             auth.update_user(actor, args.name, password=_read_password())
         else:
@@ -339,7 +344,10 @@ def _print_human(args: argparse.Namespace, result: Any) -> None:
         print(result["token"])
     elif cmd == "user" and args.user_command == "list":
         for u in result["users"]:
-            print(f"{u['name']:<24} {'admin' if u['admin'] else 'user':<6} {'disabled' if u['disabled'] else ''}")
+            state = "disabled" if u["disabled"] else ""
+            print(f"{u['name']:<24} {'admin' if u['admin'] else 'user':<6} {state:<8} {u['signIn']}".rstrip())
+    elif cmd == "user" and args.user_command == "unlock":
+        print(f"unlocked {result['user']}: {result['cleared']} failed sign-ins forgotten")
     elif cmd == "token" and args.token_command == "list":
         for t in result["tokens"]:
             print(f"{t['id']:>4}  {t['prefix']}…  {t['user']:<20} {'revoked' if t['revoked'] else 'active':<8} "

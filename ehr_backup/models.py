@@ -1,9 +1,10 @@
-"""SQLModel tables of the metadata database: backups, audit entries, users, tokens."""
+"""SQLModel tables of the metadata database: backups, audit entries, users, tokens, sign-in throttling."""
 
 from __future__ import annotations
 
 from datetime import datetime
 
+from sqlalchemy import Index, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
 
@@ -108,3 +109,29 @@ class WebSession(SQLModel, table=True):
     last_seen: datetime
     ended_at: datetime | None = None
     address: str = ""
+
+
+class AuthFailure(SQLModel, table=True):
+    """One failed sign-in (or one under way: recorded before the password is checked) or invalid API token."""
+
+    __tablename__ = "auth_failures"
+    __table_args__ = (Index("ix_auth_failures_pair", "kind", "account", "source"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    ts: datetime = Field(index=True)
+    kind: str  # "password" | "token"
+    account: str = ""  # the user name as typed; "" for tokens
+    address: str = Field(default="", index=True)
+    source: str = ""  # what is throttled with the account: the address, or "browser:<hash>" of a known browser
+
+
+class KnownBrowser(SQLModel, table=True):
+    """A browser (by the hash of its nonce cookie) that has signed in to an account: throttled on its own."""
+
+    __tablename__ = "known_browsers"
+    __table_args__ = (UniqueConstraint("account", "browser_hash"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    account: str = Field(index=True)
+    browser_hash: str
+    last_login: datetime

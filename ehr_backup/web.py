@@ -23,6 +23,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from .api import SESSION_COOKIE, ApiContext, authenticate, build_router, error_response
 from .audit import Actor
 from .auth import AuthService, Principal
+from .browser import BrowserNonce, browser_nonce
 from .clientaddr import ClientAddress, client_address
 from .config import Settings
 from .errors import BackupError, Unauthenticated
@@ -188,6 +189,7 @@ def build(settings: Settings | None = None) -> WebContext:
                        precheck=lambda scope: _precheck(api_ctx, scope),
                        on_refused=lambda scope, exc: _audit_refused(auth, scope, exc))
     app.add_middleware(SecurityHeaders)
+    app.add_middleware(BrowserNonce)
     app.add_middleware(ClientAddress, proxies=settings.trusted_proxies)
     app.include_router(build_router(api_ctx))
 
@@ -205,9 +207,9 @@ def build(settings: Settings | None = None) -> WebContext:
 
     @app.get("/auth/complete", include_in_schema=False)
     def complete_login(request: Request, ticket: str = "", next: str = "/eh") -> Response:  # noqa: A002
-        """Exchange a one-time login ticket for the session cookie."""
+        """Exchange a one-time login ticket for the session cookie, in the browser that logged in."""
         try:
-            token = auth.redeem_ticket(ticket)
+            token = auth.redeem_ticket(ticket, browser_nonce(request.scope), client_address(request))
         except Unauthenticated:
             return RedirectResponse("/login", status_code=303)
         response = RedirectResponse(safe_next(next), status_code=303)

@@ -54,9 +54,10 @@ def register(ctx: WebContext) -> None:
             with ui.row().classes("items-end gap-4"):
                 actor = tid(ui.input("User"), "filter-user")
                 action = tid(ui.select(["", "create", "verify", "restore", "delete", "download", "decrypt",
-                                        "login", "logout", "access", "user.add", "user.disable", "user.passwd",
-                                        "user.role", "token.create", "token.revoke", "folder.create",
-                                        "audit.export", "cancel"], value="", label="Action").classes("w-40"),
+                                        "login", "login.ticket", "logout", "access", "user.add", "user.disable",
+                                        "user.passwd", "user.role", "user.unlock", "token.create", "token.revoke",
+                                        "folder.create", "audit.export", "cancel"],
+                                       value="", label="Action").classes("w-40"),
                              "filter-action")
                 date_from = tid(ui.input("From (YYYY-MM-DD)"), "filter-from")
                 date_to = tid(ui.input("To (YYYY-MM-DD)"), "filter-to")

@@ -8,6 +8,7 @@ from fastapi import Request
 from nicegui import run, ui
 
 from ehr_backup.audit import Actor
+from ehr_backup.browser import browser_nonce
 from ehr_backup.clientaddr import client_address
 from ehr_backup.errors import BackupError, Unauthenticated
 from ehr_backup.web import WebContext, safe_next
@@ -15,8 +16,8 @@ from ehr_backup.web import WebContext, safe_next
 from .frame import tid
 
 
-def _sign_in(ctx: WebContext, token: str, target: str) -> None:
-    ticket = ctx.auth.issue_ticket(token)
+def _sign_in(ctx: WebContext, token: str, browser: str, target: str) -> None:
+    ticket = ctx.auth.issue_ticket(token, browser)
     ui.navigate.to(f"/auth/complete?ticket={quote(ticket)}&next={quote(safe_next(target))}")
 
 
@@ -26,6 +27,7 @@ def register(ctx: WebContext) -> None:
     @ui.page("/login", title="Sign in · EHR Backup")
     def login_page(request: Request, next: str = "/eh") -> None:  # noqa: A002
         address = client_address(request)
+        browser = browser_nonce(request.scope)
         with ui.card().classes("absolute-center w-96"):
             ui.label("EHR Backup").classes("text-2xl font-bold")
             ui.label("Sign in to manage database backups")
@@ -39,13 +41,12 @@ def register(ctx: WebContext) -> None:
                 message.text = ""
                 try:
                     result = await run.io_bound(ctx.auth.login, username.value or "", password.value or "",
-                                                address)
+                                                address, browser)
+                    if result is not None:  # None: the page went away meanwhile
+                        _sign_in(ctx, result[1], browser, next)
                 except Unauthenticated as exc:
                     message.text = exc.message
                     password.value = ""
-                    return
-                if result is not None:  # None: the page went away meanwhile
-                    _sign_in(ctx, result[1], next)
 
             password.on("keydown.enter", attempt)
             tid(ui.button("Log in", on_click=attempt).classes("w-full"), "login-button")
@@ -53,6 +54,7 @@ def register(ctx: WebContext) -> None:
     @ui.page("/setup", title="Set up · EHR Backup")
     def setup_page(request: Request, token: str = "") -> None:
         address = client_address(request)
+        browser = browser_nonce(request.scope)
         with ui.card().classes("absolute-center w-96"):
             ui.label("Create the first administrator").classes("text-xl font-bold")
             if ctx.auth.has_users() or not ctx.check_setup_token(token):
@@ -70,18 +72,20 @@ def register(ctx: WebContext) -> None:
                 if password.value != confirm.value:
                     message.text = "the passwords differ"
                     return
-                if ctx.auth.has_users() or not ctx.check_setup_token(token):
+                if not ctx.check_setup_token(token):
                     message.text = "this setup link has been used already"
                     return
-                try:
-                    await run.io_bound(ctx.auth.add_user, Actor("setup-link", address), username.value or "",
-                                       password.value or "", admin=True)
+                try:  # add_first_admin refuses when any user exists, atomically: two setups cannot both win
+                    created = await run.io_bound(ctx.auth.add_first_admin, Actor("setup-link", address),
+                                                 username.value or "", password.value or "")
+                    if created is None:  # the page went away meanwhile
+                        return
                     ctx.consume_setup_token()
-                    result = await run.io_bound(ctx.auth.login, username.value, password.value, address)
+                    result = await run.io_bound(ctx.auth.login, username.value, password.value, address,
+                                                browser)
+                    if result is not None:
+                        _sign_in(ctx, result[1], browser, "/eh")
                 except BackupError as exc:
                     message.text = exc.message
-                    return
-                if result is not None:
-                    _sign_in(ctx, result[1], "/eh")
 
             tid(ui.button("Create administrator", on_click=create).classes("w-full"), "setup-button")

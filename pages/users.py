@@ -1,4 +1,4 @@
-"""/admin/users: add, disable, reset password, set role; create and revoke API tokens."""
+"""/admin/users: add, disable, reset password, set role, unlock sign-in; create and revoke API tokens."""
 
 from __future__ import annotations
 
@@ -22,15 +22,21 @@ def register(ctx: WebContext) -> None:
         @ui.refreshable
         def user_list() -> None:
             users = auth.users()
-            with tid(ui.grid(columns="1.5fr 0.7fr 0.7fr auto").classes("w-full items-center gap-2"), "user-list"):
-                for title in ("User", "Role", "State", ""):
+            throttled = auth.login_states()
+            with tid(ui.grid(columns="1.2fr 0.5fr 0.5fr 1.5fr auto").classes("w-full items-center gap-2"),
+                     "user-list"):
+                for title in ("User", "Role", "State", "Sign-in", ""):
                     ui.label(title).classes("font-bold")
                 for u in users:
                     ui.label(u.username)
                     tid(ui.label("admin" if u.is_admin else "user"), f"role-{u.username}")
                     tid(ui.label("disabled" if u.disabled else "active"), f"state-{u.username}")
+                    sign_in = throttled.get(u.username)
+                    tid(ui.label(sign_in.describe() if sign_in else "—").classes("text-sm"),
+                        f"login-state-{u.username}")
                     with ui.row().classes("gap-1"):
                         _user_actions(ps, u.username, u.is_admin, u.disabled, user_list)
+                        _unlock_action(ps, u.username, bool(sign_in and sign_in.failures), user_list)
 
         @ui.refreshable
         def token_list() -> None:
@@ -136,3 +142,17 @@ def _user_actions(ps: PageSession, username: str, is_admin: bool, disabled: bool
     tid(ui.button("Remove admin" if is_admin else "Make admin", on_click=toggle_admin).props("flat dense"),
         f"toggle-admin-{username}")
     tid(ui.button("Reset password", on_click=reset_password).props("flat dense"), f"passwd-{username}")
+
+
+def _unlock_action(ps: PageSession, username: str, has_failures: bool, refresh: ui.refreshable) -> None:
+    @guarded(ps, f"unlock {username}")
+    async def unlock() -> None:
+        cleared = await run.io_bound(ps.ctx.auth.unlock, ps.actor, username)
+        if cleared is not None:
+            ui.notify(f"Sign-in of {username} unlocked ({cleared} failed attempts forgotten)",
+                      type="positive")
+        refresh.refresh()
+
+    button = tid(ui.button("Unlock", on_click=unlock).props("flat dense"), f"unlock-{username}")
+    if not has_failures:
+        button.disable()

@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
+import httpx
+from nicegui import app
 from nicegui.testing import User
 
 from .conftest import ADMIN_PW
@@ -45,3 +49,10 @@ async def start_backup(user: User, description: str) -> None:
     user.find(marker="description").type(description)
     user.find(marker="create-button").click()
     await user.should_see(marker="cancel-job", retries=50)
+
+
+@asynccontextmanager
+async def second_browser() -> AsyncIterator[User]:
+    """Another simulated browser (its own cookies) on the app the `user` fixture started."""
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app), base_url="http://test") as client:
+        yield User(client)
