@@ -98,7 +98,7 @@ def test_behind_a_configured_proxy_the_right_most_untrusted_address_is_audited(p
         status, _ = raw_request(proxied.port, "GET", f"{API}/list", {"X-Forwarded-For": header, **extra})
         assert status == 401
     assert _refused_from(proxied, "please sign in") == {"198.51.100.7"}
-    assert _refused_from(proxied, "invalid token") == {"198.51.100.8"}
+    assert _refused_from(proxied, "invalid or revoked token") == {"198.51.100.8"}
     assert _refused_from(proxied, "use Authorization: Bearer") == {"127.0.0.1"}
     for entry in proxied.audit():
         if entry.address:
