@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import threading
+from array import array
 from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import IO, Any, Protocol
+from typing import Any, Protocol
 
 import deflate
 import zstandard
@@ -18,8 +20,7 @@ EXTENSIONS = {"gzip": "gz", "zstd": "zst"}
 # libdeflate level 6 in 1 MiB members: 1.8% smaller than gzip -9 on a 305 MB EHR-like dump, at 71 MB/s
 # per core (zlib-ng needed level 7 and 47 MB/s to get below gzip -9 at all); see tests/bench/.
 DEFAULT_LEVELS = {"gzip": 6, "zstd": 3}
-GZIP_BLOCK = 1024 * 1024
-ZSTD_JOB_SIZE = 2 * 1024 * 1024  # small multi-threaded jobs: ~40 MB less memory, same size and speed
+FRAME = 1024 * 1024  # plaintext bytes per independently compressed frame
 LEVEL_RANGES = {"gzip": (1, 12), "zstd": (1, 19)}
 OUT_CHUNK = 1024 * 1024
 
@@ -42,75 +43,87 @@ def check(algorithm: str, level: int | None) -> int:
     return level
 
 
-class ParallelGzip:
-    """gzip as a series of independent 1 MiB members, compressed by libdeflate on several threads.
+class ParallelFrames:
+    """The dump as a series of independent frames of FRAME bytes each, compressed on several threads.
 
-    Any gzip reader (gunzip, zlib, our restore) reads concatenated members as one stream. libdeflate
-    releases the GIL, so the threads really run in parallel; output is written in input order, from the
-    caller's thread, with at most two blocks per thread in flight.
+    gzip: each frame is a gzip member (libdeflate); zstd: each frame is a zstd frame. Any reader
+    (gunzip, zstd -d, our restore) reads the concatenation as one stream; and because every frame
+    starts afresh, a restore can begin decompressing at any frame, knowing where it starts from the
+    compressed sizes recorded here (`sizes`). Both libraries release the GIL, so the threads really
+    run in parallel; output is written in input order, from the caller's thread, with at most two
+    frames per thread in flight.
     """
 
-    def __init__(self, sink: Sink, level: int, threads: int) -> None:
+    def __init__(self, sink: Sink, algorithm: str, level: int, threads: int) -> None:
         self._sink = sink
-        self._level = level
-        self._pool = ThreadPoolExecutor(max(1, threads), thread_name_prefix="gzip")
+        self._pool = ThreadPoolExecutor(max(1, threads), thread_name_prefix=algorithm)
         self._pending: deque[Future[bytes]] = deque()
         self._limit = 2 * max(1, threads)
         self._parts: list[bytes] = []
         self._size = 0
-        self._members = 0
+        self.sizes = array("I")  # compressed size of each frame, in order
+        if algorithm == "gzip":
+            self._compress: Any = lambda block: deflate.gzip_compress(block, level)
+        else:
+            local = threading.local()
+
+            def zstd_frame(block: bytes) -> bytes:
+                if not hasattr(local, "cctx"):  # a compressor per thread: they are not thread-safe
+                    local.cctx = zstandard.ZstdCompressor(level=level, write_checksum=True,
+                                                          write_content_size=True)
+                return bytes(local.cctx.compress(block))
+
+            self._compress = zstd_frame
 
     def write(self, data: bytes | bytearray | memoryview) -> int:
-        """Queue data for compression (whole blocks go to the workers as soon as they are complete)."""
+        """Queue data for compression (whole frames go to the workers as soon as they are complete)."""
         self._parts.append(bytes(data))
         self._size += len(data)
-        if self._size >= GZIP_BLOCK:
+        if self._size >= FRAME:
             joined = b"".join(self._parts)
-            cut = len(joined) - len(joined) % GZIP_BLOCK
-            for start in range(0, cut, GZIP_BLOCK):
-                self._submit(joined[start:start + GZIP_BLOCK])
+            cut = len(joined) - len(joined) % FRAME
+            for start in range(0, cut, FRAME):
+                self._submit(joined[start:start + FRAME])
             rest = joined[cut:]
             self._parts, self._size = ([rest] if rest else []), len(rest)
         return len(data)
 
     def _submit(self, block: bytes) -> None:
-        self._pending.append(self._pool.submit(deflate.gzip_compress, block, self._level))
-        self._members += 1
+        self._pending.append(self._pool.submit(self._compress, block))
         while len(self._pending) > self._limit:
-            self._sink.write(self._pending.popleft().result())
+            self._emit(self._pending.popleft().result())
+
+    def _emit(self, frame: bytes) -> None:
+        self.sizes.append(len(frame))
+        self._sink.write(frame)
 
     def abort(self) -> None:
-        """Stop the workers and drop pending blocks."""
+        """Stop the workers and drop pending frames."""
         self._pending.clear()
         self._pool.shutdown(cancel_futures=True)
 
     def close(self) -> None:
-        """Compress what is left and write every member."""
+        """Compress what is left and write every frame."""
         try:
-            if self._size or not self._members:
+            if self._size or not (self.sizes or self._pending):
                 self._submit(b"".join(self._parts))
                 self._parts, self._size = [], 0
             while self._pending:
-                self._sink.write(self._pending.popleft().result())
+                self._emit(self._pending.popleft().result())
         finally:
             self._pool.shutdown(cancel_futures=True)
 
 
 def discard(stream: Any) -> None:
     """Abandon a compressor after an error, without writing anything more."""
-    if isinstance(stream, ParallelGzip):
+    if isinstance(stream, ParallelFrames):
         stream.abort()
 
 
-def open_compressor(algorithm: str, sink: Sink, level: int, threads: int) -> IO[bytes] | ParallelGzip:
+def open_compressor(algorithm: str, sink: Sink, level: int, threads: int) -> ParallelFrames:
     """Return a writable stream that compresses into `sink`; close() writes the end of the stream."""
-    if algorithm == "gzip":
-        return ParallelGzip(sink, level, threads)
-    workers = threads if threads > 1 else 0
-    params = zstandard.ZstdCompressionParameters.from_level(
-        level, threads=workers, job_size=ZSTD_JOB_SIZE if workers else 0, write_checksum=True)
-    cctx = zstandard.ZstdCompressor(compression_params=params)
-    return cctx.stream_writer(sink, closefd=False)  # type: ignore[return-value]
+    check(algorithm, level)
+    return ParallelFrames(sink, algorithm, level, threads)
 
 
 def decompress(algorithm: str, chunks: Iterator[bytes]) -> Iterator[bytes]:

@@ -35,8 +35,11 @@ VARIABLES = {
                              "times faster)",
     "EHR_BACKUP_ZSTD_LEVEL": "zstd level 1-19 (default 3)",
     "EHR_BACKUP_THREADS": "compression threads (default: the number of CPUs)",
-    "EHR_BACKUP_SAFETY_BACKUP": "1 (default) takes a backup of the configured database before restoring "
-                                "over it; 0 turns that off",
+    "EHR_BACKUP_SAFETY_BACKUP": "1 (default): a restore with --mode recreate first backs up the database it "
+                                "replaces; 0 turns that off (the default swap mode keeps the previous database "
+                                "instead)",
+    "EHR_BACKUP_KEEP_PREVIOUS_HOURS": "how long a database replaced by a restore is kept for rollback before it is "
+                                      "dropped (default 72; checked at start-up)",
     "EHR_BACKUP_PG_BIN": "directory with pg_dump/psql to prefer (default: /usr/lib/postgresql/N/bin, PATH)",
     "EHR_BACKUP_MIN_FREE_MB": "warn when a location has less free space than this (default 1024)",
     "EHR_BACKUP_HOST": "address the web app listens on (default 127.0.0.1)",
@@ -119,6 +122,7 @@ class Settings:
     zstd_level: int = 3
     threads: int = 2
     safety_backup: bool = True
+    keep_previous_hours: int = 72
     pg_bin: str | None = None
     min_free_mb: int = 1024
     host: str = "127.0.0.1"
@@ -156,6 +160,7 @@ class Settings:
             zstd_level=_int(env, "EHR_BACKUP_ZSTD_LEVEL", 3, 1, 19),
             threads=_int(env, "EHR_BACKUP_THREADS", os.cpu_count() or 1, 1, 64),
             safety_backup=safety not in ("0", "false", "no", "off"),
+            keep_previous_hours=_int(env, "EHR_BACKUP_KEEP_PREVIOUS_HOURS", 72, 0, 24 * 365),
             pg_bin=env.get("EHR_BACKUP_PG_BIN") or None,
             min_free_mb=_int(env, "EHR_BACKUP_MIN_FREE_MB", 1024, 0, 10**9),
             host=env.get("EHR_BACKUP_HOST", "127.0.0.1") or "127.0.0.1",

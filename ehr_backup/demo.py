@@ -15,6 +15,7 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+from . import pg
 from .errors import ConfigError, ToolError
 from .keys import generate_key
 
@@ -152,8 +153,7 @@ def _cluster_base(data_dir: Path, user: str | None) -> Path:
 def _cmd(argv: list[str], user: str | None, **kw: Any) -> subprocess.CompletedProcess[str]:
     if user:
         argv = ["runuser", "-u", user, "--", *argv]
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("PG", "PYTEST_"))}
-    return subprocess.run(argv, capture_output=True, text=True, env=env, cwd="/", **kw)
+    return subprocess.run(argv, capture_output=True, text=True, env=pg.base_child_env(), cwd="/", **kw)
 
 
 def _free_port() -> int:

@@ -12,6 +12,7 @@
     ├── StorageError (507)             location unusable, disk full, not enough free space
     ├── ToolError (500)                pg_dump / psql missing, wrong version, failed
     ├── DatabaseUnavailable (503)      the PostgreSQL server cannot be reached
+    ├── RowCountsDiffer (422)          a restored copy does not hold the backup's rows: not swapped in
     ├── Cancelled (409)                the user cancelled the job
     └── AuditError (503)               the audit entry could not be written: the action does not happen
 """
@@ -126,6 +127,17 @@ class DatabaseUnavailable(BackupError):
 
     status = 503
     code = "database_unavailable"
+
+
+class RowCountsDiffer(BackupError):
+    """A restore's table-by-table check failed; `report` holds the comparison."""
+
+    status = 422
+    code = "row_counts_differ"
+
+    def __init__(self, message: str, report: dict[str, object]) -> None:
+        super().__init__(message)
+        self.report = report
 
 
 class Cancelled(BackupError):

@@ -14,6 +14,7 @@ reordering anywhere in the file changes what the single tag covers, so it is ref
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import hmac
 import json
@@ -31,14 +32,16 @@ from .keys import KeyRing, MasterKey
 
 MAGIC = b"EHR-BKP\0"
 FOOTER_MAGIC = b"EHR-END\0"
-VERSION = 1
+VERSION = 2  # 2: the trailer also indexes the body (frames, segment hashes, TOC); 1 is still read
+READABLE_VERSIONS = (1, 2)
+SEGMENT = 4 * 1024 * 1024  # body bytes per SHA-256 listed in the trailer (random access, see below)
 PREFIX = struct.Struct(">8sHI")
 FOOTER = struct.Struct(">8sQII")
 CHECK_LEN = 16
 TAG_LEN = 32
 BLOCK = 16
 MAX_HEADER = 64 * 1024
-MAX_TRAILER = 16 * 1024 * 1024
+MAX_TRAILER = 64 * 1024 * 1024
 READ_CHUNK = 1024 * 1024
 TAIL_LEN = 16 + FOOTER.size + TAG_LEN  # smallest trailer region: IV + footer + tag
 
@@ -49,6 +52,7 @@ class Header:
 
     fields: dict[str, Any]
     body_offset: int
+    version: int = VERSION
 
     @property
     def key_id(self) -> str:
@@ -91,6 +95,9 @@ class EncryptedWriter:
         self._buf = bytearray(READ_CHUNK + BLOCK)
         self.plain_bytes = 0
         self.body_bytes = 0
+        self._segments = bytearray()  # SHA-256 of each SEGMENT of the body, for verified random reads
+        self._segment = hashlib.sha256()
+        self._segment_fill = 0
         header = dict(fields, format=VERSION, cipher="AES-256-CBC", mac="HMAC-SHA256", kdf="HKDF-SHA256",
                       keyDerivation=derivation, keyId=key.key_id, salt=salt.hex(), iv=iv.hex())
         blob = json.dumps(header, ensure_ascii=True, separators=(",", ":"), sort_keys=True).encode()
@@ -109,16 +116,30 @@ class EncryptedWriter:
             self._buf = bytearray(n + BLOCK)
         produced = self._cipher.update_into(data, self._buf)
         if produced:
-            self._emit(memoryview(self._buf)[:produced])
-            self.body_bytes += produced
+            self._body(memoryview(self._buf)[:produced])
         self.plain_bytes += n
         return n
+
+    def _body(self, data: bytes | memoryview) -> None:
+        self._emit(data)
+        self.body_bytes += len(data)
+        view = memoryview(data)
+        while view:
+            take = min(SEGMENT - self._segment_fill, len(view))
+            self._segment.update(view[:take])
+            self._segment_fill += take
+            view = view[take:]
+            if self._segment_fill == SEGMENT:
+                self._segments += self._segment.digest()
+                self._segment, self._segment_fill = hashlib.sha256(), 0
 
     def finish(self, trailer: dict[str, Any]) -> None:
         """Pad the body, append the encrypted trailer, the footer and the tag."""
         last = self._cipher.update(_pkcs7(self.plain_bytes)) + self._cipher.finalize()
-        self._emit(last)
-        self.body_bytes += len(last)
+        self._body(last)
+        if self._segment_fill:
+            self._segments += self._segment.digest()
+        trailer = dict(trailer, segments={"size": SEGMENT, "sha256": base64.b64encode(self._segments).decode()})
         iv = os.urandom(BLOCK)
         plain = json.dumps(trailer, ensure_ascii=True, separators=(",", ":"), sort_keys=True).encode()
         enc = _encryptor(self._enc_key, iv)
@@ -134,7 +155,7 @@ def read_header(fh: IO[bytes]) -> Header:
     if len(prefix) != PREFIX.size:
         raise NotAuthentic()
     magic, version, length = PREFIX.unpack(prefix)
-    if magic != MAGIC or version != VERSION or length > MAX_HEADER:
+    if magic != MAGIC or version not in READABLE_VERSIONS or length > MAX_HEADER:
         raise NotAuthentic()
     blob = fh.read(length)
     check = fh.read(CHECK_LEN)
@@ -148,7 +169,7 @@ def read_header(fh: IO[bytes]) -> Header:
         raise NotAuthentic() from None
     if not isinstance(fields, dict) or not isinstance(fields.get("keyId"), str):
         raise NotAuthentic()
-    return Header(fields, PREFIX.size + length + CHECK_LEN)
+    return Header(fields, PREFIX.size + length + CHECK_LEN, version)
 
 
 class OpenedFile:
@@ -163,6 +184,7 @@ class OpenedFile:
             self._enc_key, self._mac_key = key.file_keys(bytes.fromhex(f["salt"]), f["keyDerivation"])
         except (KeyError, TypeError, AttributeError, ValueError):
             raise NotAuthentic() from None
+        self.enc_key = self._enc_key  # for readers that decrypt parts of the body (randomread)
         self.size = fh.seek(0, os.SEEK_END)
         self.sha256: str | None = None  # of the whole file, known after authenticate()
         self.body_len, self.trailer_len = self._footer()

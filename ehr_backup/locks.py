@@ -17,23 +17,27 @@ class DatabaseLock:
     database, the job thread releases it when done).
     """
 
-    def __init__(self, lock_dir: Path, database_key: str, *, remove_on_release: bool = False) -> None:
+    def __init__(self, lock_dir: Path, database_key: str, *, remove_on_release: bool = False,
+                 shared: bool = False, noun: str = "database") -> None:
         lock_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         self.path = lock_dir / (hashlib.sha256(database_key.encode()).hexdigest()[:24] + ".lock")
         self._fd: int | None = None
         self._remove = remove_on_release
+        self._shared = shared  # shared holders (readers of a backup) exclude only an exclusive one
+        self._noun = noun
 
     def acquire(self, what: str) -> DatabaseLock:
         """Take the lock or raise Busy naming what holds it."""
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(fd, (fcntl.LOCK_SH if self._shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
         except BlockingIOError:
             holder = os.pread(fd, 200, 0).decode("utf-8", "replace").strip() or "another operation"
             os.close(fd)
-            raise Busy(f"database is busy: {holder} is running; try again when it has finished") from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{what} (pid {os.getpid()})".encode(), 0)
+            raise Busy(f"{self._noun} is busy: {holder} is running; try again when it has finished") from None
+        if not self._shared:
+            os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{what} (pid {os.getpid()})".encode().ljust(200), 0)
         self._fd = fd
         return self
 
@@ -41,7 +45,8 @@ class DatabaseLock:
         """Give the lock back (idempotent)."""
         fd, self._fd = self._fd, None
         if fd is not None:
-            os.ftruncate(fd, 0)
+            if not self._shared:
+                os.ftruncate(fd, 0)
             if self._remove:
                 self.path.unlink(missing_ok=True)
             fcntl.flock(fd, fcntl.LOCK_UN)

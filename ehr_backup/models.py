@@ -135,3 +135,20 @@ class KnownBrowser(SQLModel, table=True):
     account: str = Field(index=True)
     browser_hash: str
     last_login: datetime
+
+
+class KeptDatabase(SQLModel, table=True):
+    """A database a restore made beside the live one: a copy being built, or the one it replaced."""
+
+    __tablename__ = "kept_databases"
+
+    id: int | None = Field(default=None, primary_key=True)
+    server: str = Field(index=True)  # the server's identity (pg.server_identity)
+    server_display: str = ""  # user@host:port, for people
+    name: str  # the database's current name
+    original: str  # the live database it was built for, or replaced
+    kind: str  # building | previous | undone
+    backup_id: str = ""
+    created_at: datetime
+    dropped_at: datetime | None = None
+    note: str = ""

@@ -28,6 +28,18 @@ _ENV = {"host": "PGHOST", "hostaddr": "PGHOSTADDR", "port": "PGPORT", "user": "P
         "channel_binding": "PGCHANNELBINDING", "krbsrvname": "PGKRBSRVNAME"}
 
 
+# What children inherit from our environment: how to find programs and files, locale and time zone, and
+# libpq's own configuration files. Nothing else: our keys and settings stay in this process.
+_CHILD_KEEP = {"PATH", "HOME", "USER", "LOGNAME", "LANG", "LANGUAGE", "TZ", "TMPDIR", "PGPASSFILE",
+               "PGSERVICEFILE", "PGSYSCONFDIR", "PGLOCALEDIR", "PGTZ", "PGCLIENTENCODING"}
+
+
+def base_child_env() -> dict[str, str]:
+    """The allow-listed part of our environment that any child process (pg_dump, psql, pg_ctl) gets."""
+    return {k: v for k, v in os.environ.items() if (k in _CHILD_KEEP or k.startswith("LC_"))
+            and not k.startswith("PG")}
+
+
 @dataclass(frozen=True)
 class ConnInfo:
     """A parsed DATABASE_URL; the password never appears in repr, argv or messages."""
@@ -71,8 +83,10 @@ class ConnInfo:
         return pg_conninfo.make_conninfo(**self.params)
 
     def child_env(self) -> dict[str, str]:
-        """Environment for pg_dump/psql: the caller's, minus inherited PG*, plus this connection."""
-        env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
+        """Environment for pg_dump/psql: an allow-list of the caller's (never BACKUP_ENCRYPTION_KEY or
+        other secrets of ours), plus this connection's settings."""
+        env = base_child_env()
+        env.update({k: v for k, v in os.environ.items() if k in _CHILD_KEEP and k.startswith("PG")})
         env.update({_ENV[k]: v for k, v in self.params.items()})
         env["PGCONNECT_TIMEOUT"] = self.params.get("connect_timeout", "10")
         return env

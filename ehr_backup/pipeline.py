@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import base64
 import fcntl
+import sys
+from array import array
 import hashlib
 import io
 import os
-import queue
 import re
 import signal
 import subprocess
@@ -19,6 +21,7 @@ from typing import IO, Any
 
 from . import compression, storage
 from .dumpstream import DumpScanner
+from .dumptoc import DumpAnalyzer, index_to_json
 from .errors import Cancelled, NotAuthentic, ToolError
 from .fileformat import EncryptedWriter, OpenedFile
 from .keys import MasterKey
@@ -27,47 +30,6 @@ from .pg import ConnInfo, ProcessOutput
 CHUNK = 1024 * 1024
 F_SETPIPE_SZ = 1031
 _TABLE_RE = re.compile(r'pg_dump: (?:dumping contents of table|processing data for table) "?([^"]+)"?')
-
-# Run first in the restore transaction: remove everything the dump does not bring back, so that the
-# database ends up holding exactly the backup (objects made after it do not survive).
-# The transaction is opened here and committed only by COMMIT_SQL, written after the whole stream has
-# been checked. Not `psql --single-transaction`: that commits whenever its input ends, so a restore
-# whose feeder died half-way (killed, crashed) would commit half a database.
-RESET_SQL = r"""
-BEGIN;
-DO $ehr_backup_reset$
-DECLARE r record;
-BEGIN
-  FOR r IN SELECT evtname FROM pg_event_trigger LOOP
-    EXECUTE format('DROP EVENT TRIGGER %I', r.evtname);
-  END LOOP;
-  FOR r IN SELECT pubname FROM pg_publication LOOP
-    EXECUTE format('DROP PUBLICATION %I', r.pubname);
-  END LOOP;
-  FOR r IN SELECT extname FROM pg_extension WHERE extname <> 'plpgsql' LOOP
-    EXECUTE format('DROP EXTENSION IF EXISTS %I CASCADE', r.extname);
-  END LOOP;
-  FOR r IN SELECT nspname FROM pg_namespace
-           WHERE nspname NOT IN ('pg_catalog', 'information_schema', 'pg_toast')
-             AND nspname NOT LIKE 'pg\_temp\_%' AND nspname NOT LIKE 'pg\_toast\_temp\_%' LOOP
-    EXECUTE format('DROP SCHEMA %I CASCADE', r.nspname);
-  END LOOP;
-  FOR r IN SELECT srvname FROM pg_foreign_server LOOP
-    EXECUTE format('DROP SERVER IF EXISTS %I CASCADE', r.srvname);
-  END LOOP;
-  FOR r IN SELECT fdwname FROM pg_foreign_data_wrapper LOOP
-    EXECUTE format('DROP FOREIGN DATA WRAPPER IF EXISTS %I CASCADE', r.fdwname);
-  END LOOP;
-  PERFORM pg_catalog.lo_unlink(oid) FROM pg_catalog.pg_largeobject_metadata;
-END
-$ehr_backup_reset$;
-CREATE SCHEMA public;
-ALTER SCHEMA public OWNER TO pg_database_owner;
-GRANT USAGE ON SCHEMA public TO PUBLIC;
-COMMENT ON SCHEMA public IS 'standard public schema';
-"""
-COMMIT_SQL = b"\nCOMMIT;\n"
-
 
 @dataclass
 class Progress:
@@ -120,39 +82,6 @@ def _widen_pipe(stream: IO[bytes]) -> None:
         pass  # a smaller pipe only means more, smaller reads
 
 
-class _Feeder:
-    """Write to a child's stdin on a thread of its own, so that decrypting and decompressing go on
-    while psql is busy; a few chunks are queued at most."""
-
-    def __init__(self, stream: IO[bytes], depth: int = 8) -> None:
-        self._stream = stream
-        self._queue: queue.Queue[bytes | memoryview | None] = queue.Queue(depth)
-        self.error: BaseException | None = None
-        self._thread = threading.Thread(target=self._run, name="psql-feeder", daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        while (item := self._queue.get()) is not None:
-            if self.error is None:
-                try:
-                    self._stream.write(item)
-                except BaseException as exc:  # noqa: BLE001 - handed to the producer; keep draining
-                    self.error = exc
-
-    def put(self, data: bytes | memoryview) -> None:
-        """Queue data for the child; raise the writer's error if it failed."""
-        if self.error is not None:
-            raise self.error
-        self._queue.put(data)
-
-    def finish(self) -> None:
-        """Wait until everything queued was written; raise the writer's error if it failed."""
-        self._queue.put(None)
-        self._thread.join()
-        if self.error is not None:
-            raise self.error
-
-
 def _kill_on_cancel(proc: subprocess.Popen[bytes], cancel: threading.Event, done: threading.Event) -> None:
     """Stop a child as soon as the job is cancelled, even while it produces nothing (waits on a lock)."""
     while not done.wait(0.2):
@@ -181,7 +110,7 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
 
 def run_backup(*, conn: ConnInfo, pg_dump: str, directory: Path, backup_id: str, key: MasterKey,
                fields: dict[str, Any], algorithm: str, level: int, threads: int, progress: Progress,
-               cancel: threading.Event) -> DumpResult:
+               cancel: threading.Event, recorded: dict[str, Any] | None = None) -> DumpResult:
     """Stream pg_dump into an authenticated, compressed file; nothing remains unless all succeeded."""
     start = time.monotonic()
     progress.phase = "dumping"
@@ -198,7 +127,7 @@ def run_backup(*, conn: ConnInfo, pg_dump: str, directory: Path, backup_id: str,
     assert proc.stdout is not None and proc.stderr is not None
     _widen_pipe(proc.stdout)
     errors = ProcessOutput(proc.stderr, conn.redact, on_line)
-    scanner = DumpScanner(collect=False)
+    scanner = DumpAnalyzer()
     reader = io.BufferedReader(proc.stdout, CHUNK)  # type: ignore[arg-type]
     done = threading.Event()
     threading.Thread(target=_kill_on_cancel, args=(proc, cancel, done), daemon=True).start()
@@ -211,7 +140,7 @@ def run_backup(*, conn: ConnInfo, pg_dump: str, directory: Path, backup_id: str,
                 while chunk := reader.read1(CHUNK):  # what the pipe holds: progress stays live
                     scanner.feed(chunk)
                     comp.write(chunk)
-                    progress.bytes_read = scanner.bytes
+                    progress.bytes_read = scanner.scanner.bytes
                     progress.bytes_written = out.size
                     if cancel.is_set():
                         raise Cancelled()
@@ -225,19 +154,30 @@ def run_backup(*, conn: ConnInfo, pg_dump: str, directory: Path, backup_id: str,
             errors.join()
             if rc != 0:
                 raise ToolError(f"pg_dump failed (exit {rc}): {errors.errors()}")
-            scanner.finish()
-            if not scanner.complete:
+            index = scanner.finish()
+            if not index.complete:
                 raise ToolError("pg_dump's output ended without its completion marker; not a backup")
             progress.phase = "finishing"
-            writer.finish({"tableRowCounts": scanner.rows, "dumpBytes": scanner.bytes,
-                           "completedAt": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
+            rows = scanner.rows_by_table()
+            writer.finish({**(recorded or {}), "tableRowCounts": rows, "dumpBytes": index.dump_bytes,
+                           "completedAt": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                           "frames": {"size": compression.FRAME, "sizes": frame_sizes(comp.sizes)},
+                           "index": index_to_json(index)})
             progress.bytes_written = out.size
     finally:
         done.set()
         _stop(proc)
         errors.join()
-    return DumpResult(rows=dict(scanner.rows), dump_bytes=scanner.bytes, size=out.size,
+    return DumpResult(rows=rows, dump_bytes=index.dump_bytes, size=out.size,
                       sha256=out.sha.hexdigest(), header=writer.header, seconds=time.monotonic() - start)
+
+
+def frame_sizes(sizes: array[int]) -> str:
+    """Compressed frame sizes as the trailer stores them: little-endian uint32, base64."""
+    data = array("I", sizes)
+    if sys.byteorder == "big":
+        data.byteswap()
+    return base64.b64encode(data.tobytes()).decode()
 
 
 def plaintext(opened: OpenedFile) -> Iterator[bytes]:
@@ -275,64 +215,3 @@ def _check_against_trailer(scanner: DumpScanner, trailer: dict[str, Any]) -> Non
     if (not scanner.complete or scanner.bytes != trailer.get("dumpBytes")
             or scanner.rows != trailer.get("tableRowCounts")):
         raise NotAuthentic()
-
-
-def run_restore(*, opened: OpenedFile, trailer: dict[str, Any], conn: ConnInfo, psql: str,
-                progress: Progress, cancel: threading.Event) -> dict[str, int]:
-    """Feed an authenticated file to psql in one transaction; on any failure nothing is committed.
-
-    The transaction is opened by the first statement and committed only when everything has been sent
-    and checked: if this process dies half-way, psql reads end-of-input without COMMIT and the server
-    rolls back.
-
-    Returns the row counts the dump carried.
-    """
-    progress.phase = "restoring"
-    progress.total = int(trailer.get("dumpBytes") or 0) or None
-    argv = [psql, "-X", "-q", "-v", "ON_ERROR_STOP=1", "--no-password", "-f", "-"]
-    proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                            env=conn.child_env(), start_new_session=True)
-    assert proc.stdin is not None and proc.stderr is not None
-    _widen_pipe(proc.stdin)
-    errors = ProcessOutput(proc.stderr, conn.redact)
-    scanner = DumpScanner(strip_blob_transaction=True)
-    feeder = _Feeder(proc.stdin)
-    committed = False
-    try:
-        try:
-            feeder.put(RESET_SQL.encode())
-            for piece in plaintext(opened):
-                for part in scanner.feed(piece):
-                    feeder.put(part)
-                progress.bytes_read = scanner.bytes
-                if cancel.is_set():
-                    raise Cancelled()
-            for part in scanner.finish():
-                feeder.put(part)
-            _check_against_trailer(scanner, trailer)
-            progress.phase = "committing"
-            feeder.put(COMMIT_SQL)  # only now: everything was sent and checked
-            feeder.finish()
-            proc.stdin.close()
-        except BrokenPipeError:
-            _stop(proc)
-            errors.join()
-            raise ToolError(f"psql stopped: {errors.errors()}; nothing was committed") from None
-        committed = True
-        rc = proc.wait()
-        errors.join()
-        if rc != 0:
-            raise ToolError(f"psql failed (exit {rc}): {errors.errors()}; nothing was committed")
-    finally:
-        if not committed:
-            _stop(proc)  # killed before COMMIT was sent: the transaction is rolled back
-            try:
-                feeder.finish()
-            except BaseException:  # noqa: BLE001 - the child is gone; its write error is expected
-                pass
-            try:
-                proc.stdin.close()
-            except OSError:
-                pass
-        errors.join()
-    return dict(scanner.rows)

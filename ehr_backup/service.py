@@ -6,7 +6,6 @@ import json
 import logging
 import os
 import threading
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
@@ -30,12 +29,12 @@ from .keys import KEY_ID_RE, KeyRing, load_keyring
 from .locks import DatabaseLock
 from .models import BackupRecord, Status
 from .pg import ConnInfo
-from .pipeline import Progress, run_backup, run_restore, scan_dump
+from .pipeline import Progress, run_backup, scan_dump
+from .restore.operation import Restores, check_matches_catalogue
 from .text import clean_text
 
 log = logging.getLogger("ehr_backup")
 MAX_DESCRIPTION = 500
-SYSTEM_DATABASES = ("postgres", "template0", "template1")
 SPACE_MARGIN = 16 * 1024 * 1024
 
 
@@ -70,25 +69,6 @@ class Task:
                 lock.release()
 
 
-@dataclass(frozen=True)
-class RestoreReport:
-    """The outcome of a restore, with the row-count comparison."""
-
-    backup_id: str
-    database: str
-    safety_backup: str | None
-    tables: dict[str, dict[str, int | None]]
-    ok: bool
-    seconds: float
-
-    def as_dict(self) -> dict[str, Any]:
-        """JSON-ready form."""
-        mismatched = [t for t, c in self.tables.items() if c["expected"] != c["actual"]]
-        return {"backupId": self.backup_id, "database": self.database, "safetyBackup": self.safety_backup,
-                "rowCountsMatch": self.ok, "tables": self.tables, "mismatchedTables": mismatched,
-                "seconds": round(self.seconds, 2)}
-
-
 class BackupService:
     """Create, list, verify, restore, delete and download backups."""
 
@@ -101,6 +81,7 @@ class BackupService:
                               keys=lambda: load_audit_keys(settings.audit_key, settings.encryption_key,
                                                            settings.old_keys))
         self._keyring: KeyRing | None = None
+        self.restores = Restores(self)
 
     # ----- configuration -----------------------------------------------------------------------------
     def connection(self) -> ConnInfo:
@@ -137,6 +118,11 @@ class BackupService:
         start-up that the operation is alive (a released lock with no outcome means it was killed)."""
         entry = self.audit.record(actor, action, target, "started", detail)
         return self._job_lock(f"audit:{entry.seq}").acquire(f"{action} {target}")
+
+    def _backup_lock(self, backup_id: str, *, exclusive: bool = False) -> DatabaseLock:
+        """Held (shared) while a backup file is read; delete needs it alone (exclusive)."""
+        return DatabaseLock(self.settings.data_dir / "locks" / "backups", backup_id, shared=not exclusive,
+                            noun=f"backup {backup_id}")
 
     def _lock(self, conn: ConnInfo, identity: str | None = None) -> DatabaseLock:
         """The lock of one database, the same whichever address names its server."""
@@ -266,7 +252,8 @@ class BackupService:
                 self.audit.record(Actor("system"), entry.action, entry.target, "interrupted",
                                   f"started by {entry.actor} (entry {entry.seq}); the program stopped before "
                                   "it finished")
-        return {"failed": failed, "removedTemporaryFiles": removed}
+        kept = self.restores.reconcile(alive)
+        return {"failed": failed, "removedTemporaryFiles": removed, **kept}
 
     # ----- create ------------------------------------------------------------------------------------
     def prepare_create(self, actor: Actor, *, description: str, location: str = "default",
@@ -470,12 +457,21 @@ class BackupService:
     def prepare_verify(self, actor: Actor, backup_id: str) -> Task:
         """Check that a backup can be used: every byte authenticated, decompressed, dump complete."""
         record = self._resolve(actor, "verify", backup_id)
-        alive = self._started(actor, "verify", record.id)
+        try:
+            reading = self._backup_lock(record.id).acquire(f"a verification of {record.id}")
+        except Busy as exc:
+            self.audit.record(actor, "verify", record.id, "refused", exc.message)
+            raise
+        try:
+            alive = self._started(actor, "verify", record.id)
+        except BaseException:
+            reading.release()
+            raise
 
         def work(progress: Progress, cancel: threading.Event) -> dict[str, Any]:
             return self._run_verify(actor, record, progress, cancel)
 
-        return Task("verify", record.id, work, [alive], backup_id=record.id)
+        return Task("verify", record.id, work, [reading, alive], backup_id=record.id)
 
     def verify(self, actor: Actor, backup_id: str) -> dict[str, Any]:
         """Verify now and return the result."""
@@ -491,7 +487,7 @@ class BackupService:
                 progress.total = opened.size
                 trailer = opened.authenticate(lambda done, _total: setattr(progress, "bytes_read", done))
                 sha = opened.sha256
-                _check_matches_catalogue(record, opened, trailer)
+                check_matches_catalogue(record, opened, trailer)
                 scan = scan_dump(opened, trailer, progress, cancel)
             finally:
                 opened.fh.close()
@@ -512,95 +508,26 @@ class BackupService:
                 "sha256": sha, "dumpBytes": scan.dump_bytes, "tableRowCounts": scan.rows,
                 "keyId": opened.header.key_id}
 
-    # ----- restore -----------------------------------------------------------------------------------
-    def prepare_restore(self, actor: Actor, backup_id: str, *, target_url: str | None = None,
-                        target_database: str | None = None, safety_backup: bool | None = None) -> Task:
-        """Validate, reserve the target database; the task authenticates, backs up, restores, compares."""
-        record = self._resolve(actor, "restore", backup_id)
-        try:
-            if record.status not in (Status.COMPLETED, Status.DISCOVERED):
-                raise InvalidInput(f"backup {record.id} is {record.status}; only completed backups restore")
-            configured = self.connection()
-            if target_url and target_database:
-                raise InvalidInput("give a target URL or a target database name, not both")
-            if target_url:
-                target = ConnInfo.parse(target_url)
-            elif target_database:
-                target = configured.with_dbname(_clean_db_name(target_database))
-            else:
-                target = configured
-            identity = pg.server_identity(target)
-            over_configured = (target.dbname == configured.dbname
-                               and identity == pg.server_identity(configured))
-            if not over_configured and target.dbname in SYSTEM_DATABASES:
-                raise InvalidInput(f"refusing to restore into the system database {target.dbname}")
-            safety = self.settings.safety_backup if safety_backup is None else safety_backup
-            lock = self._lock(target, identity).acquire(f"a restore by {actor.name}")
-        except BackupError as exc:
-            self.audit.record(actor, "restore", record.id, "refused", exc.message)
-            raise
-        try:
-            alive = self._started(actor, "restore", record.id, f"into {target.display}")
-        except BaseException:
-            lock.release()
-            raise
+    # ----- restore (ehr_backup/restore/) ------------------------------------------------------------
+    def prepare_restore(self, actor: Actor, backup_id: str, **options: Any) -> Task:
+        """Validate and reserve the target; the task builds a fresh copy, checks it and swaps it in."""
+        return self.restores.prepare(actor, backup_id, **options)
 
-        def work(progress: Progress, cancel: threading.Event) -> RestoreReport:
-            return self._run_restore(actor, record, target, safety, lock, progress, cancel)
-
-        return Task("restore", record.id, work, [lock, alive], backup_id=record.id)
-
-    def restore(self, actor: Actor, backup_id: str, **kwargs: Any) -> RestoreReport:
+    def restore(self, actor: Actor, backup_id: str, **options: Any) -> Any:
         """Restore now and return the report."""
-        result: RestoreReport = self.prepare_restore(actor, backup_id, **kwargs).run()
-        return result
+        return self.prepare_restore(actor, backup_id, **options).run()
 
-    def _run_restore(self, actor: Actor, record: BackupRecord, target: ConnInfo, safety: bool,
-                     lock: DatabaseLock, progress: Progress, cancel: threading.Event) -> RestoreReport:
-        started = time.monotonic()
-        safety_id: str | None = None
-        try:
-            opened = self._open(record)
-            try:
-                progress.phase = "authenticating"
-                progress.total = opened.size
-                trailer = opened.authenticate(lambda done, _total: setattr(progress, "bytes_read", done))
-                _check_matches_catalogue(record, opened, trailer)
-                if cancel.is_set():
-                    raise Cancelled()
-                exists = pg.database_exists(target)
-                if safety and exists and pg.has_user_objects(target):
-                    # whatever database is about to be replaced is backed up first
-                    progress.phase = "safety backup"
-                    task = self.prepare_create(actor, description=f"Safety backup of {target.dbname} before "
-                                               f"restoring {record.id}", kind="safety", lock=lock,
-                                               slug=f"pre_restore_safety_{target.dbname}", conn=target)
-                    task.progress, task.cancel = progress, cancel
-                    safety_id = task.run().id
-                    progress.phase = "restoring"
-                if not exists:
-                    pg.create_database(target)
-                facts = pg.server_facts(target)
-                psql = pg.find_tool("psql", facts.major, self.settings.pg_bin)
-                rows = run_restore(opened=opened, trailer=trailer, conn=target, psql=psql, progress=progress,
-                                   cancel=cancel)
-            finally:
-                opened.fh.close()
-            progress.phase = "comparing row counts"
-            actual = pg.count_rows(target, list(rows))
-        except BackupError as exc:
-            self.audit.record(actor, "restore", record.id, "cancelled" if isinstance(exc, Cancelled)
-                              else "failed", exc.message)
-            raise
-        tables = {t: {"expected": n, "actual": actual.get(t)} for t, n in rows.items()}
-        report = RestoreReport(record.id, target.dbname, safety_id, tables,
-                               all(c["expected"] == c["actual"] for c in tables.values()),
-                               time.monotonic() - started)
-        mismatch = "" if report.ok else f"; row counts differ in {sum(1 for c in tables.values() if c['expected'] != c['actual'])} tables"
-        self.audit.record(actor, "restore", record.id, "ok" if report.ok else "failed",
-                          f"into {target.display}; {len(tables)} tables compared{mismatch}")
-        progress.phase = "done"
-        return report
+    def rollback(self, actor: Actor, database: str | None = None) -> dict[str, Any]:
+        """Put back the database the newest restore replaced."""
+        return self.restores.rollback(actor, database)
+
+    def kept_databases(self) -> list[dict[str, Any]]:
+        """Databases restores keep for rollback."""
+        return self.restores.kept_databases()
+
+    def drop_kept(self, actor: Actor, name: str) -> None:
+        """Drop a database a restore kept."""
+        self.restores.drop_kept(actor, name)
 
     # ----- delete, download, decrypt ----------------------------------------------------------------
     def delete(self, actor: Actor, backup_id: str) -> None:
@@ -609,14 +536,22 @@ class BackupService:
         if record.status == Status.RUNNING:
             self.audit.record(actor, "delete", record.id, "refused", "the backup is still running")
             raise Busy("the backup is still running; cancel it first")
-        self.audit.record(actor, "delete", record.id, "started")
-        try:
-            storage.unlink_in(Path(record.directory), record.id)
-        except BackupError as exc:
-            self.audit.record(actor, "delete", record.id, "failed", exc.message)
+        try:  # not while it is being restored, verified or downloaded
+            alone = self._backup_lock(record.id, exclusive=True).acquire(f"deleting {record.id}")
+        except Busy as exc:
+            self.audit.record(actor, "delete", record.id, "refused", exc.message)
             raise
-        self.catalogue.delete(record.id)
-        self.audit.record(actor, "delete", record.id, "ok")
+        try:
+            self.audit.record(actor, "delete", record.id, "started")
+            try:
+                storage.unlink_in(Path(record.directory), record.id)
+            except BackupError as exc:
+                self.audit.record(actor, "delete", record.id, "failed", exc.message)
+                raise
+            self.catalogue.delete(record.id)
+            self.audit.record(actor, "delete", record.id, "ok")
+        finally:
+            alone.release()
 
     def open_download(self, actor: Actor, backup_id: str) -> tuple[IO[bytes], int, str]:
         """Open a backup file for streaming to a client: (handle, size, file name)."""
@@ -666,17 +601,6 @@ class BackupService:
         return {"output": str(output), "dumpBytes": scan.dump_bytes, "tableRowCounts": scan.rows}
 
 
-def _check_matches_catalogue(record: BackupRecord, opened: OpenedFile, trailer: dict[str, Any]) -> None:
-    """Refuse an authentic file that is not the backup catalogued under this id (a swapped file)."""
-    if record.sha256 and opened.sha256 != record.sha256:
-        raise InvalidInput("the file on disk is not the backup catalogued under this id (its SHA-256 "
-                           "differs); it was replaced or modified")
-    if opened.header.fields.get("id") not in (None, record.id):
-        raise InvalidInput("the file's own header names another backup id; it was renamed or swapped")
-    if record.table_counts and json.loads(record.table_counts) != trailer.get("tableRowCounts"):
-        raise InvalidInput("the file's recorded row counts differ from the catalogue's; it was swapped")
-
-
 def _existing_parent(path: Path) -> Path:
     while not path.exists() and path != path.parent:
         path = path.parent
@@ -716,13 +640,6 @@ def _mtime(path: Path) -> datetime:
 def _safe_target(text: str) -> str:
     """A printable, bounded form of an untrusted id for the audit log."""
     return text.encode("unicode_escape").decode("ascii")[:200]
-
-
-def _clean_db_name(name: str) -> str:
-    name = name.strip()
-    if not name or len(name) > 63 or any(ord(c) < 32 for c in name):
-        raise InvalidInput("invalid target database name")
-    return name
 
 
 def iter_file(fh: IO[bytes], chunk: int = 1024 * 1024) -> Iterator[bytes]:

@@ -66,11 +66,19 @@ def make_db() -> Iterator[Callable[[], str]]:
         return url_for(name)
 
     yield make
-    for name in made:
-        try:
-            run_sql(ADMIN_URL, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        except psycopg.Error:
-            pass
+    drop_databases(made)
+
+
+def drop_databases(names: list[str]) -> None:
+    """Drop test databases and every copy a restore kept beside them (`<name>__before_…` and the like)."""
+    for name in names:
+        kept = [r[0] for r in query(ADMIN_URL, "SELECT datname FROM pg_database WHERE starts_with(datname, "
+                                               f"'{name}__')")]
+        for db in [name, *kept]:
+            try:
+                run_sql(ADMIN_URL, f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
+            except psycopg.Error:
+                pass
 
 
 @pytest.fixture

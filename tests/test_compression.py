@@ -9,12 +9,12 @@ import subprocess
 
 import pytest
 
-from ehr_backup.compression import GZIP_BLOCK, decompress, open_compressor
+from ehr_backup.compression import FRAME, decompress, open_compressor
 
 
-@pytest.mark.parametrize("size", [0, 1, GZIP_BLOCK - 1, GZIP_BLOCK, GZIP_BLOCK + 1, 5 * GZIP_BLOCK + 7])
+@pytest.mark.parametrize("size", [0, 1, FRAME - 1, FRAME, FRAME + 1, 5 * FRAME + 7])
 @pytest.mark.parametrize("algorithm", ["gzip", "zstd"])
-@pytest.mark.parametrize("piece", [1000, GZIP_BLOCK, 3 * GZIP_BLOCK])
+@pytest.mark.parametrize("piece", [1000, FRAME, 3 * FRAME])
 def test_what_goes_in_comes_out(size: int, algorithm: str, piece: int) -> None:
     data = (os.urandom(size // 3) + b"SELECT 1;\n" * (size // 15))[:size]
     out = io.BytesIO()

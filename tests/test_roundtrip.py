@@ -11,7 +11,7 @@ import pytest
 from ehr_backup.models import Status
 from ehr_backup.service import BackupService
 
-from .conftest import ACTOR, query, run_sql
+from .conftest import ACTOR, query, run_sql, url_for
 from .helpers import AWKWARD_SQL, dump_text
 
 
@@ -24,15 +24,15 @@ def test_awkward_database_restores_identical_into_a_new_database(
     assert record.status == Status.COMPLETED and record.compression == compression
     target = make_db()
     report = service.restore(ACTOR, record.id, target_url=target)
-    assert report.ok and report.safety_backup is None
+    assert report.ok and report.safety_backup is None and report.outcome.previous is not None
     assert dump_text(target) == dump_text(src)
     counts = json.loads(record.table_counts or "{}")
     assert counts['"Schéma ""quoted"""."Table With Spaces"'] == 5
     assert counts["public.measurements_2024"] == 366 and counts["public.empty_table"] == 0
-    assert report.tables["public.blobs"] == {"expected": 4, "actual": 4}
+    assert report.as_dict()["tables"]["public.blobs"] == {"expected": 4, "loaded": 4, "actual": 4}
 
 
-def test_restore_over_the_configured_database_removes_later_objects_and_takes_a_safety_backup(
+def test_restore_over_the_configured_database_removes_later_objects_and_keeps_the_previous_one(
         service: BackupService, env: dict[str, str]) -> None:
     db = env["DATABASE_URL"]
     run_sql(db, AWKWARD_SQL)
@@ -46,15 +46,15 @@ def test_restore_over_the_configured_database_removes_later_objects_and_takes_a_
         SELECT lo_unlink(min(oid)) FROM pg_largeobject_metadata;
         CREATE TYPE later_enum AS ENUM ('a');
     """)
+    changed = dump_text(db)
     report = service.restore(ACTOR, record.id)
-    assert report.ok
+    assert report.ok and report.safety_backup is None
     assert dump_text(db) == before
     assert query(db, "SELECT count(*) FROM pg_class WHERE relname = 'created_later'") == [(0,)]
-    safety = service.get(report.safety_backup or "")
-    assert safety.kind == "safety" and safety.status == Status.COMPLETED
-    assert "pre_restore_safety" in safety.id
-    # the safety backup holds the state just before the restore
-    assert json.loads(safety.table_counts or "{}")["public.created_later"] == 1
+    previous = report.outcome.previous
+    assert previous and previous.startswith(db.rsplit("/", 1)[1] + "__before_")
+    assert dump_text(url_for(previous)) == changed  # kept as it was, for a rollback
+    assert [k["name"] for k in service.kept_databases()] == [previous]
 
 
 def test_backup_files_are_0600_in_a_0700_directory_and_hold_no_plaintext(

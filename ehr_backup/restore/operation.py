@@ -1,0 +1,327 @@
+"""Restores as the service offers them: validated, locked, audited, reported; rollback and cleanup."""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any
+
+from .. import pg
+from ..audit import Actor
+from ..catalogue import as_utc, utcnow
+from ..errors import BackupError, Cancelled, InvalidInput, NotFound, RowCountsDiffer
+from ..fileformat import OpenedFile
+from ..models import BackupRecord, Status
+from ..pg import ConnInfo, connect
+from ..pipeline import Progress
+from . import database
+from .kept import BUILDING, PREVIOUS, UNDONE, KeptDatabases
+from .run import Context, Outcome, RecreateFailed, recreate_restore, swap_restore
+
+if TYPE_CHECKING:
+    from ..service import BackupService, Task
+
+SYSTEM_DATABASES = ("postgres", "template0", "template1")
+MODES = ("swap", "recreate")
+MAX_JOBS = 8
+
+
+def default_jobs() -> int:
+    """Loader connections by default: the app host's CPUs, at most 8."""
+    return max(1, min(MAX_JOBS, os.cpu_count() or 1))
+
+
+@dataclass(frozen=True)
+class RestoreReport:
+    """The outcome of a restore, with the table-by-table comparison."""
+
+    backup_id: str
+    outcome: Outcome
+    seconds: float
+    safety_backup: str | None = None
+    recovered_from_safety: bool = False
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        """Whether every table came back with exactly its rows."""
+        return self.outcome.ok
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready form."""
+        o = self.outcome
+        tables = {t.name: {"expected": t.dumped, "loaded": t.loaded, "actual": t.actual,
+                           **({"note": t.note} if t.note else {})} for t in o.tables}
+        return {"backupId": self.backup_id, "database": o.database, "mode": o.mode, "jobs": o.jobs,
+                "previousDatabase": o.previous, "safetyBackup": self.safety_backup or o.safety_backup,
+                "rowCountsMatch": o.ok, "tables": tables,
+                "mismatchedTables": [t.name for t in o.tables if not t.ok], "roles": o.roles, "notes": o.notes,
+                "phases": {k: round(v, 2) for k, v in o.phases.items()}, "seconds": round(self.seconds, 2),
+                **self.extra}
+
+
+class Restores:
+    """Restore a backup, roll back the last swap, list and drop the databases restores kept."""
+
+    def __init__(self, service: BackupService) -> None:
+        self.s = service
+        self.kept = KeptDatabases(service.db)
+
+    # ----- restore ----------------------------------------------------------------------------------
+    def prepare(self, actor: Actor, backup_id: str, *, target_url: str | None = None,
+                target_database: str | None = None, mode: str = "swap", jobs: int | None = None,
+                roles: bool = True, safety_backup: bool | None = None) -> Task:
+        """Validate and reserve the target; the task authenticates, builds, checks and swaps."""
+        from ..service import Task
+
+        record = self.s._resolve(actor, "restore", backup_id)
+        try:
+            if record.status not in (Status.COMPLETED, Status.DISCOVERED):
+                raise InvalidInput(f"backup {record.id} is {record.status}; only completed backups restore")
+            if mode not in MODES:
+                raise InvalidInput(f"unknown restore mode {mode!r}: choose swap or recreate")
+            if jobs is not None and not 1 <= jobs <= 64:
+                raise InvalidInput("jobs must be between 1 and 64")
+            target = self._target(target_url, target_database)
+            identity = pg.server_identity(target)
+            lock = self.s._lock(target, identity).acquire(f"a restore by {actor.name}")
+        except BackupError as exc:
+            self.s.audit.record(actor, "restore", record.id, "refused", exc.message)
+            raise
+        held = [lock]
+        try:
+            held.append(self.s._backup_lock(record.id).acquire(f"a restore of {record.id}"))
+            held.append(self.s._started(actor, "restore", record.id,
+                                        f"into {target.display}; mode {mode}"))
+        except BaseException as exc:
+            for h in held:
+                h.release()
+            if isinstance(exc, BackupError):
+                self.s.audit.record(actor, "restore", record.id, "refused", exc.message)
+            raise
+        safety = self.s.settings.safety_backup if safety_backup is None else safety_backup
+
+        def work(progress: Progress, cancel: threading.Event) -> RestoreReport:
+            return self._run(actor, record, target, identity, mode, jobs or default_jobs(), roles, safety, lock,
+                             progress, cancel)
+
+        return Task("restore", record.id, work, held, backup_id=record.id)
+
+    def _target(self, target_url: str | None, target_database: str | None) -> ConnInfo:
+        configured = self.s.connection()
+        if target_url and target_database:
+            raise InvalidInput("give a target URL or a target database name, not both")
+        if target_url:
+            target = ConnInfo.parse(target_url)
+        elif target_database:
+            target = configured.with_dbname(_clean_db_name(target_database))
+        else:
+            target = configured
+        if target.dbname in SYSTEM_DATABASES:
+            raise InvalidInput(f"refusing to restore into the system database {target.dbname}")
+        return target
+
+    def _run(self, actor: Actor, record: BackupRecord, target: ConnInfo, identity: str, mode: str, jobs: int,
+             roles: bool, safety: bool, lock: Any, progress: Progress, cancel: threading.Event) -> RestoreReport:
+        started = time.monotonic()
+
+        def step(name: str, detail: str) -> None:
+            self.s.audit.record(actor, "restore", record.id, name, detail[:1500])
+
+        def take_safety() -> str | None:
+            if not safety:
+                return None
+            task = self.s.prepare_create(actor, description=f"Safety backup of {target.dbname} before restoring "
+                                         f"{record.id}", kind="safety", lock=lock,
+                                         slug=f"pre_restore_safety_{target.dbname}", conn=target)
+            task.progress, task.cancel = progress, cancel
+            return str(task.run().id)
+
+        ctx = Context(target=target, server=identity, kept=self.kept, backup_id=record.id, jobs=jobs, roles=roles,
+                      progress=progress, cancel=cancel, step=step, hold=self._hold,
+                      safety=take_safety if mode == "recreate" else None)
+        recovered = False
+        safety_id: str | None = None
+        try:
+            opened = self.s._open(record)
+            try:
+                progress.phase = "authenticating"
+                progress.total = opened.size
+                t0 = time.monotonic()
+                trailer = opened.authenticate(lambda done, _total: setattr(progress, "bytes_read", done))
+                authenticate_s = time.monotonic() - t0
+                check_matches_catalogue(record, opened, trailer)
+                if cancel.is_set():
+                    raise Cancelled()
+                try:
+                    outcome = (recreate_restore if mode == "recreate" else swap_restore)(ctx, opened, trailer)
+                except RecreateFailed as exc:
+                    safety_id = exc.safety_id
+                    recovered = self._recover_from_safety(actor, ctx, exc, progress)
+                    raise exc.cause if isinstance(exc.cause, BackupError) else exc
+                outcome.phases = {"authenticate": authenticate_s, **outcome.phases}
+            finally:
+                opened.fh.close()
+        except BackupError as exc:
+            if safety_id is not None:
+                exc.message += (f"; {target.dbname} was put back from the safety backup {safety_id}" if recovered
+                                else f"; putting {target.dbname} back from the safety backup {safety_id} failed too")
+                exc.args = (exc.message,)
+            self.s.audit.record(actor, "restore", record.id, "cancelled" if isinstance(exc, Cancelled)
+                                else "failed", exc.message)
+            raise
+        report = RestoreReport(record.id, outcome, time.monotonic() - started)
+        if not report.ok:
+            bad = [t.name for t in outcome.tables if not t.ok]
+            message = (f"row counts differ in {len(bad)} of {len(outcome.tables)} tables ({', '.join(bad[:5])}"
+                       f"{' …' if len(bad) > 5 else ''}); the restored copy was dropped and "
+                       f"{target.dbname} was left as it was")
+            self.s.audit.record(actor, "restore", record.id, "failed", message)
+            raise RowCountsDiffer(message, report.as_dict())
+        self.s.audit.record(actor, "restore", record.id, "ok",
+                            f"into {target.display}; mode {outcome.mode}; {len(outcome.tables)} tables compared"
+                            + (f"; previous database kept as {outcome.previous}" if outcome.previous else ""))
+        progress.phase = "done"
+        progress.table = ""
+        return report
+
+    def _recover_from_safety(self, actor: Actor, ctx: Context, exc: RecreateFailed, progress: Progress) -> bool:
+        """A recreate restore failed after the drop: load the safety backup back into the database."""
+        try:
+            record = self.s.get(exc.safety_id)
+            opened = self.s._open(record)
+            try:
+                trailer = opened.authenticate()
+                back = Context(target=ctx.target, server=ctx.server, kept=ctx.kept, backup_id=record.id,
+                               jobs=ctx.jobs, roles=False, progress=progress, cancel=threading.Event(),
+                               step=ctx.step, hold=ctx.hold)
+                recreate_restore(back, opened, trailer)
+            finally:
+                opened.fh.close()
+            self.s.audit.record(actor, "restore", ctx.backup_id, "recovered",
+                                f"the safety backup {exc.safety_id} was loaded back into {ctx.target.dbname}")
+            return True
+        except BackupError as again:
+            self.s.audit.record(actor, "restore", ctx.backup_id, "failed",
+                                f"loading the safety backup {exc.safety_id} back also failed: {again.message}")
+            return False
+
+    def _hold(self, name: str) -> Any:
+        return self.s._job_lock(name).acquire(name)
+
+    # ----- rollback and kept databases ----------------------------------------------------------------
+    def rollback(self, actor: Actor, database_name: str | None = None) -> dict[str, Any]:
+        """Put back the database the newest swap replaced; the restored one is kept as `__undone_`."""
+        target = self.s.connection() if not database_name else self.s.connection().with_dbname(
+            _clean_db_name(database_name))
+        identity = pg.server_identity(target)
+        rows = self.kept.live(server=identity, kind=PREVIOUS, original=target.dbname)
+        if not rows:
+            self.s.audit.record(actor, "restore.rollback", target.dbname, "refused", "no previous database kept")
+            raise NotFound(f"no previous database of {target.dbname} is kept: nothing to roll back to")
+        row = rows[0]
+        lock = self.s._lock(target, identity).acquire(f"a rollback by {actor.name}")
+        try:
+            self.s.audit.record(actor, "restore.rollback", target.dbname, "started", f"back to {row.name}")
+            undone = database.derived_name(target.dbname, f"__undone_{database.stamp()}")
+            try:
+                with connect(database.maintenance(target)) as conn:
+                    if not database.exists(conn, row.name):
+                        self.kept.dropped(row.id or 0)
+                        raise NotFound(f"the previous database {row.name} no longer exists")
+                    entry = self.kept.add(server=identity, display=target.display, name=undone,
+                                          original=target.dbname, kind=UNDONE, backup_id=row.backup_id)
+                    database.swap(conn, target.dbname, row.name, undone)
+            except BackupError as exc:
+                self.s.audit.record(actor, "restore.rollback", target.dbname, "failed", exc.message)
+                raise
+            self.kept.dropped(row.id or 0)
+            self.kept.update(entry.id or 0, note=f"rolled back from {row.backup_id}")
+            self.s.audit.record(actor, "restore.rollback", target.dbname, "ok",
+                                f"{row.name} is {target.dbname} again; the restored copy is kept as {undone}")
+        finally:
+            lock.release()
+        return {"database": target.dbname, "restoredFrom": row.name, "undoneKeptAs": undone}
+
+    def kept_databases(self) -> list[dict[str, Any]]:
+        """Databases restores keep beside the live ones (previous and undone copies)."""
+        return [{"id": r.id, "name": r.name, "database": r.original, "kind": r.kind, "server": r.server_display,
+                 "backupId": r.backup_id, "createdAt": _iso(r.created_at), "note": r.note}
+                for r in self.kept.live() if r.kind != BUILDING]
+
+    def drop_kept(self, actor: Actor, name: str, *, reason: str = "by an administrator") -> None:
+        """Drop a kept database (previous or undone) of the configured server."""
+        conn_info = self.s.connection()
+        identity = pg.server_identity(conn_info)
+        row = next((r for r in self.kept.live(server=identity) if r.name == name and r.kind != BUILDING), None)
+        if row is None:
+            raise NotFound(f"no kept database named {name} on this server")
+        self.s.audit.record(actor, "restore.drop-previous", name, "started", reason)
+        try:
+            with connect(database.maintenance(conn_info)) as conn:
+                database.drop(conn, name)
+        except BackupError as exc:
+            self.s.audit.record(actor, "restore.drop-previous", name, "failed", exc.message)
+            raise
+        self.kept.dropped(row.id or 0)
+        self.s.audit.record(actor, "restore.drop-previous", name, "ok", reason)
+
+    def reconcile(self, alive: Any) -> dict[str, int]:
+        """At start-up: drop copies a crashed restore was building, and kept databases past their time."""
+        removed = expired = 0
+        try:
+            conn_info = self.s.connection()
+            identity = pg.server_identity(conn_info)
+        except BackupError:
+            return {"droppedUnfinished": 0, "droppedExpired": 0}
+        system = Actor("system")
+        keep = timedelta(hours=self.s.settings.keep_previous_hours)
+        for row in self.kept.live(server=identity):
+            if row.kind == BUILDING:
+                if alive(f"restore-copy:{row.id}"):
+                    continue
+                reason = "left by a restore that stopped before it finished; never swapped in"
+            elif utcnow() - (as_utc(row.created_at) or utcnow()) > keep:
+                reason = f"kept for rollback longer than {self.s.settings.keep_previous_hours} hours"
+            else:
+                continue
+            try:
+                with connect(database.maintenance(conn_info)) as conn:
+                    database.drop(conn, row.name)
+            except BackupError as exc:
+                self.s.audit.record(system, "restore.drop-previous", row.name, "failed", exc.message)
+                continue
+            self.kept.dropped(row.id or 0)
+            self.s.audit.record(system, "restore.drop-previous", row.name, "ok", reason)
+            if row.kind == BUILDING:
+                removed += 1
+            else:
+                expired += 1
+        return {"droppedUnfinished": removed, "droppedExpired": expired}
+
+
+def check_matches_catalogue(record: BackupRecord, opened: OpenedFile, trailer: dict[str, Any]) -> None:
+    """Refuse an authentic file that is not the backup catalogued under this id (a swapped file)."""
+    if record.sha256 and opened.sha256 != record.sha256:
+        raise InvalidInput("the file on disk is not the backup catalogued under this id (its SHA-256 "
+                           "differs); it was replaced or modified")
+    if opened.header.fields.get("id") not in (None, record.id):
+        raise InvalidInput("the file's own header names another backup id; it was renamed or swapped")
+    if record.table_counts and json.loads(record.table_counts) != trailer.get("tableRowCounts"):
+        raise InvalidInput("the file's recorded row counts differ from the catalogue's; it was swapped")
+
+
+def _clean_db_name(name: str) -> str:
+    name = name.strip()
+    if not name or len(name.encode()) > 63 or any(ord(c) < 32 for c in name):
+        raise InvalidInput("invalid target database name")
+    return name
+
+
+def _iso(value: Any) -> str | None:
+    value = as_utc(value)
+    return value.isoformat(timespec="seconds").replace("+00:00", "Z") if value else None

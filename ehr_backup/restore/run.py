@@ -1,0 +1,260 @@
+"""A whole-database restore: build the backup into a fresh database, check it, then swap it in.
+
+Nothing of the database being replaced is reused, so nothing made after the backup (objects, default
+privileges, settings) can survive; the replaced database is kept, renamed, for a rollback. A failure
+before the swap leaves the live database untouched and drops the half-built copy.
+
+`recreate` mode is for servers without room for a second copy: a safety backup first, then the
+database is dropped, created anew and loaded; if that fails, the safety backup is loaded back.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..dumptoc import DumpIndex, index_from_json
+from ..errors import BackupError, Cancelled, InvalidInput, NotAuthentic, StorageError
+from ..fileformat import OpenedFile
+from ..pg import ConnInfo, connect
+from ..pipeline import Progress, plaintext
+from . import database
+from .counts import TableCount, count_tables
+from .kept import BUILDING, PREVIOUS, KeptDatabases
+from .loader import Loader, LoadResult
+from .roles import ensure_roles
+
+SPACE_MARGIN = 1.1  # a restored database is about its recorded size; leave a little room
+
+
+@dataclass
+class Outcome:
+    """What a restore did, for the report."""
+
+    database: str
+    tables: list[TableCount] = field(default_factory=list)
+    previous: str | None = None
+    roles: dict[str, list[str]] | None = None
+    notes: list[str] = field(default_factory=list)
+    phases: dict[str, float] = field(default_factory=dict)
+    mode: str = "swap"
+    jobs: int = 1
+    safety_backup: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        """Whether every table holds exactly the rows of the backup."""
+        return all(t.ok for t in self.tables)
+
+
+@dataclass
+class Context:
+    """Everything a restore needs from the service."""
+
+    target: ConnInfo
+    server: str  # the target server's identity
+    kept: KeptDatabases
+    backup_id: str
+    jobs: int
+    roles: bool
+    progress: Progress
+    cancel: threading.Event
+    step: Callable[[str, str], None]  # (step, detail) for the audit log
+    hold: Callable[[str], Any]  # a lock held while a copy is built (a start-up elsewhere spares it)
+    safety: Callable[[], str | None] | None = None  # recreate mode: take the safety backup, return its id
+
+
+def source_of(opened: OpenedFile, trailer: dict[str, Any]) -> tuple[Callable[[int], Iterator[bytes]],
+                                                                    DumpIndex | None, int]:
+    """How to read a file's dump: from any offset (version 2), or only from the start (version 1)."""
+    if opened.header.version >= 2 and "frames" in trailer:
+        from ..randomread import RandomReader
+
+        reader = RandomReader(opened, trailer)
+        return reader.read_from, index_from_json(trailer.get("index")), reader.frame
+
+    def from_start(offset: int) -> Iterator[bytes]:
+        if offset != 0:
+            raise NotAuthentic()
+        return plaintext(opened)
+
+    return from_start, None, 0
+
+
+def load(ctx: Context, info: ConnInfo, opened: OpenedFile, trailer: dict[str, Any]) -> LoadResult:
+    """Load the backup's dump into the database `info` names (already created, empty)."""
+    source, index, frame = source_of(opened, trailer)
+    total = int(trailer.get("dumpBytes") or 0) or None
+    ctx.progress.total = total
+
+    def progress(done: int) -> None:
+        ctx.progress.bytes_read = done
+
+    loader = Loader(info, jobs=ctx.jobs, cancel=ctx.cancel, source=source, index=index, legacy=index is None,
+                    frame=frame, progress=progress)
+    result = loader.load()
+    if not result.complete:
+        raise NotAuthentic()
+    if index is None and (result.legacy_rows != trailer.get("tableRowCounts")
+                          or result.dump_bytes != trailer.get("dumpBytes")):
+        raise NotAuthentic()
+    if index is not None and result.dump_bytes != trailer.get("dumpBytes"):
+        raise NotAuthentic()
+    bad = [x for x in result.loaded if x.loaded != x.dumped]
+    if bad:
+        raise StorageError(f"the server loaded {bad[0].loaded} rows into {bad[0].target.text()} where the "
+                           f"dump holds {bad[0].dumped}")
+    return result
+
+
+def preflight(ctx: Context, props: dict[str, Any] | None) -> None:
+    """Refuse early, saying what is missing, when a swap restore cannot work here."""
+    with connect(database.maintenance(ctx.target)) as conn:
+        replacing = database.exists(conn, ctx.target.dbname)
+        missing = database.check_privileges(conn, ctx.target.dbname, replacing)
+        if missing:
+            raise InvalidInput(f"this database role lacks {', and '.join(missing)}; grant it, or restore as a "
+                               "role that has it")
+        size = int(props["sizeBytes"]) if props and props.get("sizeBytes") else None
+        if size is None and replacing:
+            row = conn.execute("SELECT pg_database_size(%s)", (ctx.target.dbname,)).fetchone()
+            size = int(row[0]) if row else None
+        if size and replacing:
+            short = database.free_space_shortfall(conn, int(size * SPACE_MARGIN))
+            if short:
+                raise StorageError(f"not enough room on the server for a second copy of {ctx.target.dbname}: "
+                                   f"about {short[0] // 2**20} MB needed, {short[1] // 2**20} MB free; "
+                                   "free some space, or restore with --mode recreate (a safety backup, then "
+                                   "the database is replaced in place)")
+
+
+def swap_restore(ctx: Context, opened: OpenedFile, trailer: dict[str, Any]) -> Outcome:
+    """Build into a fresh database, check it, give it the database's properties, swap it in."""
+    props = trailer.get("database")
+    preflight(ctx, props)
+    out = Outcome(ctx.target.dbname, jobs=ctx.jobs)
+    when = database.stamp()
+    scratch = database.derived_name(ctx.target.dbname, f"__restore_{when}")
+    maint = database.maintenance(ctx.target)
+    with connect(maint) as conn:
+        replacing = database.exists(conn, ctx.target.dbname)
+        if not props and replacing:
+            props = database.live_properties(ctx.target)  # an older backup: keep what the database had
+        if ctx.roles and trailer.get("globals"):
+            out.roles = ensure_roles(conn, trailer["globals"])
+            out.notes += out.roles.get("notes", [])
+        row = ctx.kept.add(server=ctx.server, display=ctx.target.display, name=scratch,
+                           original=ctx.target.dbname, kind=BUILDING, backup_id=ctx.backup_id)
+        alive = ctx.hold(f"restore-copy:{row.id}")
+        try:
+            database.create(conn, scratch, props)
+        except BaseException:
+            alive.release()
+            ctx.kept.dropped(row.id or 0)
+            raise
+    ctx.step("building", f"into {scratch}")
+    swapped = False
+    try:
+        _build(ctx, out, ctx.target.with_dbname(scratch), opened, trailer, props)
+        if not out.ok:
+            return out  # the caller reports the differences; the copy is dropped below
+        ctx.progress.phase = "swapping"
+        started = time.monotonic()
+        previous = database.derived_name(ctx.target.dbname, f"__before_{when}") if replacing else None
+        with connect(maint) as conn:
+            database.swap(conn, ctx.target.dbname, scratch, previous)
+        swapped = True
+        out.phases["swap"] = time.monotonic() - started
+        if previous is not None:
+            ctx.kept.update(row.id or 0, name=previous, kind=PREVIOUS, note=f"replaced by {ctx.backup_id}")
+        else:
+            ctx.kept.dropped(row.id or 0)  # nothing was replaced: the copy is the database now
+        out.previous = previous
+        ctx.step("swapped", f"{ctx.target.dbname} is the restored copy"
+                 + (f"; the previous database is kept as {previous}" if previous else ""))
+        return out
+    finally:
+        if not swapped:
+            _drop_quietly(maint, scratch, ctx, row.id or 0)
+        alive.release()
+
+
+def recreate_restore(ctx: Context, opened: OpenedFile, trailer: dict[str, Any]) -> Outcome:
+    """Safety backup, drop, create anew, load; on failure load the safety backup back."""
+    props = trailer.get("database")
+    out = Outcome(ctx.target.dbname, mode="recreate", jobs=ctx.jobs)
+    maint = database.maintenance(ctx.target)
+    with connect(maint) as conn:
+        replacing = database.exists(conn, ctx.target.dbname)
+        missing = database.check_privileges(conn, ctx.target.dbname, replacing)
+        if missing:
+            raise InvalidInput(f"this database role lacks {', and '.join(missing)}")
+    if not props and replacing:
+        props = database.live_properties(ctx.target)
+    if replacing and ctx.safety is not None:
+        ctx.progress.phase = "safety backup"
+        out.safety_backup = ctx.safety()
+        ctx.step("safety backup", f"{out.safety_backup}")
+    with connect(maint) as conn:
+        if ctx.roles and trailer.get("globals"):
+            out.roles = ensure_roles(conn, trailer["globals"])
+            out.notes += out.roles.get("notes", [])
+        if replacing:
+            database.drop(conn, ctx.target.dbname)
+            ctx.step("dropped", f"{ctx.target.dbname}, to be created anew")
+        database.create(conn, ctx.target.dbname, props)
+    try:
+        _build(ctx, out, ctx.target, opened, trailer, props)
+    except BaseException as exc:
+        if out.safety_backup is None:
+            raise
+        raise _RecreateFailed(exc, out.safety_backup) from None
+    return out
+
+
+class _RecreateFailed(Exception):
+    """A recreate restore failed after the database was dropped: the service loads the safety backup."""
+
+    def __init__(self, cause: BaseException, safety_id: str) -> None:
+        super().__init__(str(cause))
+        self.cause = cause
+        self.safety_id = safety_id
+
+
+RecreateFailed = _RecreateFailed
+
+
+def _build(ctx: Context, out: Outcome, info: ConnInfo, opened: OpenedFile, trailer: dict[str, Any],
+           props: dict[str, Any] | None) -> None:
+    """Load, count, and apply the database's properties (after the load: a setting such as
+    default_transaction_read_only must not stop it)."""
+    ctx.progress.phase = "loading"
+    started = time.monotonic()
+    result = load(ctx, info, opened, trailer)
+    out.phases["load"] = time.monotonic() - started
+    if ctx.cancel.is_set():
+        raise Cancelled()
+    ctx.progress.phase = "counting rows"
+    started = time.monotonic()
+    out.tables = count_tables(info, result.loaded, ctx.jobs)
+    out.phases["check"] = time.monotonic() - started
+    if not out.ok:
+        return
+    if props:
+        ctx.progress.phase = "applying database properties"
+        with connect(database.maintenance(info)) as conn:
+            out.notes += database.apply_properties(conn, info.dbname, props)
+
+
+def _drop_quietly(maint: ConnInfo, name: str, ctx: Context, row_id: int) -> None:
+    """Drop the half-built copy; if even that fails, leave it recorded for the next start-up."""
+    try:
+        with connect(maint) as conn:
+            database.drop(conn, name)
+        ctx.kept.dropped(row_id)
+        ctx.step("dropped", f"the unfinished copy {name}")
+    except BackupError:
+        pass
