@@ -33,6 +33,9 @@ class Actor:
     is_admin: bool = True
 
 
+FINAL = ("ok", "failed", "cancelled", "refused", "interrupted")  # outcomes that end an operation
+
+
 class AuditLog:
     """Append and read audit entries.
 
@@ -134,13 +137,14 @@ class AuditLog:
             return s.exec(q).all()
 
     def unfinished(self, actions: tuple[str, ...], limit: int = 500) -> list[AuditEntry]:
-        """"started" entries of these actions with no later outcome for the same target, newest first."""
+        """"started" entries of these actions with no later final outcome for the same target, newest first
+        (steps in between, such as a restore's "building" or "swapped", are not outcomes)."""
         later = aliased(AuditEntry)
         with self._db.reading() as s:
             q = (select(AuditEntry)
                  .where(col(AuditEntry.action).in_(actions), AuditEntry.outcome == "started",
                         ~exists().where(later.action == AuditEntry.action, later.target == AuditEntry.target,
-                                        col(later.seq) > col(AuditEntry.seq), later.outcome != "started"))
+                                        col(later.seq) > col(AuditEntry.seq), col(later.outcome).in_(FINAL)))
                  .order_by(col(AuditEntry.seq).desc()).limit(limit))
             return list(s.exec(q).all())
 

@@ -9,13 +9,23 @@ kept too, for the emergency recipe that has only psql.
 
 from __future__ import annotations
 
+import base64
 import subprocess
 from typing import Any
 
 import psycopg
 
-from .errors import BackupError
+from .errors import BackupError, ToolError
 from .pg import ConnInfo, ProcessOutput, connect, find_tool
+
+
+def record(info: ConnInfo, pg_bin: str | None, major: int) -> dict[str, Any]:
+    """What a backup's trailer records beside the dump: the database's properties and the globals."""
+    try:
+        return {"database": database_properties(info), "globals": cluster_globals(info, pg_bin, major)}
+    except psycopg.Error as exc:
+        raise ToolError(f"cannot read the database's properties: {info.redact(str(exc).strip().splitlines()[0])}") \
+            from None
 
 
 def _rows(conn: psycopg.Connection, query: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
@@ -61,7 +71,7 @@ def database_properties(info: ConnInfo) -> dict[str, Any]:
 def cluster_globals(info: ConnInfo, pg_bin: str | None, major: int) -> dict[str, Any]:
     """Roles, memberships, role settings and tablespaces, as data and as pg_dumpall's SQL."""
     out: dict[str, Any] = {"roles": [], "memberships": [], "roleSettings": {}, "tablespaces": [],
-                           "rolePasswords": False, "sql": None, "error": None}
+                           "rolePasswords": False, "sqlBase64": None, "error": None}
     with connect(info) as conn:
         version = int(conn.execute("SELECT current_setting('server_version_num')").fetchone()[0])  # type: ignore[index]
         passwords: dict[str, str | None] = {}
@@ -93,14 +103,15 @@ def cluster_globals(info: ConnInfo, pg_bin: str | None, major: int) -> dict[str,
                                                  "pg_tablespace_location(oid) FROM pg_tablespace "
                                                  "WHERE spcname NOT IN ('pg_default', 'pg_global') ORDER BY 1"):
             out["tablespaces"].append({"name": name, "owner": owner, "location": location})
-    try:
-        out["sql"] = dumpall_globals(info, pg_bin, major, passwords=bool(out["rolePasswords"]))
+    try:  # base64: the emergency recipe cuts it out of the trailer with grep and decodes it
+        sql_text = dumpall_globals(info, pg_bin, major, passwords=bool(out["rolePasswords"]))
+        out["sqlBase64"] = base64.b64encode(sql_text).decode()
     except BackupError as exc:
         out["error"] = exc.message
     return out
 
 
-def dumpall_globals(info: ConnInfo, pg_bin: str | None, major: int, *, passwords: bool) -> str:
+def dumpall_globals(info: ConnInfo, pg_bin: str | None, major: int, *, passwords: bool) -> bytes:
     """`pg_dumpall --globals-only` of the server, for loading with psql alone."""
     tool = find_tool("pg_dumpall", major, pg_bin)
     argv = [tool, "--globals-only", "--no-password", f"--database={info.dbname}"]
@@ -115,4 +126,4 @@ def dumpall_globals(info: ConnInfo, pg_bin: str | None, major: int, *, passwords
     errors.join()
     if rc != 0:
         raise BackupError(f"pg_dumpall --globals-only failed (exit {rc}): {errors.errors()}")
-    return data.decode("utf-8", "surrogateescape")
+    return data

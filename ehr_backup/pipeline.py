@@ -22,6 +22,7 @@ from typing import IO, Any
 from . import compression, storage
 from .dumpstream import DumpScanner
 from .dumptoc import DumpAnalyzer, index_to_json
+from .sqlscan import DumpSyntaxError
 from .errors import Cancelled, NotAuthentic, ToolError
 from .fileformat import EncryptedWriter, OpenedFile
 from .keys import MasterKey
@@ -138,7 +139,7 @@ def run_backup(*, conn: ConnInfo, pg_dump: str, directory: Path, backup_id: str,
             comp = compression.open_compressor(algorithm, writer, level, threads)
             try:
                 while chunk := reader.read1(CHUNK):  # what the pipe holds: progress stays live
-                    scanner.feed(chunk)
+                    _read_dump(scanner, chunk)
                     comp.write(chunk)
                     progress.bytes_read = scanner.scanner.bytes
                     progress.bytes_written = out.size
@@ -154,7 +155,7 @@ def run_backup(*, conn: ConnInfo, pg_dump: str, directory: Path, backup_id: str,
             errors.join()
             if rc != 0:
                 raise ToolError(f"pg_dump failed (exit {rc}): {errors.errors()}")
-            index = scanner.finish()
+            index = _read_dump(scanner, None)
             if not index.complete:
                 raise ToolError("pg_dump's output ended without its completion marker; not a backup")
             progress.phase = "finishing"
@@ -170,6 +171,20 @@ def run_backup(*, conn: ConnInfo, pg_dump: str, directory: Path, backup_id: str,
         errors.join()
     return DumpResult(rows=rows, dump_bytes=index.dump_bytes, size=out.size,
                       sha256=out.sha.hexdigest(), header=writer.header, seconds=time.monotonic() - start)
+
+
+def _read_dump(scanner: DumpAnalyzer, chunk: bytes | None) -> Any:
+    """Feed the analyzer (None: the end); a dump it cannot read is not a backup the restore could use."""
+    try:
+        if chunk is None:
+            return scanner.finish()
+        scanner.feed(chunk)
+        return None
+    except DumpSyntaxError as exc:
+        if "ended inside" in exc.message:
+            raise ToolError("pg_dump's output ended without its completion marker; not a backup") from None
+        raise ToolError(f"pg_dump's output could not be read as a dump ({exc.message}); no backup was "
+                        "written") from None
 
 
 def frame_sizes(sizes: array[int]) -> str:

@@ -14,7 +14,7 @@ from typing import IO, Any
 
 from sqlalchemy.exc import IntegrityError
 
-from . import __version__, demo, paths, pg, safedir, storage
+from . import __version__, clusterinfo, demo, paths, pg, safedir, storage
 from .audit import Actor, AuditLog
 from .audit_anchor import FIELD as AUDIT_ANCHOR_FIELD
 from .audit_anchor import find_anchors
@@ -328,6 +328,8 @@ class BackupService:
             step = "finding pg_dump"
             pg_dump = pg.find_tool("pg_dump", facts.major, self.settings.pg_bin)
             _, dump_version = pg.tool_version(pg_dump)
+            step = "reading the database's properties and the server's roles"
+            recorded = clusterinfo.record(conn, self.settings.pg_bin, facts.major)
             step = "dumping"
             self.catalogue.update(record.id, step=step, server_version=facts.version,
                                   pg_dump_version=dump_version)
@@ -335,10 +337,12 @@ class BackupService:
                       "createdAt": _iso(record.created_at), "createdBy": actor.name,
                       "serverVersion": facts.version, "pgDumpVersion": dump_version,
                       "compression": record.compression, "kind": record.kind, "app": f"ehr-backup {__version__}",
+                      "databaseSize": facts.database_size,
                       AUDIT_ANCHOR_FIELD: self.audit.anchor()}  # the log must reach this entry from now on
             result = run_backup(conn=conn, pg_dump=pg_dump, directory=directory, backup_id=record.id, key=key,
                                 fields=fields, algorithm=record.compression, level=level,
-                                threads=self.settings.threads, progress=progress, cancel=cancel)
+                                threads=self.settings.threads, progress=progress, cancel=cancel,
+                                recorded=recorded)
         except Cancelled as exc:
             self._finish_failed(actor, record, Status.CANCELLED, step, exc.message, "create")
             raise
@@ -471,7 +475,7 @@ class BackupService:
         def work(progress: Progress, cancel: threading.Event) -> dict[str, Any]:
             return self._run_verify(actor, record, progress, cancel)
 
-        return Task("verify", record.id, work, [reading, alive], backup_id=record.id)
+        return Task("verify", record.id, work, [alive, reading], backup_id=record.id)
 
     def verify(self, actor: Actor, backup_id: str) -> dict[str, Any]:
         """Verify now and return the result."""

@@ -40,7 +40,7 @@ def test_demo_then_backup_and_restore_with_no_database_url(tmp_path: Path) -> No
         restored = cli("restore", backup["id"], "--yes", "--json")
         assert restored.returncode == 0, restored.stderr
         report = json.loads(restored.stdout)
-        assert report["rowCountsMatch"] and report["safetyBackup"]
+        assert report["rowCountsMatch"] and report["previousDatabase"].startswith("ehr_demo__before_")
         cli("demo", "--stop")
         # stopped demo servers start again when needed
         assert cli("list", "--json").returncode == 0

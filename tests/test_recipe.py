@@ -65,3 +65,41 @@ def test_the_recipe_refuses_a_modified_file_and_a_wrong_key(tmp_path: Path, serv
     file.write_bytes(bytes(data))
     res = run_recipe(tmp_path, file, env["BACKUP_ENCRYPTION_KEY"])
     assert res.returncode != 0 and b"NOT AUTHENTIC" in res.stderr and res.stdout == b""
+
+
+def test_on_a_bare_server_psql_alone_loads_the_recipes_globals_and_dump(tmp_path: Path, service: BackupService,
+                                                                       env: dict[str, str], cluster) -> None:
+    role = "clinic_owner_" + env["DATABASE_URL"].rsplit("_", 1)[-1]
+    run_sql(env["DATABASE_URL"], f"CREATE ROLE {role} LOGIN CONNECTION LIMIT 7; CREATE TABLE visits (a int);"
+                                 f"INSERT INTO visits VALUES (1), (2); ALTER TABLE visits OWNER TO {role};")
+    try:
+        record = service.create(ACTOR, description="for a bare server")
+        file = Path(record.directory) / record.id
+        globals_sql = subprocess.run(["bash", str(_script(tmp_path)), str(file)], capture_output=True,
+                                     env={"KEY": env["BACKUP_ENCRYPTION_KEY"], "PART": "globals",
+                                          "PATH": "/usr/bin:/bin"})
+        assert globals_sql.returncode == 0, globals_sql.stderr.decode()
+        assert f"CREATE ROLE {role};".encode() in globals_sql.stdout
+        dump = run_recipe(tmp_path, file, env["BACKUP_ENCRYPTION_KEY"])
+        (tmp_path / "globals.sql").write_bytes(globals_sql.stdout)
+        (tmp_path / "dump.sql").write_bytes(dump.stdout)
+        from ehr_backup.pg import ConnInfo
+        bare = ConnInfo.parse(cluster.url())
+        subprocess.run(["psql", "-X", "-q", "-f", str(tmp_path / "globals.sql")], env=bare.child_env(),
+                       capture_output=True, check=True)  # "postgres" exists already: that error is expected
+        run_sql(cluster.url(), "CREATE DATABASE clinic TEMPLATE template0")
+        subprocess.run(["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "--single-transaction", "-f",
+                        str(tmp_path / "dump.sql")], env=bare.with_dbname("clinic").child_env(), check=True,
+                       capture_output=True)
+        from .conftest import query
+        assert query(cluster.url("clinic"), "SELECT count(*), pg_get_userbyid(c.relowner) FROM visits, "
+                                            "pg_class c WHERE c.relname = 'visits' GROUP BY 2") == [(2, role)]
+        assert query(cluster.url(), f"SELECT rolconnlimit FROM pg_roles WHERE rolname = '{role}'") == [(7,)]
+    finally:
+        run_sql(env["DATABASE_URL"], f"DROP TABLE IF EXISTS visits; DROP ROLE IF EXISTS {role}")
+
+
+def _script(tmp_path: Path) -> Path:
+    script = tmp_path / "emergency-decrypt.sh"
+    script.write_text(recipe())
+    return script

@@ -1,4 +1,5 @@
-"""Restore safety: a bad file never reaches the database, a failed restore leaves it as it was."""
+"""Restore safety: a bad file never reaches the database, a failed restore leaves it as it was and leaves
+no half-built copy behind."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from ehr_backup.errors import Busy, Cancelled, InvalidInput, KeyNotAvailable, No
 from ehr_backup.keys import generate_key
 from ehr_backup.service import BackupService
 
-from .conftest import ACTOR, cli_env, run_sql
+from .conftest import ACTOR, cli_env, query, run_sql, url_for
 from .helpers import AWKWARD_SQL, dump_text, fill, precious_target
 from .test_faults import _wait_for, wrapper_bin
 
@@ -40,6 +41,7 @@ def test_a_modified_file_is_refused_and_the_database_is_untouched(
         service.restore(ACTOR, record.id)
     assert dump_text(db) == before
     assert len(service.catalogue.all()) == 1  # no safety backup either: the file was refused first
+    assert copies_beside(db) == []
     with pytest.raises(NotAuthentic):
         service.verify(ACTOR, record.id)
     assert service.view(service.get(record.id))["verifyOk"] is False
@@ -67,8 +69,15 @@ def test_a_file_whose_key_is_not_configured_names_the_key_and_touches_nothing(
     assert rotated.verify(ACTOR, record.id)["ok"]
 
 
-def test_a_restore_that_fails_half_way_commits_nothing(service: BackupService, env: dict[str, str],
-                                                        make_db) -> None:
+def copies_beside(url: str) -> list[str]:
+    """Databases a restore made beside this one and left behind."""
+    name = url.rsplit("/", 1)[1]
+    return [r[0] for r in query(url.rsplit("/", 1)[0] + "/postgres",
+                                f"SELECT datname FROM pg_database WHERE starts_with(datname, '{name}__')")]
+
+
+def test_a_restore_that_fails_half_way_leaves_the_target_and_no_copy(service: BackupService, env: dict[str, str],
+                                                                     make_db) -> None:
     db = env["DATABASE_URL"]
     role = "ehr_tmp_owner_" + db.rsplit("_", 1)[-1]
     run_sql(db, f"CREATE ROLE {role}; CREATE TABLE first_table (a int); INSERT INTO first_table VALUES (1);"
@@ -77,9 +86,12 @@ def test_a_restore_that_fails_half_way_commits_nothing(service: BackupService, e
     run_sql(db, f"DROP TABLE owned; DROP ROLE {role};")
     target, before = precious_target(make_db)
     with pytest.raises(ToolError) as err:
-        service.restore(ACTOR, record.id, target_url=target)
-    assert role in str(err.value) and "nothing was committed" in str(err.value)
+        service.restore(ACTOR, record.id, target_url=target, roles=False)  # the role is not brought back
+    assert role in str(err.value) and "owned" in str(err.value)
     assert dump_text(target) == before
+    assert copies_beside(target) == []
+    steps = [e.outcome for e in service.audit.entries(action="restore")]
+    assert steps[:3] == ["failed", "dropped", "building"]
 
 
 def test_cancelling_a_restore_leaves_the_database_as_it_was(service: BackupService, env: dict[str, str],
@@ -88,15 +100,16 @@ def test_cancelling_a_restore_leaves_the_database_as_it_was(service: BackupServi
     record = service.create(ACTOR, description="big enough")
     target, before = precious_target(make_db)
     task = service.prepare_restore(ACTOR, record.id, target_url=target)
-    threading.Thread(target=lambda: (_wait_for(lambda: task.progress.phase == "restoring"
+    threading.Thread(target=lambda: (_wait_for(lambda: task.progress.phase == "loading"
                                                and task.progress.bytes_read > 3_000_000),
                                      task.cancel.set())).start()
     with pytest.raises(Cancelled):
         task.run()
     assert dump_text(target) == before
+    assert copies_beside(target) == []
 
 
-def test_if_the_safety_backup_fails_the_restore_does_not_start(tmp_path: Path, env: dict[str, str]) -> None:
+def test_if_the_safety_backup_fails_a_recreate_restore_does_not_start(tmp_path: Path, env: dict[str, str]) -> None:
     db = env["DATABASE_URL"]
     run_sql(db, "CREATE TABLE t (a int); INSERT INTO t VALUES (1);")
     good = BackupService(Settings.from_env(env)).create(ACTOR, description="good")
@@ -104,7 +117,7 @@ def test_if_the_safety_backup_fails_the_restore_does_not_start(tmp_path: Path, e
     before = dump_text(db)
     broken = BackupService(Settings.from_env({**env, "EHR_BACKUP_PG_BIN": wrapper_bin(tmp_path, "exit 1")}))
     with pytest.raises(ToolError):
-        broken.restore(ACTOR, good.id)
+        broken.restore(ACTOR, good.id, mode="recreate")
     assert dump_text(db) == before
 
 
@@ -132,7 +145,8 @@ def test_restore_reports_row_counts_compared_with_the_backup(service: BackupServ
     record = service.create(ACTOR, description="counts")
     report = service.restore(ACTOR, record.id, target_url=make_db()).as_dict()
     assert report["rowCountsMatch"] is True
-    assert report["tables"] == {"public.a": {"expected": 10, "actual": 10}, "public.b": {"expected": 0, "actual": 0}}
+    assert report["tables"] == {"public.a": {"expected": 10, "loaded": 10, "actual": 10},
+                                "public.b": {"expected": 0, "loaded": 0, "actual": 0}}
 
 
 def test_restore_creates_a_missing_target_database(service: BackupService, env: dict[str, str], make_db) -> None:
@@ -144,39 +158,42 @@ def test_restore_creates_a_missing_target_database(service: BackupService, env: 
 
 
 @pytest.mark.parametrize("sig", ["KILL", "TERM"])
-def test_the_restoring_process_killed_half_way_commits_nothing(service: BackupService, env: dict[str, str],
-                                                               make_db, sig: str) -> None:
+def test_the_restoring_process_killed_half_way_leaves_the_target_and_start_up_drops_the_copy(
+        service: BackupService, env: dict[str, str], make_db, sig: str) -> None:
     import os
     import signal
     import time
 
-    from .conftest import query
     fill(env["DATABASE_URL"], 600000, 4)
     record = service.create(ACTOR, description="big restore")
     target, before = precious_target(make_db)
     proc = subprocess.Popen([sys.executable, "-m", "ehr_backup.cli", "restore", record.id, "--target-url", target,
                              "--yes"], env=cli_env(env), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     dbname = target.rsplit("/", 1)[1]
+    admin = target.rsplit("/", 1)[0] + "/postgres"
     deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:  # wait until psql is loading rows into the target
-        rows = query(target.rsplit("/", 1)[0] + "/postgres",
-                     f"SELECT count(*) FROM pg_stat_activity WHERE datname = '{dbname}' AND query ILIKE 'COPY%'")
+    while time.monotonic() < deadline:  # wait until rows are loading into the copy
+        rows = query(admin, f"SELECT count(*) FROM pg_stat_activity WHERE starts_with(datname, '{dbname}__restore_')"
+                            " AND query ILIKE 'COPY%'")
         if rows[0][0]:
             break
         time.sleep(0.01)
     else:
         pytest.fail("the restore never reached COPY")
-    os.kill(proc.pid, getattr(signal, f"SIG{sig}"))  # the Python process only: psql sees its input end
+    os.kill(proc.pid, getattr(signal, f"SIG{sig}"))  # the Python process only
     proc.wait(timeout=30)
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline and query(target.rsplit("/", 1)[0] + "/postgres",
-                                                f"SELECT count(*) FROM pg_stat_activity WHERE datname = '{dbname}'"
-                                                " AND pid <> pg_backend_pid()")[0][0]:
-        time.sleep(0.1)
     assert dump_text(target) == before
-    service.reconcile()  # the next start-up records that the restore never finished
-    outcomes = [(e.action, e.outcome) for e in service.audit.entries(action="restore")]
-    assert outcomes[:2] == [("restore", "interrupted"), ("restore", "started")]
+    service.reconcile()  # the next start-up drops the unfinished copy and records that the restore stopped
+    deadline = time.monotonic() + 30
+    while copies_beside(target) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert copies_beside(target) == []
+    assert dump_text(target) == before
+    outcomes = [e.outcome for e in service.audit.entries(action="restore")]
+    assert outcomes[0] == "interrupted"
+    dropped = service.audit.entries(action="restore.drop-previous")
+    assert dropped[0].outcome == "ok" and "never swapped in" in dropped[0].detail
+    assert dropped[0].target.startswith(dbname + "__restore_")
 
 
 def test_a_catalogued_file_swapped_for_another_authentic_backup_is_refused(service: BackupService,
@@ -195,7 +212,7 @@ def test_a_catalogued_file_swapped_for_another_authentic_backup_is_refused(servi
     assert dump_text(db) == before
 
 
-def test_another_address_for_the_same_database_is_still_busy_and_still_backed_up_first(
+def test_another_address_for_the_same_database_is_still_busy_and_still_kept_for_rollback(
         service: BackupService, env: dict[str, str]) -> None:
     db = env["DATABASE_URL"]
     assert "127.0.0.1" in db
@@ -209,20 +226,22 @@ def test_another_address_for_the_same_database_is_still_busy_and_still_backed_up
     finally:
         holding.run()
     report = service.restore(ACTOR, record.id, target_url=other_address)
-    assert report.safety_backup is not None
+    assert report.outcome.previous is not None and report.safety_backup is None
 
 
-def test_restoring_into_another_non_empty_database_backs_it_up_first(service: BackupService, env: dict[str, str],
-                                                                     make_db) -> None:
+def test_restoring_into_another_non_empty_database_keeps_it_for_rollback(service: BackupService,
+                                                                         env: dict[str, str], make_db) -> None:
     record = service.create(ACTOR, description="source")
     target = make_db()
     run_sql(target, "CREATE TABLE precious (v text); INSERT INTO precious VALUES ('keep me');")
     report = service.restore(ACTOR, record.id, target_url=target)
-    safety = service.get(report.safety_backup or "")
-    assert safety.database == target.rsplit("/", 1)[1]
-    assert json.loads(safety.table_counts or "{}") == {"public.precious": 1}
+    previous = report.outcome.previous
+    assert previous and query(url_for(previous), "SELECT v FROM precious") == [("keep me",)]
+    assert query(target, "SELECT count(*) FROM pg_class WHERE relname = 'precious'") == [(0,)]
     empty = make_db()
-    assert service.restore(ACTOR, record.id, target_url=empty).safety_backup is None
+    run_sql(empty.rsplit("/", 1)[0] + "/postgres", f'DROP DATABASE "{empty.rsplit("/", 1)[1]}"')
+    assert service.restore(ACTOR, record.id, target_url=empty).outcome.previous is None
+    assert copies_beside(empty) == []
 
 
 @pytest.mark.parametrize("name", ["postgres", "template1"])
