@@ -211,22 +211,42 @@ class ScanResult:
 
 def scan_dump(opened: OpenedFile, trailer: dict[str, Any], progress: Progress,
               cancel: threading.Event, out: IO[bytes] | None = None) -> ScanResult:
-    """Decrypt and decompress the whole dump (optionally writing it out) and check it against its record."""
-    scanner = DumpScanner(collect=False)
+    """Decrypt and decompress the whole dump (optionally writing it out) and check it against its record.
+
+    A version-2 file is read as a restore reads it (quote-aware, with its table of contents, which must
+    match the trailer's index); a version-1 file as it was written, and its counts are names for people.
+    """
+    legacy = opened.header.version < 2
+    scanner: DumpScanner | DumpAnalyzer = DumpScanner(collect=False) if legacy else DumpAnalyzer()
     progress.phase = "decompressing"
+    read = 0
     for piece in plaintext(opened):
-        scanner.feed(piece)
+        if legacy:
+            scanner.feed(piece)
+        else:
+            _read_dump_checked(scanner, piece)  # type: ignore[arg-type]
         if out is not None:
             out.write(piece)
-        progress.bytes_read = scanner.bytes
+        read += len(piece)
+        progress.bytes_read = read
         if cancel.is_set():
             raise Cancelled()
-    scanner.finish()
-    _check_against_trailer(scanner, trailer)
-    return ScanResult(dict(scanner.rows), scanner.bytes, scanner.complete)
-
-
-def _check_against_trailer(scanner: DumpScanner, trailer: dict[str, Any]) -> None:
-    if (not scanner.complete or scanner.bytes != trailer.get("dumpBytes")
-            or scanner.rows != trailer.get("tableRowCounts")):
+    if isinstance(scanner, DumpScanner):
+        scanner.finish()
+        rows, complete = dict(scanner.rows), scanner.complete
+    else:
+        index = _read_dump_checked(scanner, None)
+        rows, complete = scanner.rows_by_table(), index.complete
+        if "index" in trailer and index_to_json(index) != trailer["index"]:
+            raise NotAuthentic()
+    if not complete or read != trailer.get("dumpBytes") or rows != trailer.get("tableRowCounts"):
         raise NotAuthentic()
+    return ScanResult(rows, read, complete)
+
+
+def _read_dump_checked(scanner: DumpAnalyzer, chunk: bytes | None) -> Any:
+    """Feed the analyzer while verifying: a dump it cannot read is not the one that was written."""
+    try:
+        return scanner.finish() if chunk is None else scanner.feed(chunk)
+    except DumpSyntaxError:
+        raise NotAuthentic() from None

@@ -409,7 +409,7 @@ class SqlScanner:
 
 def _could_be_tag(buf: bytes, at: int) -> bool:
     """Whether buf[at:] may still grow into a dollar-quote tag (all bytes so far are tag bytes)."""
-    return re.fullmatch(rb"\$[A-Za-z_\x80-\xff][A-Za-z0-9_\x80-\xff]*", buf[at:]) is not None
+    return re.fullmatch(rb"\$(?:[A-Za-z_\x80-\xff][A-Za-z0-9_\x80-\xff]*)?", buf[at:]) is not None
 
 
 # ----- strict parsing of the few statements whose meaning we need ----------------------------------

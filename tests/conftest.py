@@ -65,6 +65,7 @@ def make_db() -> Iterator[Callable[[], str]]:
         made.append(name)
         return url_for(name)
 
+    make.made = made  # type: ignore[attr-defined]
     yield make
     drop_databases(made)
 
