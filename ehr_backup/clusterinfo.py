@@ -29,7 +29,16 @@ def record(info: ConnInfo, pg_bin: str | None, major: int) -> dict[str, Any]:
 
 
 def _rows(conn: psycopg.Connection, query: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
-    return conn.execute(query, params).fetchall()
+    return [tuple(_text(v) for v in row) for row in conn.execute(query, params).fetchall()]
+
+
+def _text(value: Any) -> Any:
+    """Text of a SQL_ASCII database comes as bytes: keep every byte (surrogate escapes), as str."""
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "surrogateescape")
+    if isinstance(value, list):
+        return [_text(v) for v in value]
+    return value
 
 
 def database_properties(info: ConnInfo) -> dict[str, Any]:
@@ -39,13 +48,12 @@ def database_properties(info: ConnInfo) -> dict[str, Any]:
         locale = ("datlocale" if version >= 170000 else "daticulocale" if version >= 150000 else "NULL")
         provider = "datlocprovider::text" if version >= 150000 else "'c'"
         rules = "daticurules" if version >= 160000 else "NULL"
-        row = conn.execute(
-            f"SELECT d.oid, d.datname, pg_encoding_to_char(d.encoding), d.datcollate, d.datctype, {provider}, "
+        row = _rows(
+            conn, f"SELECT d.oid, d.datname, pg_encoding_to_char(d.encoding), d.datcollate, d.datctype, {provider}, "
             f"{locale}, {rules}, pg_get_userbyid(d.datdba), d.datconnlimit, d.datacl::text, t.spcname, "
             "shobj_description(d.oid, 'pg_database'), pg_database_size(d.oid), d.datallowconn "
             "FROM pg_database d JOIN pg_tablespace t ON t.oid = d.dattablespace "
-            "WHERE d.datname = current_database()").fetchone()
-        assert row is not None
+            "WHERE d.datname = current_database()")[0]
         oid = row[0]
         acl = [{"grantor": g, "grantee": e, "privilege": p, "grantable": bool(o)} for g, e, p, o in _rows(
             conn, "SELECT pg_get_userbyid(a.grantor), CASE WHEN a.grantee = 0 THEN NULL "

@@ -152,3 +152,4 @@ class KeptDatabase(SQLModel, table=True):
     created_at: datetime
     dropped_at: datetime | None = None
     note: str = ""
+    subscriptions: str = "[]"  # JSON: subscriptions disabled when it was set aside (enabled again on rollback)

@@ -15,6 +15,9 @@ import pytest
 from ehr_backup.audit import Actor
 from ehr_backup.config import Settings
 from ehr_backup.keys import generate_key
+from ehr_backup.errors import BackupError
+from ehr_backup.pg import ConnInfo
+from ehr_backup.restore.database import drop
 from ehr_backup.service import BackupService
 
 ACTOR = Actor("tester", "127.0.0.1")
@@ -77,8 +80,9 @@ def drop_databases(names: list[str]) -> None:
                                                f"'{name}__')")]
         for db in [name, *kept]:
             try:
-                run_sql(ADMIN_URL, f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
-            except psycopg.Error:
+                with psycopg.connect(ADMIN_URL, autocommit=True) as conn:
+                    drop(conn, db, ConnInfo.parse(ADMIN_URL))  # subscriptions detached first
+            except (psycopg.Error, BackupError):
                 pass
 
 

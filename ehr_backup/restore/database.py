@@ -212,12 +212,59 @@ def terminate(conn: psycopg.Connection, name: str) -> int:
     return sum(1 for (ok,) in rows if ok)
 
 
-def drop(conn: psycopg.Connection, name: str) -> None:
-    """Drop a database, ending its sessions first."""
+def drop(conn: psycopg.Connection, name: str, info: ConnInfo | None = None) -> None:
+    """Drop a database, ending its sessions first (and detaching its subscriptions, which would refuse it)."""
+    stmt = sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
     try:
-        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+        conn.execute(stmt)
+        return
+    except psycopg.errors.ObjectInUse as exc:
+        if info is None or "subscription" not in str(exc):
+            raise DatabaseUnavailable(f"cannot drop database {name}: {_first_line(exc)}") from None
     except psycopg.Error as exc:
         raise DatabaseUnavailable(f"cannot drop database {name}: {_first_line(exc)}") from None
+    try:
+        detach_subscriptions(info.with_dbname(name))
+        conn.execute(stmt)
+    except psycopg.Error as exc:
+        raise DatabaseUnavailable(f"cannot drop database {name}: {_first_line(exc)}") from None
+
+
+def _writable(info: ConnInfo) -> psycopg.Connection:
+    """A connection to a database that writes even when the database defaults to read-only sessions."""
+    conn = connect(info)
+    conn.execute("SET default_transaction_read_only = off")
+    return conn
+
+
+def subscriptions(info: ConnInfo, *, enabled_only: bool = False) -> list[str]:
+    """The logical replication subscriptions of a database."""
+    with _writable(info) as conn:
+        rows = conn.execute("SELECT subname FROM pg_subscription WHERE subdbid = (SELECT oid FROM pg_database "
+                            "WHERE datname = current_database())" + (" AND subenabled" if enabled_only else "")
+                            + " ORDER BY 1").fetchall()
+    return [r[0] for r in rows]
+
+
+def set_subscriptions(info: ConnInfo, names: list[str], *, enabled: bool) -> None:
+    """Enable or disable subscriptions of a database (a kept copy must not compete for their slots)."""
+    if not names:
+        return
+    with _writable(info) as conn:
+        for name in names:
+            conn.execute(sql.SQL("ALTER SUBSCRIPTION {} {}").format(sql.Identifier(name),
+                                                                    sql.SQL("ENABLE" if enabled else "DISABLE")))
+
+
+def detach_subscriptions(info: ConnInfo) -> None:
+    """Drop a database's subscriptions without touching their replication slots on the publisher."""
+    names = subscriptions(info)
+    with _writable(info) as conn:
+        for name in names:
+            ident = sql.Identifier(name)
+            conn.execute(sql.SQL("ALTER SUBSCRIPTION {} DISABLE").format(ident))
+            conn.execute(sql.SQL("ALTER SUBSCRIPTION {} SET (slot_name = NONE)").format(ident))
+            conn.execute(sql.SQL("DROP SUBSCRIPTION {}").format(ident))
 
 
 def swap(conn: psycopg.Connection, live: str, new: str, previous: str | None, attempts: int = 5) -> None:

@@ -185,7 +185,7 @@ class Loader:
             for sql in earlier:
                 self._send(entry.job, ("stmt", sql))
         if entry.job is None:
-            self._stream_job(entry, Plan(Kind.DATA, shared="data") if entry.type in DATA_TYPES else BARRIER)
+            self._stream_job(entry, Plan(Kind.DATA) if entry.type in DATA_TYPES else BARRIER)
         assert entry.job is not None and entry.job.stream is not None
         self._send(entry.job, op)
 
@@ -236,7 +236,7 @@ class Loader:
     def _start_runs(self) -> None:
         self._runs_started = True
         for run in sorted(self._runs.values(), key=lambda r: -sum(d.bytes for d in r)):
-            plan = Plan(Kind.DATA, frozenset(d.target for d in run), "data")
+            plan = Plan(Kind.DATA, frozenset(d.target for d in run))
             job = self._new_job(", ".join(f"data of {d.target.text()}" for d in run[:3])
                                 + (" …" if len(run) > 3 else ""), plan, None)
             job.ranges = run

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import threading
 import time
@@ -25,6 +26,9 @@ from .run import Context, Outcome, RecreateFailed, recreate_restore, swap_restor
 if TYPE_CHECKING:
     from ..service import BackupService, Task
 
+import psycopg
+
+log = logging.getLogger("ehr_backup.restore")
 SYSTEM_DATABASES = ("postgres", "template0", "template1")
 MODES = ("swap", "recreate")
 MAX_JOBS = 8
@@ -236,16 +240,29 @@ class Restores:
                     entry = self.kept.add(server=identity, display=target.display, name=undone,
                                           original=target.dbname, kind=UNDONE, backup_id=row.backup_id)
                     database.swap(conn, target.dbname, row.name, undone)
+                paused = self._swap_subscriptions(target, undone, json.loads(row.subscriptions or "[]"))
             except BackupError as exc:
                 self.s.audit.record(actor, "restore.rollback", target.dbname, "failed", exc.message)
                 raise
             self.kept.dropped(row.id or 0)
-            self.kept.update(entry.id or 0, note=f"rolled back from {row.backup_id}")
+            self.kept.update(entry.id or 0, note=f"rolled back from {row.backup_id}", subscriptions=json.dumps(paused))
             self.s.audit.record(actor, "restore.rollback", target.dbname, "ok",
                                 f"{row.name} is {target.dbname} again; the restored copy is kept as {undone}")
         finally:
             lock.release()
         return {"database": target.dbname, "restoredFrom": row.name, "undoneKeptAs": undone}
+
+    def _swap_subscriptions(self, target: ConnInfo, undone: str, resume: list[str]) -> list[str]:
+        """After a rollback: pause the set-aside copy's subscriptions, resume the ones paused before."""
+        try:
+            undone_info = target.with_dbname(undone)
+            paused = database.subscriptions(undone_info, enabled_only=True)
+            database.set_subscriptions(undone_info, paused, enabled=False)
+            database.set_subscriptions(target, resume, enabled=True)
+            return paused
+        except (BackupError, psycopg.Error) as exc:
+            log.warning("subscriptions could not be switched after the rollback of %s: %s", target.dbname, exc)
+            return []
 
     def kept_databases(self) -> list[dict[str, Any]]:
         """Databases restores keep beside the live ones (previous and undone copies)."""
@@ -263,7 +280,7 @@ class Restores:
         self.s.audit.record(actor, "restore.drop-previous", name, "started", reason)
         try:
             with connect(database.maintenance(conn_info)) as conn:
-                database.drop(conn, name)
+                database.drop(conn, name, database.maintenance(conn_info))
         except BackupError as exc:
             self.s.audit.record(actor, "restore.drop-previous", name, "failed", exc.message)
             raise
@@ -291,7 +308,7 @@ class Restores:
                 continue
             try:
                 with connect(database.maintenance(conn_info)) as conn:
-                    database.drop(conn, row.name)
+                    database.drop(conn, row.name, database.maintenance(conn_info))
             except BackupError as exc:
                 self.s.audit.record(system, "restore.drop-previous", row.name, "failed", exc.message)
                 continue

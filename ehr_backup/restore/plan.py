@@ -56,7 +56,7 @@ class Plan:
 
     kind: Kind
     locks: frozenset[Ident] = frozenset()
-    shared: str = ""  # entries with the same non-empty value share their locks ("index", "data")
+    shared: str = ""  # entries with the same non-empty value may run beside each other ("index")
     deps: tuple[int, ...] = ()
     after_data: bool = False  # waits for every table's data (a foreign key checks rows of other tables,
     #                           which may reach a partitioned table through partitions it cannot name)
@@ -79,7 +79,7 @@ def plan_entry(entry_type: str | None, statements: list[bytes], copy_target: Ide
     """Decide how an entry is scheduled from its type, its statements (settings excluded) and its COPY."""
     if entry_type in DATA_TYPES:
         locks = frozenset([copy_target]) if copy_target is not None else frozenset()
-        return Plan(Kind.DATA, locks, "data")
+        return Plan(Kind.DATA, locks)
     if entry_type in DEPENDENT and deps:
         return Plan(Kind.DEPENDENT, deps=deps)
     if entry_type not in PARALLEL_POST or copy_target is not None or len(statements) != 1:
@@ -137,7 +137,9 @@ def conflicts(a: Plan, b: Plan) -> bool:
         return True
     if not (a.locks & b.locks):
         return False
-    return not (a.shared and a.shared == b.shared)
+    # two loads into one table (data dumped through a partitioned table) go in dump order, so that its
+    # rows end up in the same order as a single-connection restore would put them
+    return not (a.shared and a.shared == b.shared and a.kind != Kind.DATA)
 
 
 @dataclass

@@ -10,11 +10,14 @@ database is dropped, created anew and loaded; if that fails, the safety backup i
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
+
+import psycopg
 
 from ..dumptoc import DumpIndex, index_from_json
 from ..errors import BackupError, Cancelled, InvalidInput, NotAuthentic, StorageError
@@ -169,9 +172,15 @@ def swap_restore(ctx: Context, opened: OpenedFile, trailer: dict[str, Any]) -> O
         swapped = True
         out.phases["swap"] = time.monotonic() - started
         if previous is not None:
-            ctx.kept.update(row.id or 0, name=previous, kind=PREVIOUS, note=f"replaced by {ctx.backup_id}")
+            paused = _set_aside(ctx.target.with_dbname(previous), out)
+            ctx.kept.update(row.id or 0, name=previous, kind=PREVIOUS, note=f"replaced by {ctx.backup_id}",
+                            subscriptions=json.dumps(paused))
         else:
             ctx.kept.dropped(row.id or 0)  # nothing was replaced: the copy is the database now
+        restored = _quietly(lambda: database.subscriptions(ctx.target), [])
+        if restored:
+            out.notes.append(f"the restored database's subscriptions ({', '.join(restored)}) are disabled, as "
+                             "pg_dump leaves them: enable them with ALTER SUBSCRIPTION … ENABLE once checked")
         out.previous = previous
         ctx.step("swapped", f"{ctx.target.dbname} is the restored copy"
                  + (f"; the previous database is kept as {previous}" if previous else ""))
@@ -203,7 +212,7 @@ def recreate_restore(ctx: Context, opened: OpenedFile, trailer: dict[str, Any]) 
             out.roles = ensure_roles(conn, trailer["globals"])
             out.notes += out.roles.get("notes", [])
         if replacing:
-            database.drop(conn, ctx.target.dbname)
+            database.drop(conn, ctx.target.dbname, maint)
             ctx.step("dropped", f"{ctx.target.dbname}, to be created anew")
         database.create(conn, ctx.target.dbname, props)
     try:
@@ -249,11 +258,32 @@ def _build(ctx: Context, out: Outcome, info: ConnInfo, opened: OpenedFile, trail
             out.notes += database.apply_properties(conn, info.dbname, props)
 
 
+def _set_aside(info: ConnInfo, out: Outcome) -> list[str]:
+    """Disable the kept database's subscriptions, so that it does not compete for their slots."""
+    try:
+        enabled = database.subscriptions(info, enabled_only=True)
+        database.set_subscriptions(info, enabled, enabled=False)
+    except (BackupError, psycopg.Error) as exc:  # swapped already: report, never fail now
+        out.notes.append(f"the previous database's subscriptions could not be checked: {exc}")
+        return []
+    if enabled:
+        out.notes.append(f"subscriptions of the previous database ({', '.join(enabled)}) were disabled; a "
+                         "rollback enables them again")
+    return enabled
+
+
+def _quietly(fn: Callable[[], Any], default: Any) -> Any:
+    try:
+        return fn()
+    except (BackupError, psycopg.Error):
+        return default
+
+
 def _drop_quietly(maint: ConnInfo, name: str, ctx: Context, row_id: int) -> None:
     """Drop the half-built copy; if even that fails, leave it recorded for the next start-up."""
     try:
         with connect(maint) as conn:
-            database.drop(conn, name)
+            database.drop(conn, name, maint)
         ctx.kept.dropped(row_id)
         ctx.step("dropped", f"the unfinished copy {name}")
     except BackupError:
