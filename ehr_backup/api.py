@@ -91,6 +91,26 @@ class RestoreBody(IdBody):
     """POST /restore."""
 
     targetDatabase: str | None = Field(default=None, max_length=63)
+    mode: Literal["swap", "recreate"] = "swap"
+    jobs: int | None = Field(default=None, ge=1, le=64)
+    roles: bool = True
+    tables: list[Annotated[str, Field(max_length=300)]] | None = Field(default=None, max_length=200)
+    schemas: list[Annotated[str, Field(max_length=63)]] | None = Field(default=None, max_length=50)
+    intoSchema: str | None = Field(default=None, max_length=63)
+
+
+class RollbackBody(BaseModel):
+    """POST /restore/rollback."""
+
+    model_config = ConfigDict(extra="forbid")
+    database: str | None = Field(default=None, max_length=63)
+
+
+class NameBody(BaseModel):
+    """A body naming one kept database."""
+
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field(max_length=63)
 
 
 def build_router(ctx: ApiContext) -> APIRouter:
@@ -110,7 +130,8 @@ def build_router(ctx: ApiContext) -> APIRouter:
         while not job.done.is_set():
             await asyncio.sleep(0.2)
         if job.status != "succeeded":
-            return JSONResponse({"error": job.error, "jobId": job.id, "status": job.status},
+            extra = {"report": job.error_report} if job.error_report else {}
+            return JSONResponse({"error": job.error, "jobId": job.id, "status": job.status, **extra},
                                 status_code=job.error_status or 500)
         return JSONResponse(job.result, status_code=200)
 
@@ -129,10 +150,34 @@ def build_router(ctx: ApiContext) -> APIRouter:
 
     @router.post("/restore", status_code=202)
     async def restore(body: RestoreBody, who: Admin, wait: Wait = False) -> Any:
-        """Restore a backup over the configured database, or into targetDatabase on the same server."""
+        """Restore a backup over the configured database (built fresh, checked, swapped in), or into
+        targetDatabase on the same server; with tables/schemas, only those, into intoSchema."""
         task = await asyncio.to_thread(ctx.service.prepare_restore, who.actor(), body.backupId,
-                                       target_database=body.targetDatabase)
+                                       target_database=body.targetDatabase, mode=body.mode, jobs=body.jobs,
+                                       roles=body.roles, tables=body.tables, schemas=body.schemas,
+                                       into_schema=body.intoSchema)
         return await finish(ctx.jobs.start(task, who.username), wait)
+
+    @router.post("/restore/rollback")
+    async def rollback(body: RollbackBody, who: Admin) -> dict[str, Any]:
+        """Put back the database the newest restore replaced."""
+        return await asyncio.to_thread(ctx.service.rollback, who.actor(), body.database)
+
+    @router.get("/restore/previous")
+    async def previous(who: Admin) -> dict[str, Any]:
+        """Databases restores replaced and keep for rollback."""
+        return {"previous": await asyncio.to_thread(ctx.service.kept_databases)}
+
+    @router.delete("/restore/previous")
+    async def drop_previous(body: NameBody, who: Admin) -> dict[str, Any]:
+        """Drop a kept database now."""
+        await asyncio.to_thread(ctx.service.drop_kept, who.actor(), body.name)
+        return {"dropped": body.name}
+
+    @router.get("/contents/{backup_id}")
+    async def contents(backup_id: str, who: Admin) -> dict[str, Any]:
+        """What a backup holds: schemas, tables with rows and sizes, other objects."""
+        return await asyncio.to_thread(ctx.service.contents, who.actor(), backup_id)
 
     @router.post("/verify", status_code=202)
     async def verify(body: IdBody, who: Admin, wait: Wait = False) -> Any:

@@ -14,7 +14,7 @@ from typing import Any
 from . import __version__, demo
 from .audit import Actor
 from .config import VARIABLES, Settings
-from .errors import BackupError, InvalidInput
+from .errors import BackupError, InvalidInput, RowCountsDiffer
 from .safedir import os_error
 from .keys import generate_key
 from .pipeline import Progress
@@ -49,13 +49,44 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("backup_id", metavar="BACKUP_ID")
     c.add_argument("--json", action="store_true")
 
-    c = cmd("restore", "replace a database with a backup (one transaction; safety backup first)")
-    c.add_argument("backup_id", metavar="BACKUP_ID")
+    c = cmd("restore", "replace a database with a backup: built into a fresh database, checked, then swapped in "
+                       "(the previous one is kept for --rollback); or restore chosen tables beside the live ones")
+    c.add_argument("backup_id", metavar="BACKUP_ID", nargs="?")
     c.add_argument("--target-url", help="restore into this database instead (created if absent)")
+    c.add_argument("--mode", choices=["swap", "recreate"], default="swap",
+                   help="swap (default): build a fresh copy and swap it in atomically, keeping the previous "
+                        "database; recreate: for servers without room for a second copy: a safety backup, then "
+                        "the database is dropped and created anew (not atomic; a failure loads the safety backup)")
+    c.add_argument("--jobs", type=int, metavar="N", help="connections that load in parallel (default: this "
+                   "host's CPUs, at most 8)")
+    c.add_argument("--table", action="append", metavar="SCHEMA.TABLE", help="restore only this table (repeat "
+                   "for more), with its indexes, constraints and comments")
+    c.add_argument("--schema", action="append", metavar="NAME", help="restore only the tables of this schema")
+    c.add_argument("--into-schema", metavar="NAME", help="with --table/--schema: create this schema and restore "
+                   "the tables into it, beside the live ones")
+    c.add_argument("--no-roles", action="store_true", help="do not create roles the server lacks (by default "
+                   "the roles recorded in the backup that do not exist are created; existing ones are never "
+                   "changed)")
     c.add_argument("--no-safety-backup", action="store_true",
-                   help="do not back up the configured database before restoring over it")
+                   help="with --mode recreate: do not back up the database before replacing it")
+    c.add_argument("--rollback", nargs="?", const="", metavar="DATABASE",
+                   help="put back the database the last restore replaced (default: DATABASE_URL's)")
     c.add_argument("--yes", action="store_true", help="confirm that the target database is replaced")
     c.add_argument("--json", action="store_true")
+
+    c = cmd("contents", "list what a backup holds (schemas, tables with rows and sizes, other objects), "
+                        "like pg_restore -l, without touching any database")
+    c.add_argument("backup_id", metavar="BACKUP_ID")
+    c.add_argument("--json", action="store_true")
+
+    c = cmd("previous", "databases a restore replaced and keeps for rollback (dropped after "
+                        "EHR_BACKUP_KEEP_PREVIOUS_HOURS)")
+    x = c.add_subparsers(dest="previous_command", required=True, metavar="ACTION")
+    x.add_parser("list", help="list them").add_argument("--json", action="store_true")
+    d = x.add_parser("drop", help="drop one now")
+    d.add_argument("name", metavar="NAME")
+    d.add_argument("--yes", action="store_true", help="confirm")
+    d.add_argument("--json", action="store_true")
 
     c = cmd("delete", "delete a backup file and its catalogue entry")
     c.add_argument("backup_id", metavar="BACKUP_ID")
@@ -189,6 +220,13 @@ def run(argv: list[str] | None = None) -> int:
         service = BackupService(settings)
         service.reconcile()
         result = _dispatch(service, args)
+    except RowCountsDiffer as exc:
+        if as_json:
+            print(json.dumps(exc.report, indent=2, ensure_ascii=False))
+        else:
+            _print_comparison(exc.report)
+        print(f"ehr-backup: error: {exc.message}", file=sys.stderr)
+        return 1
     except BackupError as exc:
         print(f"ehr-backup: error: {exc.message}", file=sys.stderr)
         return 2 if isinstance(exc, InvalidInput) else 1
@@ -213,11 +251,16 @@ def _dispatch(service: Any, args: argparse.Namespace) -> Any:
     if args.command == "verify":
         return _run_task(service.prepare_verify(actor, args.backup_id))
     if args.command == "restore":
+        return _restore(service, args, actor)
+    if args.command == "contents":
+        return service.contents(actor, args.backup_id)
+    if args.command == "previous":
+        if args.previous_command == "list":
+            return {"previous": service.kept_databases()}
         if not args.yes:
-            raise InvalidInput("restore replaces the target database's contents; add --yes to confirm")
-        task = service.prepare_restore(actor, args.backup_id, target_url=args.target_url,
-                                       safety_backup=False if args.no_safety_backup else None)
-        return _run_task(task).as_dict()
+            raise InvalidInput("drop removes the kept database for good; add --yes to confirm")
+        service.drop_kept(actor, args.name)
+        return {"dropped": args.name}
     if args.command == "delete":
         if not args.yes:
             raise InvalidInput("delete removes the backup file for good; add --yes to confirm")
@@ -232,6 +275,35 @@ def _dispatch(service: Any, args: argparse.Namespace) -> Any:
     if args.command in ("user", "token"):
         return _accounts(service, args, actor)
     raise InvalidInput(f"unknown command {args.command}")
+
+
+def _restore(service: Any, args: argparse.Namespace, actor: Actor) -> Any:
+    if args.rollback is not None:
+        if args.backup_id:
+            raise InvalidInput("--rollback takes a database name, not a backup id")
+        if not args.yes:
+            raise InvalidInput("rollback swaps the previous database back in; add --yes to confirm")
+        return service.rollback(actor, args.rollback or None)
+    if not args.backup_id:
+        raise InvalidInput("give the BACKUP_ID to restore (see `ehr-backup list`), or --rollback")
+    if not args.yes:
+        raise InvalidInput("restore replaces the target database's contents; add --yes to confirm")
+    task = service.prepare_restore(actor, args.backup_id, target_url=args.target_url, mode=args.mode,
+                                   jobs=args.jobs, roles=not args.no_roles, tables=args.table, schemas=args.schema,
+                                   into_schema=args.into_schema,
+                                   safety_backup=False if args.no_safety_backup else None)
+    return _run_task(task).as_dict()
+
+
+def _print_comparison(report: dict[str, Any]) -> None:
+    """The table-by-table comparison of a restore."""
+    tables = report.get("tables") or {}
+    width = min(60, max([len(t) for t in tables] + [5]))
+    print(f"{'table':<{width}}  {'in backup':>10}  {'loaded':>10}  {'restored':>10}")
+    for name, c in tables.items():
+        flag = "" if c["expected"] == c["loaded"] == c["actual"] else "   <-- DIFFERS"
+        actual = "-" if c["actual"] is None else c["actual"]
+        print(f"{name[:width]:<{width}}  {c['expected']:>10}  {c['loaded']:>10}  {actual:>10}{flag}")
 
 
 def _audit(service: Any, args: argparse.Namespace) -> Any:
@@ -316,13 +388,36 @@ def _print_human(args: argparse.Namespace, result: Any) -> None:
     elif cmd == "verify":
         print(f"{result['backupId']}: authentic, dump complete, {len(result['tableRowCounts'])} tables, "
               f"{_human_size(result['dumpBytes'])} of SQL")
+    elif cmd == "restore" and "restoredFrom" in result:
+        print(f"rolled back: {result['restoredFrom']} is {result['database']} again; the restored copy is kept as "
+              f"{result['undoneKeptAs']}")
     elif cmd == "restore":
-        state = "row counts match" if result["rowCountsMatch"] else \
-            f"ROW COUNTS DIFFER in {', '.join(result['mismatchedTables'])}"
-        print(f"restored {result['backupId']} into {result['database']} in {result['seconds']}s; "
-              f"{len(result['tables'])} tables, {state}")
-        if result["safetyBackup"]:
+        _print_comparison(result)
+        where = f"schema {result['intoSchema']} of " if result.get("intoSchema") else ""
+        print(f"restored {result['backupId']} into {where}{result['database']} in {result['seconds']}s; "
+              f"{len(result['tables'])} tables, row counts match")
+        if result.get("previousDatabase"):
+            print(f"the previous database is kept as {result['previousDatabase']} "
+                  f"(ehr-backup restore --rollback puts it back)")
+        if result.get("safetyBackup"):
             print(f"safety backup taken first: {result['safetyBackup']}")
+        for note in result.get("notes") or []:
+            print(f"note: {note}")
+        for item in result.get("leftOut") or []:
+            print(f"not restored: {item}")
+    elif cmd == "contents":
+        print(f"{result['backupId']}: database {result['database']} ({result['encoding'] or '?'}), "
+              f"format {result['format']}")
+        for t in result["tables"]:
+            size = "" if t["bytes"] is None else f"  {_human_size(t['bytes'])}"
+            print(f"  table {t['schema']}.{t['name']}: {t['rows']} rows{size}")
+        print("  other objects: " + ", ".join(f"{n} {k.lower()}" for k, n in result["objectCounts"].items()
+                                               if k not in ("TABLE DATA", "SEQUENCE SET")))
+    elif cmd == "previous" and "previous" in result:
+        if not result["previous"]:
+            print("no databases are kept")
+        for k in result["previous"]:
+            print(f"{k['name']:<40} {k['kind']:<8} of {k['database']}  since {k['createdAt']}  {k['note']}")
     elif cmd == "delete":
         print(f"deleted {result['deleted']}")
     elif cmd == "decrypt":

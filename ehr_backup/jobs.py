@@ -26,6 +26,7 @@ class Job:
     status: str = "running"  # running | succeeded | failed | cancelled
     error: str | None = None
     error_status: int | None = None
+    error_report: Any = None  # a failed restore's table-by-table comparison
     result: Any = None
     created: float = field(default_factory=time.time)
     finished: float | None = None
@@ -40,7 +41,8 @@ class Job:
         """The public JSON form."""
         return {"jobId": self.id, "kind": self.kind, "status": self.status, "backupId": self.task.backup_id,
                 "target": self.task.target, "startedBy": self.started_by,
-                "progress": self.task.progress.as_dict(), "error": self.error}
+                "progress": self.task.progress.as_dict(), "error": self.error,
+                **({"report": self.error_report} if self.error_report else {})}
 
     def cancel(self) -> None:
         """Ask the task to stop; it cleans up and ends as cancelled."""
@@ -75,6 +77,7 @@ class JobManager:
             job.status, job.error, job.error_status = "cancelled", exc.message, exc.status
         except BackupError as exc:
             job.status, job.error, job.error_status = "failed", exc.message, exc.status
+            job.error_report = getattr(exc, "report", None)
         except Exception:  # noqa: BLE001 - a job thread must record every failure
             log.exception("job %s failed unexpectedly", job.id)
             job.status, job.error, job.error_status = "failed", "internal error; see the server log", 500

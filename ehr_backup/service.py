@@ -533,6 +533,10 @@ class BackupService:
         """Drop a database a restore kept."""
         self.restores.drop_kept(actor, name)
 
+    def contents(self, actor: Actor, backup_id: str) -> dict[str, Any]:
+        """What a backup holds, like pg_restore -l."""
+        return self.restores.contents(actor, backup_id)
+
     # ----- delete, download, decrypt ----------------------------------------------------------------
     def delete(self, actor: Actor, backup_id: str) -> None:
         """Delete a backup's file and its catalogue row together."""

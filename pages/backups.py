@@ -14,56 +14,12 @@ from ehr_backup.storage import LOCATIONS
 from ehr_backup.web import WebContext
 
 from .frame import PageSession, admin_page, guarded, human_size, local_time, tid
+from .jobpanel import JobPanel
+from .kept import kept_databases
+from .restore_dialog import RestoreDialog
 
 STATUS_COLORS = {"completed": "positive", "running": "info", "failed": "negative", "cancelled": "grey",
                  "missing": "warning", "discovered": "orange"}
-
-
-class JobPanel:
-    """A card showing one job's live progress, with a Cancel button while it runs."""
-
-    def __init__(self, ps: PageSession, job: Job, on_done: Callable[[Job], Any]) -> None:
-        self.ps = ps
-        self.job = job
-        self.on_done = on_done
-        self.reported = False
-        with tid(ui.card().classes("w-full"), f"job-{job.kind}") as self.card:
-            with ui.row().classes("items-center w-full"):
-                ui.label(f"{job.kind.capitalize()}: {job.task.target}").classes("font-bold")
-                ui.space()
-                self.cancel = tid(ui.button("Cancel", on_click=self._cancel).props("outline color=negative"),
-                                  "cancel-job")
-            self.phase = tid(ui.label(), "job-phase")
-            self.detail = tid(ui.label().classes("text-sm text-grey-8"), "job-detail")
-            self.bar = ui.linear_progress(value=0, show_value=False)
-            self.status = tid(ui.label(), "job-status")
-        self.update()
-
-    async def _cancel(self) -> None:
-        if not await self.ps.check(f"cancel {self.job.kind} {self.job.task.target}"):
-            return
-        await run.io_bound(self.ps.ctx.service.audit.record, self.ps.actor, "cancel", self.job.task.target, "ok",
-                           self.job.kind)
-        self.job.cancel()
-        self.cancel.disable()
-        ui.notify("Cancelling…")
-
-    def update(self) -> None:
-        """Refresh from the job's progress."""
-        p = self.job.task.progress.as_dict()
-        self.phase.text = f"Phase: {p['phase']}" + (f" — table {p['table']}" if p["table"] else "")
-        self.detail.text = (f"read {human_size(p['bytesRead'])} · written {human_size(p['bytesWritten'])} · "
-                            f"{p['elapsed']:.0f} s elapsed")
-        total = p["total"] or 0
-        self.bar.value = min(1.0, p["bytesRead"] / total) if total else 0
-        if self.job.done.is_set() and not self.reported:
-            self.reported = True
-            self.cancel.set_visibility(False)
-            self.bar.set_visibility(False)
-            self.status.text = {"succeeded": "Finished successfully", "cancelled": "Cancelled: nothing was kept",
-                                "failed": f"Failed: {self.job.error}"}[self.job.status]
-            self.status.classes(replace="text-positive" if self.job.status == "succeeded" else "text-negative")
-            self.on_done(self.job)
 
 
 def register(ctx: WebContext) -> None:
@@ -82,6 +38,7 @@ def register(ctx: WebContext) -> None:
             state["locations"] = await run.io_bound(service.locations) or []
             backup_list.refresh()
             storage.refresh()
+            await kept.load()
 
         def job_done(job: Job) -> None:
             if job.status == "succeeded":
@@ -105,6 +62,8 @@ def register(ctx: WebContext) -> None:
                 tid(ui.label("DATABASE_URL is not set: this installation backs up the demo database "
                              "(ehr-backup demo) with a demo key. Set DATABASE_URL and BACKUP_ENCRYPTION_KEY "
                              "for real use.").classes("bg-orange-100 p-3 rounded w-full"), "demo-banner")
+            dialogs = ui.element()  # dialogs live here, outside the list that refreshes under them
+            state["dialogs"] = dialogs
             _create_card(ps, state, watch)
             jobs_box = ui.column().classes("w-full gap-2")
 
@@ -126,6 +85,8 @@ def register(ctx: WebContext) -> None:
                                         f"low-space-{loc['key']}")
 
             storage()
+            kept = kept_databases(ps, reload)
+            kept()
 
             with ui.row().classes("items-center gap-4 w-full"):
                 ui.label("Backups").classes("text-xl font-bold")
@@ -161,7 +122,7 @@ def register(ctx: WebContext) -> None:
                                   "Last verification", ""):
                         ui.label(title).classes("font-bold")
                     for row in rows:
-                        _backup_row(ps, row, watch, reload)
+                        _backup_row(ps, row, watch, reload, state["dialogs"])
 
             backup_list()
             await reload()
@@ -278,7 +239,7 @@ class DirectoryBrowser:
 
 
 def _backup_row(ps: PageSession, row: dict[str, Any], watch: Callable[[Job], Any],
-                reload: Callable[[], Any]) -> None:
+                reload: Callable[[], Any], dialogs: ui.element) -> None:
     service = ps.ctx.service
     bid = row["id"]
     ui.label(row["description"] or "—").classes("break-all").tooltip(bid).mark(f"row-{bid}")
@@ -310,7 +271,7 @@ def _backup_row(ps: PageSession, row: dict[str, Any], watch: Callable[[Job], Any
             if not usable:
                 b.disable()
         restore = tid(ui.button(icon="settings_backup_restore",
-                                on_click=lambda: RestoreDialog(ps, row).open()).props("flat dense")
+                                on_click=lambda: RestoreDialog(ps, row, reload, dialogs).open()).props("flat dense")
                       .tooltip("Restore"), f"restore-{bid}")
         if not usable:
             restore.disable()
@@ -335,90 +296,3 @@ def _confirm_delete(ps: PageSession, row: dict[str, Any], reload: Callable[[], A
             ui.button("Cancel", on_click=dialog.close).props("flat")
             tid(ui.button("Delete", on_click=delete).props("color=negative"), "delete-confirm")
     dialog.open()
-
-
-class RestoreDialog:
-    """Confirm by typing the database name, then show progress and the row-count comparison."""
-
-    def __init__(self, ps: PageSession, row: dict[str, Any]) -> None:
-        self.ps = ps
-        self.row = row
-        self.job: Job | None = None
-        self.panel: JobPanel | None = None
-
-    async def open(self) -> None:
-        """Build and show the dialog."""
-        try:  # off the event loop: with the demo database this may start its server
-            conn = await run.io_bound(self.ps.ctx.service.connection)
-        except BackupError as exc:
-            ui.notify(exc.message, type="negative")
-            return
-        if conn is None:
-            return
-        db = conn.dbname
-        with ui.dialog().props("persistent") as self.dialog, tid(ui.card().classes("w-[44rem]"), "restore-dialog"):
-            ui.label("Restore a backup").classes("text-lg font-bold")
-            tid(ui.label(f"This replaces ALL data in database “{db}” on {conn.display.split('/')[0]} with the "
-                         f"backup “{self.row['description'] or self.row['id']}” made "
-                         f"{local_time(self.row['createdAt'])}. Everything created or changed since then is "
-                         "lost. A safety backup of the current database is taken first; if it fails, nothing "
-                         "is changed."), "restore-warning")
-            self.confirm = tid(ui.input(f"Type the database name ({db}) to confirm").classes("w-full"),
-                               "restore-confirm")
-            self.progress = ui.column().classes("w-full")
-            self.report = tid(ui.column().classes("w-full"), "restore-report")
-            with ui.row():
-                self.close_button = tid(ui.button("Close", on_click=self.dialog.close).props("flat"),
-                                        "restore-close")
-                self.start_button = tid(ui.button("Restore", on_click=self.start).props("color=negative"),
-                                        "restore-start")
-                self.start_button.bind_enabled_from(self.confirm, "value", backward=lambda v: v == db)
-        self.timer = ui.timer(0.5, self.tick, active=False)
-        self.dialog.open()
-
-    async def start(self) -> None:
-        """Start the restore job."""
-        if not await self.ps.check(f"restore {self.row['id']}"):
-            return
-        try:
-            task = await run.io_bound(self.ps.ctx.service.prepare_restore, self.ps.actor, self.row["id"])
-        except BackupError as exc:
-            ui.notify(exc.message, type="negative", multi_line=True)
-            return
-        if task is None:
-            return
-        self.start_button.set_visibility(False)
-        self.confirm.disable()
-        self.close_button.disable()
-        self.job = self.ps.ctx.jobs.start(task, self.ps.principal.username)
-        with self.progress:
-            self.panel = JobPanel(self.ps, self.job, self.finished)
-        self.timer.activate()
-
-    def tick(self) -> None:
-        """Follow the job."""
-        if self.panel:
-            self.panel.update()
-
-    def finished(self, job: Job) -> None:
-        """Show the outcome and the row-count comparison."""
-        self.timer.deactivate()
-        self.close_button.enable()
-        with self.report:
-            if job.status != "succeeded":
-                tid(ui.label(f"Restore {job.status}: {job.error}. The database was left as it was.")
-                    .classes("text-negative"), "restore-failed")
-                return
-            r = job.result
-            mismatched = r["mismatchedTables"]
-            tid(ui.label(f"Restore complete in {r['seconds']} s. "
-                         + ("Row counts match the backup for all "
-                            f"{len(r['tables'])} tables." if not mismatched else
-                            f"Row counts DIFFER in {len(mismatched)} tables: {', '.join(mismatched)}"))
-                .classes("text-positive" if not mismatched else "text-negative"), "restore-result")
-            if r.get("safetyBackup"):
-                ui.label(f"Safety backup taken first: {r['safetyBackup']}").classes("text-sm")
-            ui.table(columns=[{"name": "table", "label": "Table", "field": "table", "align": "left"},
-                              {"name": "expected", "label": "In backup", "field": "expected"},
-                              {"name": "actual", "label": "Restored", "field": "actual"}],
-                     rows=[{"table": t, **c} for t, c in r["tables"].items()]).classes("w-full").props("dense")

@@ -12,9 +12,10 @@ from nicegui.testing import User
 
 from ehr_backup.audit import Actor
 from ehr_backup.config import Settings
+from ehr_backup.errors import Busy
 from ehr_backup.service import BackupService
 
-from .conftest import ADMIN_PW, run_sql
+from .conftest import ACTOR, ADMIN_PW, run_sql
 
 API = "/api/admin/backup"
 SAMPLE_ID = "backup_2025-08-22T15-07-19-123Z_monthly_backup.sql.gz.enc"
@@ -205,3 +206,53 @@ async def test_an_address_guessing_tokens_is_throttled_but_its_valid_tokens_stil
     assert r.status_code == 403  # a valid non-admin token is told what it is, not throttled
     r = await user.http_client.get(f"{API}/list", headers=bearer(tokens["admin"]))
     assert r.status_code == 200
+
+
+async def test_restore_options_rollback_previous_and_contents_through_the_api(user: User, accounts, tokens,
+                                                                              web_env) -> None:
+    db = web_env["DATABASE_URL"]
+    run_sql(db, "CREATE TABLE t AS SELECT generate_series(1, 12) g;")
+    h = bearer(tokens["admin"])
+    made = (await user.http_client.post(f"{API}/create?wait=true", json={"description": "opts"}, headers=h)).json()
+    c = await user.http_client.get(f"{API}/contents/{made['id']}", headers=h)
+    assert c.status_code == 200 and c.json()["tables"][0]["rows"] == 12
+    run_sql(db, "INSERT INTO t VALUES (13);")
+    r = await user.http_client.post(f"{API}/restore?wait=true", json={"backupId": made["id"], "jobs": 2,
+                                                                      "mode": "swap"}, headers=h)
+    assert r.status_code == 200 and r.json()["jobs"] == 2 and r.json()["previousDatabase"]
+    prev = (await user.http_client.get(f"{API}/restore/previous", headers=h)).json()["previous"]
+    assert [p["name"] for p in prev] == [r.json()["previousDatabase"]]
+    back = await user.http_client.post(f"{API}/restore/rollback", json={}, headers=h)
+    assert back.status_code == 200 and back.json()["restoredFrom"] == r.json()["previousDatabase"]
+    gone = await user.http_client.request("DELETE", f"{API}/restore/previous", json={"name": back.json()["undoneKeptAs"]},
+                                          headers=h)
+    assert gone.status_code == 200
+    sel = await user.http_client.post(f"{API}/restore?wait=true", json={"backupId": made["id"], "tables": ["public.t"],
+                                                                        "intoSchema": "copy_of_t"}, headers=h)
+    assert sel.status_code == 200 and sel.json()["tables"]["copy_of_t.t"]["actual"] == 12
+    bad = await user.http_client.post(f"{API}/restore", json={"backupId": made["id"], "tables": ["public.t"]},
+                                      headers=h)
+    assert bad.status_code == 422 and "into" in bad.json()["error"]
+    assert (await user.http_client.post(f"{API}/restore", json={"backupId": made["id"], "mode": "sideways"},
+                                        headers=h)).status_code == 422
+
+
+async def test_a_backup_being_restored_cannot_be_deleted(user: User, accounts, tokens, web_env, make_db) -> None:
+    svc = BackupService(Settings.from_env(web_env))
+    run_sql(web_env["DATABASE_URL"], "CREATE TABLE t AS SELECT generate_series(1, 5) g;")
+    record = svc.create(ACTOR, description="in use")
+    task = svc.prepare_restore(ACTOR, record.id, target_url=make_db())  # holds the backup while it runs
+    try:
+        h = bearer(tokens["admin"])
+        r = await user.http_client.request("DELETE", f"{API}/delete", json={"backupId": record.id}, headers=h)
+        assert r.status_code == 409 and "busy" in r.json()["error"]
+        assert (Path(record.directory) / record.id).exists()
+        with pytest.raises(Busy):
+            svc.delete(ACTOR, record.id)
+        reading = svc.prepare_verify(ACTOR, record.id)  # readers share it
+        reading.run()
+    finally:
+        task.run()
+    svc.delete(ACTOR, record.id)
+    assert not (Path(record.directory) / record.id).exists()
+    svc.db.dispose()

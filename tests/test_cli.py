@@ -40,6 +40,33 @@ def test_create_list_verify_restore_delete_as_json(env: dict[str, str], make_db)
     assert json.loads(cli(env, "audit", "verify", "--json").stdout)["ok"] is True
 
 
+def test_restore_rollback_contents_previous_and_chosen_tables_from_the_command_line(env: dict[str, str]) -> None:
+    db = env["DATABASE_URL"]
+    run_sql(db, "CREATE TABLE visits AS SELECT g AS id FROM generate_series(1, 10) g;")
+    backup = json.loads(cli(env, "create", "--description", "ten", "--json").stdout)
+    run_sql(db, "INSERT INTO visits VALUES (11);")
+    contents = cli(env, "contents", backup["id"])
+    assert contents.returncode == 0 and "table public.visits: 10 rows" in contents.stdout
+    done = cli(env, "restore", backup["id"], "--yes", "--jobs", "2")
+    assert done.returncode == 0, done.stderr
+    assert "public.visits" in done.stdout and "row counts match" in done.stdout and "--rollback" in done.stdout
+    kept = json.loads(cli(env, "previous", "list", "--json").stdout)["previous"]
+    assert len(kept) == 1 and kept[0]["kind"] == "previous"
+    back = cli(env, "restore", "--rollback", "--yes", "--json")
+    assert back.returncode == 0, back.stderr
+    from .conftest import query
+    assert query(db, "SELECT count(*) FROM visits") == [(11,)]
+    undone = json.loads(back.stdout)["undoneKeptAs"]
+    assert cli(env, "previous", "drop", undone).returncode == 2  # needs --yes
+    assert cli(env, "previous", "drop", undone, "--yes").returncode == 0
+    chosen = cli(env, "restore", backup["id"], "--table", "public.visits", "--into-schema", "yesterday", "--yes",
+                 "--json")
+    assert chosen.returncode == 0, chosen.stderr
+    assert json.loads(chosen.stdout)["tables"] == {"yesterday.visits": {"expected": 10, "loaded": 10, "actual": 10}}
+    assert query(db, "SELECT count(*) FROM yesterday.visits") == [(10,)]
+    assert cli(env, "restore", backup["id"], "--table", "public.visits", "--yes").returncode == 2
+
+
 def test_errors_exit_non_zero_with_one_line_on_stderr(env: dict[str, str]) -> None:
     for args in (["verify", "../../etc/passwd"], ["restore", "backup_2025-01-01T00-00-00-000Z_x.sql.gz.enc"],
                  ["delete", "backup_2025-01-01T00-00-00-000Z_x.sql.gz.enc", "--yes"],

@@ -149,11 +149,42 @@ async def test_verify_restore_and_delete_from_the_list(user: User, accounts, web
     from .conftest import query
     assert query(db, "SELECT count(*) FROM notes") == [(50,)]
     assert query(db, "SELECT count(*) FROM pg_class WHERE relname = 'made_later'") == [(0,)]
+    await user.should_see(marker="restore-comparison")
+    await user.should_see(marker="restore-previous")
+    user.find(marker="restore-close").click()
+
+    # the previous database is listed at once, and rolling back to it puts the changed data back
+    previous = next(k["name"] for k in BackupServiceFor(web_env).kept_databases())
+    await user.should_see(marker=f"rollback-{previous}", retries=100)
+    user.find(marker=f"rollback-{previous}").click()
+    user.find(marker="kept-confirm").type(db.rsplit("/", 1)[1])
+    user.find(marker="kept-go").click()
+    await eventually(lambda: query(db, "SELECT count(*) FROM notes") == [(10,)])
+
+    # chosen tables, beside the live ones
+    user.find(marker=f"restore-{bid}").click()
+    await user.should_see(marker="restore-what")
+    user.find(marker="restore-what").elements.pop().value = "tables"
+    await user.should_see(marker="restore-tables", retries=100)
+    await eventually(lambda: user.find(marker="restore-tables").elements.pop().options)
+    user.find(marker="restore-tables").elements.pop().value = ["public.notes"]
+    user.find(marker="restore-into").elements.pop().value = "from_the_page"
+    user.find(marker="restore-confirm").type(db.rsplit("/", 1)[1])
+    user.find(marker="restore-start").click()
+    await user.should_see(marker="restore-result", retries=150)
+    assert query(db, "SELECT count(*) FROM from_the_page.notes") == [(50,)]
+    assert query(db, "SELECT count(*) FROM public.notes") == [(10,)]
     user.find(marker="restore-close").click()
 
     user.find(marker=f"delete-{bid}").click()
     user.find(marker="delete-confirm").click()
     await eventually(lambda: not (Path(web_env["EHR_BACKUP_DEFAULT_DIR"]) / bid).exists())
+
+
+def BackupServiceFor(env: dict[str, str]):  # noqa: N802 - reads like the class it builds
+    from ehr_backup.config import Settings
+    from ehr_backup.service import BackupService
+    return BackupService(Settings.from_env(env))
 
 
 async def test_download_streams_the_exact_file(user: User, accounts, web_env) -> None:

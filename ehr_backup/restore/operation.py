@@ -19,9 +19,12 @@ from ..fileformat import OpenedFile
 from ..models import BackupRecord, Status
 from ..pg import ConnInfo, connect
 from ..pipeline import Progress
+from ..text import clean_text
 from . import database
+from .contents import describe
 from .kept import BUILDING, PREVIOUS, UNDONE, KeptDatabases
-from .run import Context, Outcome, RecreateFailed, recreate_restore, swap_restore
+from .run import Context, Outcome, RecreateFailed, recreate_restore, source_of, swap_restore
+from .selective import Selection, SelectiveOutcome, SelectiveRestore, check_schema_name, parse_table
 
 if TYPE_CHECKING:
     from ..service import BackupService, Task
@@ -68,6 +71,28 @@ class RestoreReport:
                 **self.extra}
 
 
+@dataclass(frozen=True)
+class SelectiveReport:
+    """The outcome of restoring chosen tables."""
+
+    backup_id: str
+    outcome: SelectiveOutcome
+    seconds: float
+
+    @property
+    def ok(self) -> bool:
+        """Whether every chosen table came back with its rows."""
+        return self.outcome.ok
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready form (the same table comparison as a whole restore)."""
+        o = self.outcome
+        return {"backupId": self.backup_id, "database": o.database, "mode": "tables", "intoSchema": o.into_schema,
+                "rowCountsMatch": o.ok, "mismatchedTables": [t.name for t in o.tables if not t.ok],
+                "tables": {t.name: {"expected": t.dumped, "loaded": t.loaded, "actual": t.actual} for t in o.tables},
+                "restored": o.restored, "leftOut": o.left_out, "notes": o.notes, "seconds": round(self.seconds, 2)}
+
+
 class Restores:
     """Restore a backup, roll back the last swap, list and drop the databases restores kept."""
 
@@ -78,8 +103,10 @@ class Restores:
     # ----- restore ----------------------------------------------------------------------------------
     def prepare(self, actor: Actor, backup_id: str, *, target_url: str | None = None,
                 target_database: str | None = None, mode: str = "swap", jobs: int | None = None,
-                roles: bool = True, safety_backup: bool | None = None) -> Task:
-        """Validate and reserve the target; the task authenticates, builds, checks and swaps."""
+                roles: bool = True, safety_backup: bool | None = None, tables: list[str] | None = None,
+                schemas: list[str] | None = None, into_schema: str | None = None) -> Task:
+        """Validate and reserve the target; the task authenticates, builds, checks and swaps (or, with
+        tables or schemas chosen, restores just those beside the live ones)."""
         from ..service import Task
 
         record = self.s._resolve(actor, "restore", backup_id)
@@ -91,6 +118,7 @@ class Restores:
             if jobs is not None and not 1 <= jobs <= 64:
                 raise InvalidInput("jobs must be between 1 and 64")
             target = self._target(target_url, target_database)
+            selection = self._selection(tables, schemas, into_schema, another=bool(target_url or target_database))
             identity = pg.server_identity(target)
             lock = self.s._lock(target, identity).acquire(f"a restore by {actor.name}")
         except BackupError as exc:
@@ -109,11 +137,60 @@ class Restores:
             raise
         safety = self.s.settings.safety_backup if safety_backup is None else safety_backup
 
-        def work(progress: Progress, cancel: threading.Event) -> RestoreReport:
+        def work(progress: Progress, cancel: threading.Event) -> Any:
+            if selection is not None:
+                return self._run_selective(actor, record, target, selection, progress, cancel)
             return self._run(actor, record, target, identity, mode, jobs or default_jobs(), roles, safety, lock,
                              progress, cancel)
 
         return Task("restore", record.id, work, held, backup_id=record.id)
+
+    def _selection(self, tables: list[str] | None, schemas: list[str] | None, into: str | None,
+                   another: bool) -> Selection | None:
+        if not tables and not schemas:
+            if into:
+                raise InvalidInput("--into-schema needs --table or --schema")
+            return None
+        chosen = Selection([parse_table(t) for t in tables or []],
+                           [clean_text(x, 63, "schema name").encode() for x in schemas or []],
+                           check_schema_name(into) if into else None)
+        if not chosen.into_schema and not another:
+            raise InvalidInput("chosen tables are restored beside the live ones: give a schema to restore them "
+                               "into (--into-schema), or another database (--target-url)")
+        return chosen
+
+    def _run_selective(self, actor: Actor, record: BackupRecord, target: ConnInfo, selection: Selection,
+                       progress: Progress, cancel: threading.Event) -> SelectiveReport:
+        """Authenticate, then restore the chosen tables in one transaction; report their counts."""
+        started = time.monotonic()
+        try:
+            opened = self.s._open(record)
+            try:
+                progress.phase = "authenticating"
+                progress.total = opened.size
+                trailer = opened.authenticate(lambda done, _total: setattr(progress, "bytes_read", done))
+                check_matches_catalogue(record, opened, trailer)
+                source, _, _ = source_of(opened, trailer)
+                progress.phase = "restoring the chosen tables"
+                progress.total = int(trailer.get("dumpBytes") or 0) or None
+                outcome = SelectiveRestore(target, selection, cancel=cancel,
+                                           progress=lambda n: setattr(progress, "bytes_read", n)).run(source(0))
+            finally:
+                opened.fh.close()
+        except BackupError as exc:
+            self.s.audit.record(actor, "restore", record.id, "cancelled" if isinstance(exc, Cancelled) else "failed",
+                                exc.message)
+            raise
+        report = SelectiveReport(record.id, outcome, time.monotonic() - started)
+        if not outcome.ok:
+            message = "row counts of the chosen tables differ; nothing was kept"
+            self.s.audit.record(actor, "restore", record.id, "failed", message)
+            raise RowCountsDiffer(message, report.as_dict())
+        where = f"schema {selection.into_schema} of " if selection.into_schema else ""
+        names = ", ".join(t.name for t in outcome.tables)
+        self.s.audit.record(actor, "restore", record.id, "ok", f"tables {names[:800]} into {where}{target.display}")
+        progress.phase = "done"
+        return report
 
     def _target(self, target_url: str | None, target_database: str | None) -> ConnInfo:
         configured = self.s.connection()
@@ -213,6 +290,26 @@ class Restores:
             self.s.audit.record(actor, "restore", ctx.backup_id, "failed",
                                 f"loading the safety backup {exc.safety_id} back also failed: {again.message}")
             return False
+
+    def contents(self, actor: Actor, backup_id: str) -> dict[str, Any]:
+        """What a backup holds (authenticated first), without touching any database."""
+        record = self.s._resolve(actor, "contents", backup_id)
+        reading = self.s._backup_lock(record.id).acquire(f"a listing of {record.id}")
+        try:
+            opened = self.s._open(record)
+            try:
+                trailer = opened.authenticate()
+                check_matches_catalogue(record, opened, trailer)
+                out = describe(opened, trailer)
+            finally:
+                opened.fh.close()
+        except BackupError as exc:
+            self.s.audit.record(actor, "contents", record.id, "failed", exc.message)
+            raise
+        finally:
+            reading.release()
+        self.s.audit.record(actor, "contents", record.id, "ok", f"{len(out['tables'])} tables")
+        return {"backupId": record.id, **out}
 
     def _hold(self, name: str) -> Any:
         return self.s._job_lock(name).acquire(name)
