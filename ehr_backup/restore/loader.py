@@ -21,9 +21,11 @@ from ..dumptoc import DATA_TYPES, DataEntry, DumpIndex, TocEntry, TocReader
 from ..errors import Cancelled, NotAuthentic
 from ..pg import ConnInfo
 from ..sqlscan import Comment, CopyData, CopyEnd, CopyStart, DumpSyntaxError, Meta, SqlScanner, Statement
-from .plan import BARRIER, DEPENDENT, PARALLEL_POST, Kind, Ledger, Plan, plan_entry, session_key
+from .plan import BARRIER, Kind, Ledger, Plan, plan_entry, session_key, split_foreign_key
 from .workers import STREAM_DEPTH, Job, Loaded, State, Worker
 
+STREAMED = {"TABLE DATA", "BLOBS", "LARGE OBJECTS"}  # entries that may be large: run as they are read
+BUFFER_LIMIT = 8 * 1024 * 1024  # any other entry is read whole first, up to this size
 RUN_BYTES = 8 * 1024 * 1024  # small data entries next to each other are read by one worker in one go
 JUMP_MIN = 4 * 1024 * 1024  # skip by re-reading the file from a later frame only when it saves this much
 
@@ -45,6 +47,9 @@ class _Entry:
     type: str | None
     job: Job | None = None
     buffered: list[bytes] | None = None
+    decided: bool = False
+    size: int = 0
+    state: State | None = None  # the session settings in force at its first statement
 
 
 class Loader:
@@ -80,6 +85,8 @@ class Loader:
         self._read = 0
         self._random_jobs: list[Job] = []
         self._selected = selected
+        self._table_bytes: dict[Any, int] = {}
+        self._checks: list[tuple[str, Plan, list[bytes]]] = []
 
     # ----- the whole load ---------------------------------------------------------------------------
     def load(self) -> LoadResult:
@@ -91,6 +98,7 @@ class Loader:
             while offset is not None:
                 offset = self._read_from(offset)
             self._finish_entry()
+            self._flush_checks()
             while self._busy or self._pending:
                 self._pump(block=True)
             self._result.complete = self._toc.complete
@@ -167,8 +175,20 @@ class Loader:
             return
         if self._entry is None:
             self._entry = _Entry(None, None)
+        self._decide(self._entry)
+        if key is None and self._entry.state is None:
+            # pg_dump writes the settings an entry needs before its header: what is in force at its
+            # first statement is its state (settings after that are for the entries that follow)
+            self._entry.state = self._snapshot()
         if self._entry.buffered is not None:
             self._entry.buffered.append(sql)
+            self._entry.size += len(sql)
+            if self._entry.size > BUFFER_LIMIT:  # a big entry (a large function, say): in dump order
+                earlier, self._entry.buffered = self._entry.buffered, None
+                self._stream_job(self._entry, BARRIER)
+                assert self._entry.job is not None
+                for stmt in earlier:
+                    self._send(self._entry.job, ("stmt", stmt))
         else:
             self._op(("stmt", sql))
         if key is not None:
@@ -178,6 +198,7 @@ class Loader:
         entry = self._entry
         if entry is None:
             entry = self._entry = _Entry(None, None)
+        self._decide(entry)
         if entry.buffered is not None:  # a COPY in an entry of a parallel kind: run it in dump order
             earlier, entry.buffered = entry.buffered, None
             self._stream_job(entry, BARRIER)
@@ -199,10 +220,19 @@ class Loader:
             if run[-1].end - toc.offset >= JUMP_MIN:
                 return run[-1].end
             return None
-        self._entry = _Entry(toc, toc.type)
-        if toc.type in PARALLEL_POST or (toc.type in DEPENDENT and toc.deps):
-            self._entry.buffered = []
+        self._entry = _Entry(toc, None)
         return None
+
+    def _decide(self, entry: _Entry) -> None:
+        """At an entry's first statement (its header has been read by then): buffer it to run beside
+        others, or stream it in dump order."""
+        if entry.decided:
+            return
+        entry.decided = True
+        toc = entry.toc
+        entry.type = toc.type if toc else None
+        if toc is not None and toc.type not in STREAMED:
+            entry.buffered = []  # small: read it whole, so that the dump can be read on while it waits
 
     def _finish_entry(self) -> None:
         entry, self._entry = self._entry, None
@@ -216,11 +246,25 @@ class Loader:
         plain = [s for s in entry.buffered if session_key(s) is None]
         toc = entry.toc
         plan = plan_entry(entry.type, plain, None, toc.deps if toc else ())
-        job = self._new_job(_label(toc), plan, toc)
-        job.statements = entry.buffered
+        split = split_foreign_key(plain[0]) if entry.type == "FK CONSTRAINT" and len(plain) == 1 else None
+        statements = entry.buffered if split is None else [s if s is not plain[0] else split[0]
+                                                          for s in entry.buffered]
+        self._queue(_label(toc), plan, toc, statements, keep_checks=split is not None, state=entry.state)
+        if split is not None:
+            # the check itself, beside the checks of other foreign keys; queued after the run of foreign
+            # keys, since adding the next one must not wait for this check's lock on their common table
+            check = Plan(Kind.POST, _referencing(plan, plain[0]), after_data=True)
+            self._checks.append((_label(toc) + " (validation)", check, [split[1]]))
+        self._pump(block=False)
+
+    def _queue(self, label: str, plan: Plan, toc: TocEntry | None, statements: list[bytes],
+               keep_checks: bool = False, state: State | None = None) -> None:
+        if not keep_checks:
+            self._flush_checks()
+        job = self._new_job(label, plan, toc, state)
+        job.statements = statements
         self._pending.append((job, self._ledger.waits_for(plan)))
         self._register(job, plan)
-        self._pump(block=False)
 
     # ----- version-2 files: data entries read by the workers themselves -----------------------------
     def _runs_for(self, toc: TocEntry) -> list[DataEntry] | None:
@@ -248,9 +292,16 @@ class Loader:
         self._pump(block=False)
 
     # ----- jobs -------------------------------------------------------------------------------------
-    def _new_job(self, label: str, plan: Plan, toc: TocEntry | None) -> Job:
+    def _flush_checks(self) -> None:
+        """Queue the foreign-key checks held back (before any entry that is not a foreign key)."""
+        checks, self._checks = self._checks, []
+        for label, plan, statements in checks:
+            self._queue(label, plan, None, statements, keep_checks=True)
+
+    def _new_job(self, label: str, plan: Plan, toc: TocEntry | None, state: State | None = None) -> Job:
         self._numbers += 1
-        return Job(self._numbers, label, plan, self._snapshot(), toc.toc_id if toc else None)
+        return Job(self._numbers, label, plan, state if state is not None else self._snapshot(),
+                   toc.toc_id if toc else None)
 
     def _snapshot(self) -> State:
         return tuple(self._state.items())
@@ -262,7 +313,8 @@ class Loader:
 
     def _stream_job(self, entry: _Entry, plan: Plan) -> None:
         """Start a streamed entry now (it needs a worker at once: its text is still arriving)."""
-        job = self._new_job(_label(entry.toc), plan, entry.toc)
+        self._flush_checks()
+        job = self._new_job(_label(entry.toc), plan, entry.toc, entry.state)
         job.stream = queue.Queue(STREAM_DEPTH)
         waits = self._ledger.waits_for(plan)
         self._register(job, plan)
@@ -306,14 +358,23 @@ class Loader:
         self._check_done()
         if self._user_cancel.is_set():
             raise Cancelled()
-        for item in list(self._pending):
-            job, waits = item
+        ready = [item for item in self._pending if not (item[1] & self._ledger.running.keys())]
+        # the work on the biggest tables first: it is the longest chain (load, key, indexes, foreign keys)
+        ready.sort(key=lambda item: -self._weight(item[0]))
+        for item in ready:
             if not self._idle:
                 break
-            if waits & self._ledger.running.keys():
-                continue
             self._pending.remove(item)
-            self._assign(job)
+            self._assign(item[0])
+
+    def _weight(self, job: Job) -> int:
+        """How much data the tables a job works on hold (from a version-2 file's index; 0 otherwise)."""
+        if self._index is None:
+            return 0
+        if not self._table_bytes:
+            for d in self._index.data:
+                self._table_bytes[d.target] = self._table_bytes.get(d.target, 0) + d.bytes
+        return sum(self._table_bytes.get(t, 0) for t in job.plan.locks)
 
     def _assign(self, job: Job) -> None:
         worker = self._idle.pop()
@@ -359,6 +420,14 @@ class Loader:
         deadline = time.monotonic() + 30
         for w in self._workers:
             w.join(timeout=max(0.1, deadline - time.monotonic()))
+
+
+def _referencing(plan: Plan, sql: bytes) -> frozenset[Any]:
+    """The table a foreign key is on (the one its validation locks)."""
+    from .plan import _ALTER, _unqualified
+
+    m = _ALTER.match(sql)
+    return frozenset([_unqualified(m.group(1))]) if m else plan.locks
 
 
 def _label(toc: TocEntry | None) -> str:

@@ -103,6 +103,23 @@ def plan_entry(entry_type: str | None, statements: list[bytes], copy_target: Ide
     return Plan(Kind.POST, frozenset(tables))
 
 
+_ADD_FK = re.compile(rb"(ALTER TABLE ONLY " + _QUAL + rb")\n    ADD CONSTRAINT (" + _IDENT + rb") FOREIGN KEY ", re.S)
+
+
+def split_foreign_key(sql: bytes) -> tuple[bytes, bytes] | None:
+    """`ADD CONSTRAINT … FOREIGN KEY …;` as `… NOT VALID;` and `VALIDATE CONSTRAINT …;`.
+
+    Adding takes a lock that two foreign keys on one table cannot share, and checks every row while it
+    holds it; validating separately takes a weaker lock, so that the checks of several foreign keys run
+    side by side. The end state is the same constraint, validated. Only the plain form pg_dump writes
+    for an ordinary table (ALTER TABLE ONLY, not already NOT VALID) is split; anything else is run as it is.
+    """
+    m = _ADD_FK.match(sql)
+    if m is None or not sql.endswith(b";") or sql.rstrip(b";").endswith(b"NOT VALID"):
+        return None
+    return sql[:-1] + b" NOT VALID;", m.group(1) + b" VALIDATE CONSTRAINT " + m.group(2) + b";"
+
+
 def _unqualified(raw: bytes) -> Ident:
     return split_qualified(raw)
 

@@ -11,7 +11,9 @@ data, then measures in one run, on that database:
   a. pg_dump | gzip -9 | openssl enc -aes-256-cbc -K .. -iv ..  > file     (the shell backup)
   b. pg_dump > /dev/null                                                     (reference)
   c. `ehr-backup create` in gzip mode (default level, and levels 4 and 9) and in zstd mode
-  d. `ehr-backup restore` against openssl enc -d | gunzip | psql --single-transaction
+  d. `ehr-backup restore` (into a fresh database, swapped in over an empty one, with its row-count check)
+     against openssl enc -d | gunzip | psql --single-transaction, and against pg_restore -j N of a
+     pg_dump -Fc of the same database (N = the CPUs; the custom-format dump is made untimed)
 
 and prints absolute figures and ratios against the shell pipeline, plus a Markdown table. Outputs go
 to a temporary directory under /var/tmp that is removed at the end; the restore target databases are
@@ -44,12 +46,14 @@ GENERATOR_VERSION = "4"  # bump when the generated data changes, so an old ehr_b
 BENCH_DB = "ehr_bench"
 RESTORE_OURS = "ehr_bench_restore_ours"
 RESTORE_SHELL = "ehr_bench_restore_shell"
+RESTORE_PGR = "ehr_bench_restore_pg_restore"
 MB = 1024 * 1024
 
 # Targets the figures are judged against.
 TARGET_GZIP_SPEEDUP = 4.0
 TARGET_ZSTD_SPEEDUP = 6.0
-TARGET_RESTORE_RATIO = 1.0  # ours / shell: no slower
+TARGET_RESTORE_SPEEDUP = 1.25  # shell / ours: at least this much faster
+TARGET_PG_RESTORE_RATIO = 1.0  # ours / pg_restore -j N: no slower
 TARGET_RSS_MB = 150.0
 
 # ---------------------------------------------------------------------------------------------------
@@ -560,16 +564,19 @@ class Bench:
             conn.execute("CHECKPOINT")
 
     def fresh_db(self, name: str) -> str:
-        assert name in (RESTORE_OURS, RESTORE_SHELL)  # never anything else
+        self.drop_db(name)
         with psycopg.connect(self.admin, autocommit=True) as conn:
-            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
             conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
         return db_url(self.admin, name)
 
     def drop_db(self, name: str) -> None:
-        assert name in (RESTORE_OURS, RESTORE_SHELL)
+        """Drop a restore target, and the copies our restore kept beside it (`<name>__before_…`)."""
+        assert name in (RESTORE_OURS, RESTORE_SHELL, RESTORE_PGR)  # never anything else
         with psycopg.connect(self.admin, autocommit=True) as conn:
-            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+            kept = [r[0] for r in conn.execute("SELECT datname FROM pg_database WHERE starts_with(datname, %s)",
+                                               (name + "__",)).fetchall()]
+            for db in [name, *kept]:
+                conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(db)))
 
     def best(self, runs: list[Measured]) -> Measured:
         """The fastest run (the least disturbed by anything else on the machine), with every run's time."""
@@ -631,18 +638,37 @@ class Bench:
 
     def our_restore(self, name: str, backup_id: str) -> Row:
         runs = []
+        phases: dict[str, float] = {}
         for _ in range(self.args.repeat):
-            target = self.fresh_db(RESTORE_OURS)
+            target = self.fresh_db(RESTORE_OURS)  # an existing database: the restore swaps in over it
             self.checkpoint()
-            m = checked(run_measured([self.cli, "restore", backup_id, "--target-url", target, "--yes",
-                                      "--no-safety-backup", "--json"], env=self.env()), f"ehr-backup restore ({name})")
+            m = checked(run_measured([self.cli, "restore", backup_id, "--target-url", target, "--yes", "--json"],
+                                     env=self.env()), f"ehr-backup restore ({name})")
             report = json.loads(m.stdout)
-            if not report.get("rowCountsMatch"):
+            if not report.get("rowCountsMatch") or not report.get("previousDatabase"):
                 raise SystemExit(f"restore {name}: row counts differ: {report.get('mismatchedTables')}")
+            if not runs or m.wall < min(r.wall for r in runs):
+                phases = report.get("phases") or {}
             runs.append(m)
         m = self.best(runs)
         return Row(name, "restore", m.wall, cpu=m.cpu, rss_mb=max(r.rss_self_mb for r in runs), tools_rss_mb=m.rss_desc_mb,
-                   extra={"walls": m.data["walls"]})
+                   extra={"walls": m.data["walls"], "phases": phases})
+
+    def pg_restore(self) -> Row:
+        """pg_restore -j N of a custom-format dump of the same database (the dump is made untimed)."""
+        dump = self.work / "bench.dump"
+        if not dump.exists():
+            subprocess.run([self.tool("pg_dump"), "-Fc", "-d", self.src, "-f", str(dump)], check=True)
+        jobs = str(os.cpu_count() or 1)
+        runs = []
+        for _ in range(self.args.repeat):
+            target = self.fresh_db(RESTORE_PGR)
+            self.checkpoint()
+            runs.append(checked(run_measured([self.tool("pg_restore"), "-j", jobs, "-d", target, str(dump)]),
+                                "pg_restore"))
+        m = self.best(runs)
+        return Row(f"pg_restore -j {jobs} (custom format)", "restore", m.wall, cpu=m.cpu,
+                   tools_rss_mb=m.rss_desc_mb, extra={"walls": m.data["walls"]})
 
 
 def _parse_extra(spec: str) -> tuple[str, str, dict[str, str]]:
@@ -744,11 +770,18 @@ def report(b: Bench, facts: dict[str, str], shell: Row, shell_restore: Row, dump
         sp = shell.wall / z.wall
         checks.append((f"zstd mode >= {TARGET_ZSTD_SPEEDUP:g}x faster than the shell pipeline", sp >= TARGET_ZSTD_SPEEDUP,
                        f"{sp:.2f}x"))
+    pgr = next((r for r in b.rows if r.name.startswith("pg_restore")), None)
     for rr in (rg, rz):
         if rr:
-            ratio = rr.wall / shell_restore.wall
-            checks.append((f"{rr.name}: no slower than the shell restore", ratio <= TARGET_RESTORE_RATIO,
-                           f"{ratio:.2f}x the shell restore's time ({rr.wall:.1f} s vs {shell_restore.wall:.1f} s)"))
+            speed = shell_restore.wall / rr.wall
+            checks.append((f"{rr.name}: >= {TARGET_RESTORE_SPEEDUP:g}x faster than the shell restore",
+                           speed >= TARGET_RESTORE_SPEEDUP,
+                           f"{speed:.2f}x ({rr.wall:.1f} s vs {shell_restore.wall:.1f} s; phases "
+                           + ", ".join(f"{k} {v:.1f} s" for k, v in (rr.extra.get("phases") or {}).items()) + ")"))
+            if pgr:
+                ratio = rr.wall / pgr.wall
+                checks.append((f"{rr.name}: no slower than {pgr.name}", ratio <= TARGET_PG_RESTORE_RATIO,
+                               f"{ratio:.2f}x its time ({rr.wall:.1f} s vs {pgr.wall:.1f} s)"))
     ours = [r for r in b.rows if r.rss_mb is not None]
     if ours:
         worst = max(ours, key=lambda r: r.rss_mb or 0)
@@ -881,12 +914,14 @@ def main(argv: list[str] | None = None) -> int:
             rg = bench.our_restore(NAME_RESTORE_GZIP, g_info["id"])
             step("ours: restore zstd")
             rz = bench.our_restore(NAME_RESTORE_ZSTD, z_info["id"])
-            bench.rows += [shell_restore, rg, rz]
+            step("pg_restore of a custom-format dump")
+            pgr = bench.pg_restore()
+            bench.rows += [shell_restore, rg, rz, pgr]
         missed = report(bench, facts, shell, shell_restore, dump_bytes)
     finally:
         shutil.rmtree(work, ignore_errors=True)
         if bench is not None and not args.no_restore:
-            for name in (RESTORE_OURS, RESTORE_SHELL):
+            for name in (RESTORE_OURS, RESTORE_SHELL, RESTORE_PGR):
                 try:
                     bench.drop_db(name)
                 except psycopg.Error as exc:
