@@ -20,7 +20,7 @@ from ehr_backup.service import BackupService
 from ehr_backup.sqlscan import Ident
 
 from .conftest import ACTOR, ADMIN_URL, drop_databases, query, run_sql, url_for
-from .helpers import AWKWARD_SQL, dump_text, fill
+from .helpers import AWKWARD_SQL, dump_text
 
 # Database-wide objects a DROP ... CASCADE of schemas leaves behind (the old in-place restore failed on
 # them, or let them survive), plus ordinary content.
@@ -120,7 +120,7 @@ def test_objects_and_default_privileges_made_after_the_backup_are_gone(
     before = full_dump(db)
     record = service.create(ACTOR, description="before the exposure")
     name = db.rsplit("/", 1)[1]
-    run_sql(db, f"""
+    run_sql(db, """
         ALTER DEFAULT PRIVILEGES GRANT SELECT ON TABLES TO PUBLIC;
         CREATE TABLE later (a int);
         CREATE ACCESS METHOD later_am TYPE TABLE HANDLER heap_tableam_handler;

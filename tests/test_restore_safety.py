@@ -3,7 +3,6 @@ no half-built copy behind."""
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 import threading
