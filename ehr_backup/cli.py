@@ -195,9 +195,10 @@ def _print_backups(rows: list[dict[str, Any]]) -> None:
         return
     for b in rows:
         verified = "-" if b["verifyOk"] is None else ("ok" if b["verifyOk"] else "FAILED")
+        claim = " (unverified: found on disk)" if b.get("unverified") else ""
         print(f"{b['id']}\n    {b['status']:<10} {b['location']:<9} {_human_size(b['size']):>9}  "
               f"{b['createdAt']}  by {_printable(b['createdBy'])}  verified: {verified}  "
-              f"{_printable(b['description'])}")
+              f"{_printable(b['description'])}{claim}")
 
 
 def run(argv: list[str] | None = None) -> int:

@@ -8,14 +8,13 @@ import shutil
 import subprocess
 import threading
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
 import psycopg
 from psycopg import conninfo as pg_conninfo
-from psycopg import sql
 
 from .errors import DatabaseUnavailable, InvalidInput, ToolError
 
@@ -158,48 +157,6 @@ def data_directory(info: ConnInfo) -> str | None:
     except psycopg.Error:
         return None
     return str(row[0]) if row and row[0] else None
-
-
-def has_user_objects(info: ConnInfo) -> bool:
-    """Whether a database holds any relation, type or function of its own, or a large object."""
-    with connect(info) as conn:
-        row = conn.execute(
-            "SELECT EXISTS (SELECT 1 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
-            "WHERE n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg\\_toast%') "
-            "OR EXISTS (SELECT 1 FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace "
-            "WHERE n.nspname NOT IN ('pg_catalog', 'information_schema')) "
-            "OR EXISTS (SELECT 1 FROM pg_largeobject_metadata)").fetchone()
-    return bool(row and row[0])
-
-
-def database_exists(info: ConnInfo) -> bool:
-    """Whether the database named by info exists (asked through the maintenance database)."""
-    with connect(info.with_dbname("postgres")) as conn:
-        return conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (info.dbname,)).fetchone() \
-            is not None
-
-
-def create_database(info: ConnInfo) -> None:
-    """Create the database named by info."""
-    with connect(info.with_dbname("postgres")) as conn:
-        try:
-            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(info.dbname)))
-        except psycopg.Error as exc:
-            raise DatabaseUnavailable(f"cannot create database {info.dbname}: "
-                                      f"{str(exc).strip().splitlines()[0]}") from None
-
-
-def count_rows(info: ConnInfo, tables: Sequence[str]) -> dict[str, int | None]:
-    """Count the rows of tables named as in a dump's COPY lines (None: table absent)."""
-    counts: dict[str, int | None] = {}
-    with connect(info) as conn:
-        for name in tables:
-            try:
-                row = conn.execute(sql.SQL("SELECT count(*) FROM ONLY {}").format(sql.SQL(name))).fetchone()
-                counts[name] = int(row[0]) if row else None
-            except psycopg.Error:
-                counts[name] = None
-    return counts
 
 
 def tool_version(path: str) -> tuple[int, str]:

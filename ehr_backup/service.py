@@ -397,7 +397,9 @@ class BackupService:
                     h = peek_header(path)
                 except (BackupError, OSError):
                     h = {}
-                created = _parse_time(h.get("createdAt")) or _mtime(path)
+                # the header is not authenticated until the file is verified: it is shown as a claim, and
+                # the list sorts by the file's own time (a header cannot make a file sort first)
+                created = _mtime(path)
                 key_id = h.get("keyId")
                 try:
                     self.catalogue.add(BackupRecord(
@@ -429,7 +431,10 @@ class BackupService:
                 "dumpBytes": r.dump_bytes, "durationSeconds": r.duration_s, "error": r.error,
                 "step": r.step, "serverVersion": r.server_version, "pgDumpVersion": r.pg_dump_version,
                 "finishedAt": _iso(r.finished_at), "verifiedAt": _iso(r.verified_at), "verifyOk": r.verify_ok,
-                "verifyMessage": r.verify_message}
+                "verifyMessage": r.verify_message,
+                # a file found on disk and not verified yet: its description, creator and database are
+                # what its unauthenticated header claims
+                "unverified": r.status == Status.DISCOVERED}
 
     def get(self, backup_id: str) -> BackupRecord:
         """The catalogued backup with this id (ids are validated, never used as paths directly)."""
@@ -501,10 +506,14 @@ class BackupService:
             raise
         updates: dict[str, Any] = {"verified_at": utcnow(), "verify_ok": True,
                                    "verify_message": f"authentic; dump complete; {len(scan.rows)} tables"}
-        if record.status == Status.DISCOVERED:  # now proven: fill in what the file says
+        if record.status == Status.DISCOVERED:  # now proven: fill in what the authenticated file says
+            h = opened.header.fields
             updates.update(sha256=sha, size=opened.size, dump_bytes=scan.dump_bytes,
                            table_counts=json.dumps(scan.rows), status=Status.COMPLETED,
-                           key_id=opened.header.key_id, error=None)
+                           key_id=opened.header.key_id, error=None,
+                           description=_header_text(h, "description", MAX_DESCRIPTION),
+                           created_by=_header_text(h, "createdBy", 200), database=_header_text(h, "database", 63),
+                           created_at=_parse_time(h.get("createdAt")) or record.created_at)
         self.catalogue.update(record.id, **updates)
         self.audit.record(actor, "verify", record.id, "ok", updates["verify_message"])
         progress.phase = "done"

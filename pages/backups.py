@@ -242,13 +242,13 @@ def _backup_row(ps: PageSession, row: dict[str, Any], watch: Callable[[Job], Any
                 reload: Callable[[], Any], dialogs: ui.element) -> None:
     service = ps.ctx.service
     bid = row["id"]
-    ui.label(row["description"] or "—").classes("break-all").tooltip(bid).mark(f"row-{bid}")
+    claim = " (unverified claim)" if row.get("unverified") else ""  # a found file's header, not yet proven
+    tid(ui.label((row["description"] or "—") + claim).classes("break-all").tooltip(bid), f"row-{bid}")
     ui.label(LOCATIONS.get(row["location"], row["location"]))
-    ui.label(local_time(row["createdAt"]))
-    ui.label(row["createdBy"] or "—")
+    ui.label(local_time(row["createdAt"]) + (" (file time)" if row.get("unverified") else ""))
+    ui.label((row["createdBy"] or "—") + claim)
     ui.label(human_size(row["size"]))
-    status = row["status"] + (" (found on disk)" if row["origin"] == "discovered" and
-                              row["status"] == "discovered" else "")
+    status = row["status"] + (" (found on disk, unverified)" if row.get("unverified") else "")
     tid(ui.badge(status, color=STATUS_COLORS.get(row["status"], "grey")), f"status-{bid}")
     verified = "—" if row["verifyOk"] is None else \
         (f"✔ {local_time(row['verifiedAt'])}" if row["verifyOk"] else f"✘ {row['verifyMessage']}")

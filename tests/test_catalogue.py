@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import io
+import os
 import shutil
 import sqlite3
 from pathlib import Path
 
 import pytest
 
-from ehr_backup.errors import AuditError
+from ehr_backup.errors import NotAuthentic, AuditError
 from ehr_backup.models import Status
 from ehr_backup.service import BackupService
 
@@ -43,10 +44,40 @@ def test_files_the_catalogue_did_not_know_are_listed_from_their_headers_and_can_
     listed = service.list()
     assert len(listed) == 1
     found = listed[0]
-    assert found["status"] == Status.DISCOVERED and found["origin"] == "discovered"
+    assert found["status"] == Status.DISCOVERED and found["origin"] == "discovered" and found["unverified"]
     assert found["description"] == "copied in from another server"
     assert service.verify(ACTOR, record.id)["ok"]
-    assert service.list()[0]["status"] == Status.COMPLETED
+    proven = service.list()[0]
+    assert proven["status"] == Status.COMPLETED and not proven["unverified"]
+    assert proven["createdAt"].startswith(record.created_at.strftime("%Y-%m-%dT%H:%M:%S"))
+
+
+def test_a_found_files_header_is_a_claim_and_cannot_make_it_sort_first(service: BackupService,
+                                                                      env: dict[str, str]) -> None:
+    import hashlib
+    import json
+    import struct
+    older = service.create(ACTOR, description="real and older")
+    record = service.create(ACTOR, description="to be planted")
+    path = Path(record.directory) / record.id
+    data = path.read_bytes()
+    service.catalogue.delete(record.id)
+    _, version, length = struct.unpack(">8sHI", data[:14])
+    header = json.loads(data[14:14 + length])
+    header.update(createdAt="2030-01-01T00:00:00.000Z", createdBy="chief-admin", description="Trust me")
+    blob = json.dumps(header, separators=(",", ":"), sort_keys=True).encode()
+    prefix = data[:8] + struct.pack(">HI", version, len(blob)) + blob
+    path.write_bytes(prefix + hashlib.sha256(prefix).digest()[:16] + data[14 + length + 16:])
+    os.utime(path, (1_700_000_000, 1_700_000_000))  # the file's own time: 2023
+    rows = {r["id"]: r for r in service.list()}
+    planted = rows[record.id]
+    assert planted["unverified"] and planted["status"] == Status.DISCOVERED
+    assert planted["createdAt"].startswith("2023-11-14") and planted["createdBy"] == "chief-admin"
+    assert not rows[older.id]["unverified"]
+    assert [r["id"] for r in sorted(rows.values(), key=lambda r: r["createdAt"], reverse=True)][0] == older.id
+    with pytest.raises(NotAuthentic):
+        service.verify(ACTOR, record.id)
+    assert service.list() and {r["id"]: r for r in service.list()}[record.id]["unverified"]
 
 
 def test_catalogued_files_that_disappeared_are_marked_missing(service: BackupService) -> None:

@@ -71,6 +71,8 @@ def create(conn: psycopg.Connection, name: str, props: dict[str, Any] | None) ->
         parts.append(sql.SQL("LC_COLLATE {} LC_CTYPE {}").format(sql.Literal(props["collate"]),
                                                                   sql.Literal(props["ctype"])))
         provider = props.get("localeProvider") or "libc"
+        if provider not in ("libc", "icu", "builtin"):
+            raise InvalidInput("the backup names an unknown locale provider")
         major = server_major(conn)
         if provider != "libc" or major >= 15:
             if major < 15:
