@@ -13,7 +13,7 @@ except BackupError as exc:
 # NiceGUI reads its storage path at import time: keep it under our data directory
 os.environ.setdefault("NICEGUI_STORAGE_PATH", str(_settings.data_dir / "nicegui"))
 
-from ehr_backup.web import main  # noqa: E402
+from ehr_backup.web import main
 
 if __name__ in {"__main__", "__mp_main__"}:
     main()

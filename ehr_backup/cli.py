@@ -15,9 +15,9 @@ from . import __version__, demo
 from .audit import Actor
 from .config import VARIABLES, Settings
 from .errors import BackupError, InvalidInput, RowCountsDiffer
-from .safedir import os_error
 from .keys import generate_key
 from .pipeline import Progress
+from .safedir import os_error
 
 EPILOG = "environment:\n" + "\n".join(f"  {k:<28} {v}" for k, v in VARIABLES.items())
 
@@ -81,9 +81,9 @@ def _parser() -> argparse.ArgumentParser:
 
     c = cmd("previous", "databases a restore replaced and keeps for rollback (dropped after "
                         "EHR_BACKUP_KEEP_PREVIOUS_HOURS)")
-    x = c.add_subparsers(dest="previous_command", required=True, metavar="ACTION")
-    x.add_parser("list", help="list them").add_argument("--json", action="store_true")
-    d = x.add_parser("drop", help="drop one now")
+    kept = c.add_subparsers(dest="previous_command", required=True, metavar="ACTION")
+    kept.add_parser("list", help="list them").add_argument("--json", action="store_true")
+    d = kept.add_parser("drop", help="drop one now")
     d.add_argument("name", metavar="NAME")
     d.add_argument("--yes", action="store_true", help="confirm")
     d.add_argument("--json", action="store_true")

@@ -78,7 +78,7 @@ class JobManager:
         except BackupError as exc:
             job.status, job.error, job.error_status = "failed", exc.message, exc.status
             job.error_report = getattr(exc, "report", None)
-        except Exception:  # noqa: BLE001 - a job thread must record every failure
+        except Exception:
             log.exception("job %s failed unexpectedly", job.id)
             job.status, job.error, job.error_status = "failed", "internal error; see the server log", 500
         finally:

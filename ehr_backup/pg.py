@@ -218,6 +218,6 @@ class ProcessOutput:
     def errors(self) -> str:
         """The first error-looking lines, else the last lines, as one line for a message."""
         bad = [ln for ln in [*self.head, *self.tail]
-               if re.search(r"error|fatal|could not|failed|refused|denied|abort|terminat", ln, re.I)]
+               if re.search(r"error|fatal|could not|failed|refused|denied|abort|terminat", ln, re.IGNORECASE)]
         lines = list(dict.fromkeys(bad))[:3] or list(self.tail)[-2:]
         return " | ".join(lines)[:500] or "no message"

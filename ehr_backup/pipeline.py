@@ -4,16 +4,16 @@ from __future__ import annotations
 
 import base64
 import fcntl
-import sys
-from array import array
 import hashlib
 import io
 import os
 import re
 import signal
 import subprocess
+import sys
 import threading
 import time
+from array import array
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,11 +22,11 @@ from typing import IO, Any
 from . import compression, storage
 from .dumpstream import DumpScanner
 from .dumptoc import DumpAnalyzer, index_to_json
-from .sqlscan import DumpSyntaxError
 from .errors import Cancelled, NotAuthentic, ToolError
 from .fileformat import EncryptedWriter, OpenedFile
 from .keys import MasterKey
 from .pg import ConnInfo, ProcessOutput
+from .sqlscan import DumpSyntaxError
 
 CHUNK = 1024 * 1024
 F_SETPIPE_SZ = 1031

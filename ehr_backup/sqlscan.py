@@ -394,15 +394,13 @@ class SqlScanner:
         in_routine = w[0] == b"c" and (w[1] in (b"f", b"p") or (w[1] == b"o" and w[2] == b"r"
                                                                 and w[3] in (b"f", b"p")))
         if in_routine and self._paren == 0:
-            if lower == b"begin":
-                self._begin += 1
-            elif lower == b"case" and self._begin >= 1:
+            if lower == b"begin" or lower == b"case" and self._begin >= 1:
                 self._begin += 1
             elif lower == b"end" and self._begin > 0:
                 self._begin -= 1
 
     def _track_settings(self, sql: bytes) -> None:
-        m = re.match(rb"SET\s+standard_conforming_strings\s*(?:=|TO)\s*'?(on|off)'?\s*;", sql, re.I)
+        m = re.match(rb"SET\s+standard_conforming_strings\s*(?:=|TO)\s*'?(on|off)'?\s*;", sql, re.IGNORECASE)
         if m:
             self._std_strings = m.group(1).lower() == b"on"
 

@@ -11,7 +11,7 @@ import stat
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO
 
@@ -100,7 +100,7 @@ def slugify(description: str) -> str:
 
 def make_id(created: datetime, description: str, compression_ext: str) -> str:
     """A backup id in the product's file-name form."""
-    stamp = created.astimezone(timezone.utc).strftime("%Y-%m-%dT%H-%M-%S-") + \
+    stamp = created.astimezone(UTC).strftime("%Y-%m-%dT%H-%M-%S-") + \
         f"{created.microsecond // 1000:03d}Z"
     return f"backup_{stamp}_{slugify(description)}.sql.{compression_ext}.enc"
 

@@ -206,7 +206,7 @@ def build(settings: Settings | None = None) -> WebContext:
     app.add_exception_handler(RequestValidationError, on_validation_error)
 
     @app.get("/auth/complete", include_in_schema=False)
-    def complete_login(request: Request, ticket: str = "", next: str = "/eh") -> Response:  # noqa: A002
+    def complete_login(request: Request, ticket: str = "", next: str = "/eh") -> Response:
         """Exchange a one-time login ticket for the session cookie, in the browser that logged in."""
         try:
             token = auth.redeem_ticket(ticket, browser_nonce(request.scope), client_address(request))

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import io
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from fastapi import Request
@@ -37,8 +37,8 @@ def register(ctx: WebContext) -> None:
             since = _day(date_from.value)
             until = _day(date_to.value)
             return list(audit.entries(actor=actor.value or None, action=action.value or None,
-                                      since=since.astimezone(timezone.utc) if since else None,
-                                      until=(until + timedelta(days=1)).astimezone(timezone.utc) if until else None,
+                                      since=since.astimezone(UTC) if since else None,
+                                      until=(until + timedelta(days=1)).astimezone(UTC) if until else None,
                                       limit=limit))
 
         async def reload() -> None:

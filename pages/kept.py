@@ -24,7 +24,7 @@ def kept_databases(ps: PageSession, reload: Callable[[], Awaitable[Any]]) -> Any
             ui.label("Previous databases").classes("text-lg font-bold")
             ui.label("A restore keeps the database it replaced, renamed, so that it can be put back. Each is "
                      f"dropped {service.settings.keep_previous_hours} hours after the restore.").classes("text-sm")
-            newest = {}
+            newest: dict[str, str] = {}
             for r in rows:  # rows come newest first: roll back only to the newest of each database
                 if r["kind"] == "previous":
                     newest.setdefault(r["database"], r["name"])

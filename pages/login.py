@@ -25,7 +25,7 @@ def register(ctx: WebContext) -> None:
     """Add /login and /setup."""
 
     @ui.page("/login", title="Sign in · EHR Backup")
-    def login_page(request: Request, next: str = "/eh") -> None:  # noqa: A002
+    def login_page(request: Request, next: str = "/eh") -> None:
         address = client_address(request)
         browser = browser_nonce(request.scope)
         with ui.card().classes("absolute-center w-96"):

@@ -14,8 +14,8 @@ import pytest
 
 from ehr_backup.audit import Actor
 from ehr_backup.config import Settings
-from ehr_backup.keys import generate_key
 from ehr_backup.errors import BackupError
+from ehr_backup.keys import generate_key
 from ehr_backup.pg import ConnInfo
 from ehr_backup.restore.database import drop
 from ehr_backup.service import BackupService

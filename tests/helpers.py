@@ -16,7 +16,7 @@ def dump_text(url: str) -> str:
     info = ConnInfo.parse(url)
     out = subprocess.run(["pg_dump", "--format=plain", "--no-password"], env=info.child_env(),
                          capture_output=True, check=True).stdout.decode()
-    return re.sub(r"^\\(un)?restrict .*$", "", out, flags=re.M)
+    return re.sub(r"^\\(un)?restrict .*$", "", out, flags=re.MULTILINE)
 
 
 def fill(url: str, rows: int, width: int = 4, table: str = "big") -> None:

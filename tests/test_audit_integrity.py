@@ -18,7 +18,7 @@ import sqlite3
 import struct
 import subprocess
 import sys
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -52,7 +52,7 @@ def _sql(env: dict[str, str], *statements: str) -> None:
 def _unkeyed_digest(prev: str, seq: int, ts: str, actor: str, action: str, target: str, outcome: str,
                     detail: str, address: str) -> str:
     """The plain SHA-256 chain formula, as anyone can read it in the source."""
-    when = datetime.fromisoformat(ts).replace(tzinfo=timezone.utc).isoformat(timespec="microseconds")
+    when = datetime.fromisoformat(ts).replace(tzinfo=UTC).isoformat(timespec="microseconds")
     body = json.dumps([prev, seq, when, actor, action, target, outcome, detail, address], ensure_ascii=True,
                       separators=(",", ":"))
     return hashlib.sha256(body.encode()).hexdigest()

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from ehr_backup.errors import NotAuthentic, AuditError
+from ehr_backup.errors import AuditError, NotAuthentic
 from ehr_backup.models import Status
 from ehr_backup.service import BackupService
 

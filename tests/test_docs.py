@@ -12,7 +12,7 @@ README = (ROOT / "README.md").read_text()
 
 
 def test_every_environment_variable_is_in_the_readme_table() -> None:
-    documented = set(re.findall(r"^\| `([A-Z_]+)` \|", README, re.M))
+    documented = set(re.findall(r"^\| `([A-Z_]+)` \|", README, re.MULTILINE))
     assert documented == set(VARIABLES)
 
 
@@ -25,6 +25,6 @@ def test_every_environment_variable_read_by_the_code_is_declared() -> None:
 
 
 def test_the_readme_set_up_commands_exist() -> None:
-    blocks = re.findall(r"```bash\n(.*?)```", README, re.S)
+    blocks = re.findall(r"```bash\n(.*?)```", README, re.DOTALL)
     assert blocks[0].strip() == "bash start.sh" and (ROOT / "start.sh").exists()
     assert blocks[1].strip() == "bash .ci/run" and (ROOT / ".ci" / "run").exists()

@@ -18,7 +18,7 @@ DOC = Path(__file__).parent.parent / "docs" / "FORMAT.md"
 
 
 def recipe() -> str:
-    blocks = re.findall(r"```bash\n(.*?)```", DOC.read_text(), re.S)
+    blocks = re.findall(r"```bash\n(.*?)```", DOC.read_text(), re.DOTALL)
     assert len(blocks) == 1
     return blocks[0]
 

@@ -59,7 +59,7 @@ def full_dump(url: str) -> str:
     info = ConnInfo.parse(url)
     out = subprocess.run(["pg_dump", "--create", "--no-password"], env=info.child_env(), capture_output=True,
                          check=True).stdout.decode()
-    return re.sub(r"^\\(un)?restrict .*$", "", out, flags=re.M)
+    return re.sub(r"^\\(un)?restrict .*$", "", out, flags=re.MULTILINE)
 
 
 @pytest.fixture

@@ -8,8 +8,18 @@ import pytest
 
 from ehr_backup.dumptoc import DumpAnalyzer, entry_type
 from ehr_backup.pg import ConnInfo
-from ehr_backup.sqlscan import (Comment, CopyData, CopyEnd, CopyStart, DumpSyntaxError, Ident, Meta, SqlScanner,
-                                Statement, parse_copy)
+from ehr_backup.sqlscan import (
+    Comment,
+    CopyData,
+    CopyEnd,
+    CopyStart,
+    DumpSyntaxError,
+    Ident,
+    Meta,
+    SqlScanner,
+    Statement,
+    parse_copy,
+)
 
 from .conftest import run_sql
 from .helpers import AWKWARD_SQL

@@ -181,7 +181,7 @@ async def test_verify_restore_and_delete_from_the_list(user: User, accounts, web
     await eventually(lambda: not (Path(web_env["EHR_BACKUP_DEFAULT_DIR"]) / bid).exists())
 
 
-def BackupServiceFor(env: dict[str, str]):  # noqa: N802 - reads like the class it builds
+def BackupServiceFor(env: dict[str, str]):
     from ehr_backup.config import Settings
     from ehr_backup.service import BackupService
     return BackupService(Settings.from_env(env))

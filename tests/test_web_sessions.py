@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -19,7 +19,7 @@ API = "/api/admin/backup"
 
 
 def age_sessions(web_env: dict[str, str], column: str, delta: timedelta) -> None:
-    stamp = (datetime.now(timezone.utc) - delta).strftime("%Y-%m-%d %H:%M:%S.%f")
+    stamp = (datetime.now(UTC) - delta).strftime("%Y-%m-%d %H:%M:%S.%f")
     with sqlite3.connect(Path(web_env["EHR_BACKUP_DATA_DIR"]) / "catalogue.sqlite3") as conn:
         conn.execute(f"UPDATE sessions SET {column} = ?", (stamp,))
 

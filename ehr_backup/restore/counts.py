@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Any
 
 import psycopg
 from psycopg.pq import Escaping
@@ -38,7 +39,7 @@ class TableCount:
         return self.dumped == self.loaded == self.actual
 
 
-def _qualified(esc: Escaping, target: Ident) -> bytes:
+def _qualified(esc: Any, target: Ident) -> bytes:
     parts = [p for p in (target.schema, target.name) if p is not None]
     return b".".join(esc.escape_identifier(p) for p in parts)
 

@@ -10,7 +10,7 @@ import os
 import re
 import shutil
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import psycopg
@@ -27,7 +27,7 @@ LIST_SETTINGS = {"search_path", "session_preload_libraries", "shared_preload_lib
 
 def stamp(now: datetime | None = None) -> str:
     """A UTC time for database names: 20261129T204500."""
-    return (now or datetime.now(timezone.utc)).strftime("%Y%m%dT%H%M%S")
+    return (now or datetime.now(UTC)).strftime("%Y%m%dT%H%M%S")
 
 
 def derived_name(live: str, suffix: str) -> str:
@@ -116,7 +116,7 @@ def split_list_setting(value: str) -> list[str]:
     return out
 
 
-def setting_clause(item: str) -> sql.Composable:
+def setting_clause(item: str) -> sql.Composed:
     """`name TO value` for ALTER ... SET, from a pg_db_role_setting entry `name=value`."""
     name, _, value = item.partition("=")
     if name.lower() in LIST_SETTINGS:
@@ -193,7 +193,7 @@ def _privilege(text: str) -> str:
     return text
 
 
-def _try(conn: psycopg.Connection, stmt: sql.Composable, notes: list[str], what: str) -> None:
+def _try(conn: psycopg.Connection, stmt: sql.Composed, notes: list[str], what: str) -> None:
     try:
         with conn.transaction():
             conn.execute(stmt)

@@ -94,7 +94,7 @@ class Loader:
         started = time.monotonic()
         try:
             self._start_workers()
-            offset = 0
+            offset: int | None = 0
             while offset is not None:
                 offset = self._read_from(offset)
             self._finish_entry()

@@ -29,13 +29,13 @@ from ..sqlscan import Ident, split_qualified
 
 _IDENT = rb'(?:"(?:[^"]|"")+"|[A-Za-z_\x80-\xff][A-Za-z0-9_$\x80-\xff]*)'
 _QUAL = _IDENT + rb"(?:\." + _IDENT + rb")?"
-_INDEX = re.compile(rb"CREATE (?:UNIQUE )?INDEX " + _IDENT + rb" ON (?:ONLY )?(" + _QUAL + rb") USING ", re.S)
-_ALTER = re.compile(rb"ALTER TABLE (?:ONLY )?(" + _QUAL + rb")\s+ADD CONSTRAINT " + _IDENT + rb" ", re.S)
-_TOKEN = re.compile(rb"""'(?:[^']|'')*'|"(?:[^"]|"")*"|\$([A-Za-z_]\w*)?\$|[A-Za-z_][A-Za-z0-9_$]*|[()]|.""", re.S)
+_INDEX = re.compile(rb"CREATE (?:UNIQUE )?INDEX " + _IDENT + rb" ON (?:ONLY )?(" + _QUAL + rb") USING ", re.DOTALL)
+_ALTER = re.compile(rb"ALTER TABLE (?:ONLY )?(" + _QUAL + rb")\s+ADD CONSTRAINT " + _IDENT + rb" ", re.DOTALL)
+_TOKEN = re.compile(rb"""'(?:[^']|'')*'|"(?:[^"]|"")*"|\$([A-Za-z_]\w*)?\$|[A-Za-z_][A-Za-z0-9_$]*|[()]|.""", re.DOTALL)
 _SESSION = re.compile(rb"\s*(?:SET\s+(?:SESSION\s+)?(?!LOCAL\b)(SESSION\s+AUTHORIZATION|ROLE|[A-Za-z_][A-Za-z0-9_.]*)\b"
                       rb"|RESET\s+([A-Za-z_][A-Za-z0-9_.]*)\s*;"
                       rb"|SELECT\s+pg_catalog\.set_config\('([A-Za-z_][A-Za-z0-9_.]*)',\s*'(?:[^']|'')*',\s*false\)\s*;)",
-                      re.I)
+                      re.IGNORECASE)
 
 PARALLEL_POST = {"INDEX", "CONSTRAINT", "FK CONSTRAINT"}
 DEPENDENT = {"COMMENT", "SECURITY LABEL"}
@@ -103,7 +103,7 @@ def plan_entry(entry_type: str | None, statements: list[bytes], copy_target: Ide
     return Plan(Kind.POST, frozenset(tables))
 
 
-_ADD_FK = re.compile(rb"(ALTER TABLE ONLY " + _QUAL + rb")\n    ADD CONSTRAINT (" + _IDENT + rb") FOREIGN KEY ", re.S)
+_ADD_FK = re.compile(rb"(ALTER TABLE ONLY " + _QUAL + rb")\n    ADD CONSTRAINT (" + _IDENT + rb") FOREIGN KEY ", re.DOTALL)
 
 
 def split_foreign_key(sql: bytes) -> tuple[bytes, bytes] | None:

@@ -26,7 +26,7 @@ def ensure_roles(conn: psycopg.Connection, recorded: dict[str, Any]) -> dict[str
         if name in existing:
             report["existing"].append(name)
             continue
-        options = []
+        options: list[sql.Composable] = []
         for key, word in _FLAGS:
             on = bool(role.get(key))
             if on and key in _NEEDS_SUPERUSER and not superuser:

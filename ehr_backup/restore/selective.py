@@ -24,8 +24,18 @@ from psycopg.pq import Escaping
 from ..dumptoc import TocEntry, TocReader
 from ..errors import Cancelled, InvalidInput, NotAuthentic, ToolError
 from ..pg import ConnInfo, connect
-from ..sqlscan import (Comment, CopyData, CopyEnd, CopyStart, DumpSyntaxError, Ident, Meta, SqlScanner, Statement,
-                       split_qualified)
+from ..sqlscan import (
+    Comment,
+    CopyData,
+    CopyEnd,
+    CopyStart,
+    DumpSyntaxError,
+    Ident,
+    Meta,
+    SqlScanner,
+    Statement,
+    split_qualified,
+)
 from .counts import TableCount
 from .plan import plan_entry, session_key
 
@@ -36,7 +46,7 @@ _COMMENT_ON = re.compile(rb"COMMENT ON (TABLE|COLUMN) (" + _IDENT + rb"\." + _ID
 # a token: a string (standard, E'', dollar-quoted), a quoted identifier, a word, or one other byte
 _TOKEN = re.compile(rb"""[Ee]'(?:[^'\\]|\\.|'')*'|'(?:[^']|'')*'|(\$[A-Za-z_]?[A-Za-z0-9_]*\$).*?\1|"""
                     rb"""(?:"(?:[^"]|"")+"|[A-Za-z_\x80-\xff][A-Za-z0-9_$\x80-\xff]*)"""
-                    rb"""(?:\.(?:"(?:[^"]|"")+"|[A-Za-z_\x80-\xff][A-Za-z0-9_$\x80-\xff]*))?|.""", re.S)
+                    rb"""(?:\.(?:"(?:[^"]|"")+"|[A-Za-z_\x80-\xff][A-Za-z0-9_$\x80-\xff]*))?|.""", re.DOTALL)
 KINDS = {"TABLE", "TABLE DATA", "INDEX", "CONSTRAINT", "FK CONSTRAINT", "COMMENT", "CHECK CONSTRAINT"}
 
 

@@ -263,7 +263,7 @@ class Worker(threading.Thread):
                 _abandon(manager)
 
 
-def _qualified(esc: Escaping, target: Ident) -> bytes:
+def _qualified(esc: Any, target: Ident) -> bytes:
     """A table name quoted by libpq from its raw bytes (never text from the dump as SQL)."""
     parts = [p for p in (target.schema, target.name) if p is not None]
     return b".".join(esc.escape_identifier(p) for p in parts)
