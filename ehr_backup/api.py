@@ -199,6 +199,11 @@ def build_router(ctx: ApiContext) -> APIRouter:
             "Content-Disposition": f'attachment; filename="{name}"', "Content-Length": str(size),
             "Cache-Control": "no-store", "X-Content-Type-Options": "nosniff"})
 
+    @router.get("/status")
+    async def status(who: Admin) -> dict[str, Any]:
+        """Storage per location (used, free, growth, forecast fill date, warnings); sizes per database."""
+        return await asyncio.to_thread(ctx.service.status)
+
     @router.get("/locations")
     async def locations(who: Admin) -> dict[str, Any]:
         """Backup locations with path, existence, writability and free space."""

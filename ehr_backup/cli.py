@@ -8,6 +8,7 @@ import json
 import logging
 import sys
 import threading
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,14 @@ from .pipeline import Progress
 from .safedir import os_error
 
 EPILOG = "environment:\n" + "\n".join(f"  {k:<28} {v}" for k, v in VARIABLES.items())
+
+
+class VerifyFailed(BackupError):
+    """Some backups of a verification run failed (the run's results go with it)."""
+
+    def __init__(self, message: str, result: dict[str, Any]) -> None:
+        super().__init__(message)
+        self.result = result
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -45,8 +54,17 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--location", choices=["default", "desktop", "documents", "downloads", "custom"])
     c.add_argument("--json", action="store_true", help='print {"backups": [...]}')
 
-    c = cmd("verify", "authenticate every byte, decompress, and check the dump is complete")
-    c.add_argument("backup_id", metavar="BACKUP_ID")
+    c = cmd("verify", "authenticate every byte, decompress, and check the dump is complete and its row counts")
+    c.add_argument("backup_id", metavar="BACKUP_ID", nargs="?")
+    c.add_argument("--all", action="store_true", help="verify every stored backup (oldest first); failures are "
+                   "recorded and counted, and make the exit status non-zero")
+    c.add_argument("--since", metavar="YYYY-MM-DD", help="with --all: only backups made on or after this day (UTC)")
+    c.add_argument("--due", action="store_true", help="re-read tonight's share of the stored backups, so that each "
+                   "is re-read within EHR_BACKUP_REVERIFY_DAYS days (for a nightly timer)")
+    c.add_argument("--json", action="store_true")
+
+    c = cmd("status", "storage per location (used, free, growth, forecast fill date, warnings) and backup sizes "
+                      "per database")
     c.add_argument("--json", action="store_true")
 
     c = cmd("restore", "replace a database with a backup: built into a fresh database, checked, then swapped in "
@@ -228,6 +246,11 @@ def run(argv: list[str] | None = None) -> int:
             _print_comparison(exc.report)
         print(f"ehr-backup: error: {exc.message}", file=sys.stderr)
         return 1
+    except VerifyFailed as exc:
+        if as_json:
+            print(json.dumps(exc.result, indent=2, ensure_ascii=False))
+        print(f"ehr-backup: error: {exc.message}", file=sys.stderr)
+        return 1
     except BackupError as exc:
         print(f"ehr-backup: error: {exc.message}", file=sys.stderr)
         return 2 if isinstance(exc, InvalidInput) else 1
@@ -250,7 +273,9 @@ def _dispatch(service: Any, args: argparse.Namespace) -> Any:
     if args.command == "list":
         return {"backups": service.list(location=args.location)}
     if args.command == "verify":
-        return _run_task(service.prepare_verify(actor, args.backup_id))
+        return _verify(service, args, actor)
+    if args.command == "status":
+        return service.status()
     if args.command == "restore":
         return _restore(service, args, actor)
     if args.command == "contents":
@@ -276,6 +301,30 @@ def _dispatch(service: Any, args: argparse.Namespace) -> Any:
     if args.command in ("user", "token"):
         return _accounts(service, args, actor)
     raise InvalidInput(f"unknown command {args.command}")
+
+
+def _verify(service: Any, args: argparse.Namespace, actor: Actor) -> Any:
+    if sum(bool(x) for x in (args.backup_id, args.all, args.due)) != 1:
+        raise InvalidInput("give one BACKUP_ID, or --all, or --due")
+    if args.since and not args.all:
+        raise InvalidInput("--since goes with --all")
+    if args.backup_id:
+        return _run_task(service.prepare_verify(actor, args.backup_id))
+    if args.due:
+        result = service.reverify_tonight(actor)
+    else:
+        since = None
+        if args.since:
+            try:
+                since = datetime.strptime(args.since, "%Y-%m-%d").replace(tzinfo=timezone.utc)
+            except ValueError:
+                raise InvalidInput("--since takes a day as YYYY-MM-DD") from None
+        result = service.verify_all(actor, since)
+    if result["failed"]:
+        failed = [r for r in result["results"] if not r["ok"]]
+        raise VerifyFailed(f"{result['failed']} of {len(result['results'])} backups failed verification: "
+                           + "; ".join(f"{r['backupId']}: {r['error']}" for r in failed[:3]), result)
+    return result
 
 
 def _restore(service: Any, args: argparse.Namespace, actor: Actor) -> Any:
@@ -386,9 +435,21 @@ def _print_human(args: argparse.Namespace, result: Any) -> None:
               f"{len(result['tableRowCounts'] or {})} tables) in {result['path']}")
     elif cmd == "list":
         _print_backups(result["backups"])
+    elif cmd == "verify" and "results" in result:
+        print(f"{result['verified']} backups verified, {result['failed']} failed")
     elif cmd == "verify":
         print(f"{result['backupId']}: authentic, dump complete, {len(result['tableRowCounts'])} tables, "
               f"{_human_size(result['dumpBytes'])} of SQL")
+    elif cmd == "status":
+        for loc in result["locations"]:
+            full = f", full in about {loc['daysToFull']:.0f} days" if loc["daysToFull"] is not None else ""
+            warn = "".join(f"  WARNING: {w}" for w in loc["warnings"])
+            print(f"{loc['key']:<10} {loc['path']}: {loc['backups']} backups, {_human_size(loc['usedBytes'])} "
+                  f"used, {_human_size(loc['freeBytes'])} free{full}{warn}")
+        for db in result["databases"]:
+            last = db["latest"]
+            print(f"database {db['database']}: {db['backups']} backups, latest {last['at']} "
+                  f"({_human_size(last['size'])})")
     elif cmd == "restore" and "restoredFrom" in result:
         print(f"rolled back: {result['restoredFrom']} is {result['database']} again; the restored copy is kept as "
               f"{result['undoneKeptAs']}")

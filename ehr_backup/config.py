@@ -38,6 +38,11 @@ VARIABLES = {
     "EHR_BACKUP_SAFETY_BACKUP": "1 (default): a restore with --mode recreate first backs up the database it "
                                 "replaces; 0 turns that off (the default swap mode keeps the previous database "
                                 "instead)",
+    "EHR_BACKUP_VERIFY_AFTER_BACKUP": "1 (default): read every new backup back at once (authenticate, "
+                                      "decompress, check the dump and its row counts); 0: don't",
+    "EHR_BACKUP_REVERIFY_DAYS": "re-read every stored backup at least this often, a share each night "
+                                "(default 30; `ehr-backup verify --due`)",
+    "EHR_BACKUP_FILL_WARN_DAYS": "warn when a location is forecast to fill within this many days (default 14)",
     "EHR_BACKUP_KEEP_PREVIOUS_HOURS": "how long a database replaced by a restore is kept for rollback before it is "
                                       "dropped (default 72; checked at start-up)",
     "EHR_BACKUP_PG_BIN": "directory with pg_dump/psql to prefer (default: /usr/lib/postgresql/N/bin, PATH)",
@@ -108,6 +113,15 @@ def parse_networks(raw: str, name: str = "EHR_BACKUP_TRUSTED_PROXIES") -> tuple[
     return tuple(networks)
 
 
+def _flag(env: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = env.get(name, "").strip().lower()
+    if not raw:
+        return default
+    if raw not in ("1", "0", "true", "false", "yes", "no", "on", "off"):
+        raise ConfigError(f"{name} must be 1 or 0")
+    return raw in ("1", "true", "yes", "on")
+
+
 @dataclass(frozen=True)
 class Settings:
     """Everything configurable, validated."""
@@ -123,6 +137,9 @@ class Settings:
     threads: int = 2
     safety_backup: bool = True
     keep_previous_hours: int = 72
+    verify_after_backup: bool = True
+    reverify_days: int = 30
+    fill_warn_days: int = 14
     pg_bin: str | None = None
     min_free_mb: int = 1024
     host: str = "127.0.0.1"
@@ -161,6 +178,9 @@ class Settings:
             threads=_int(env, "EHR_BACKUP_THREADS", os.cpu_count() or 1, 1, 64),
             safety_backup=safety not in ("0", "false", "no", "off"),
             keep_previous_hours=_int(env, "EHR_BACKUP_KEEP_PREVIOUS_HOURS", 72, 0, 24 * 365),
+            verify_after_backup=_flag(env, "EHR_BACKUP_VERIFY_AFTER_BACKUP", True),
+            reverify_days=_int(env, "EHR_BACKUP_REVERIFY_DAYS", 30, 1, 3650),
+            fill_warn_days=_int(env, "EHR_BACKUP_FILL_WARN_DAYS", 14, 0, 3650),
             pg_bin=env.get("EHR_BACKUP_PG_BIN") or None,
             min_free_mb=_int(env, "EHR_BACKUP_MIN_FREE_MB", 1024, 0, 10**9),
             host=env.get("EHR_BACKUP_HOST", "127.0.0.1") or "127.0.0.1",

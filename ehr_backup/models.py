@@ -49,6 +49,7 @@ class BackupRecord(SQLModel, table=True):
     verified_at: datetime | None = None
     verify_ok: bool | None = None
     verify_message: str | None = None
+    verify_duration_s: float | None = None
 
 
 class AuditEntry(SQLModel, table=True):
@@ -153,3 +154,17 @@ class KeptDatabase(SQLModel, table=True):
     dropped_at: datetime | None = None
     note: str = ""
     subscriptions: str = "[]"  # JSON: subscriptions disabled when it was set aside (enabled again on rollback)
+
+
+class StorageSample(SQLModel, table=True):
+    """Free and used space of a location at one moment: the history the fill forecast is drawn from."""
+
+    __tablename__ = "storage_samples"
+
+    id: int | None = Field(default=None, primary_key=True)
+    location: str = Field(index=True)  # a location key, or custom:<path>
+    path: str = ""
+    ts: datetime = Field(index=True)
+    free_bytes: int | None = None
+    used_bytes: int = 0  # by our backups there
+    backups: int = 0

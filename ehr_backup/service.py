@@ -30,8 +30,10 @@ from .locks import DatabaseLock
 from .models import BackupRecord, Status
 from .pg import ConnInfo
 from .pipeline import Progress, run_backup, scan_dump
-from .restore.operation import Restores, check_matches_catalogue
+from .restore.operation import Restores
 from .text import clean_text
+from .storage_stats import StorageStatus
+from .verification import Verifications
 
 log = logging.getLogger("ehr_backup")
 MAX_DESCRIPTION = 500
@@ -82,6 +84,8 @@ class BackupService:
                                                            settings.old_keys))
         self._keyring: KeyRing | None = None
         self.restores = Restores(self)
+        self.verifications = Verifications(self)
+        self.storage_status = StorageStatus(self)
 
     # ----- configuration -----------------------------------------------------------------------------
     def connection(self) -> ConnInfo:
@@ -321,7 +325,7 @@ class BackupService:
             progress.total = facts.database_size
             step = "checking free space"
             free = storage.free_bytes(directory)
-            needed = facts.database_size // 2 + SPACE_MARGIN
+            needed = self._space_needed(conn.dbname, facts.database_size)
             if free is not None and free < needed:
                 raise StorageError(f"not enough free space in {directory}: {_mb(free)} free, about "
                                    f"{_mb(needed)} needed for a database of {_mb(facts.database_size)}")
@@ -364,11 +368,28 @@ class BackupService:
                                      sha256=result.sha256, dump_bytes=result.dump_bytes,
                                      table_counts=json.dumps(result.rows), finished_at=utcnow(),
                                      duration_s=round(result.seconds, 3))
-        progress.phase = "done"
         self.audit.record(actor, "create", record.id, "ok",
                           f"{result.size} bytes, {len(result.rows)} tables, {result.seconds:.1f}s")
         assert done is not None
+        try:
+            self.storage_status.sample(force=True)
+        except (OSError, BackupError):
+            log.warning("could not sample the storage after %s", record.id)
+        if self.settings.verify_after_backup:
+            done = self.verifications.after_create(actor, done, progress, cancel)
+        progress.phase = "done"
         return done
+
+    def _space_needed(self, database: str, database_size: int) -> int:
+        """Room a new backup needs: a quarter more than this database's last backup, else half its size."""
+        sizes = [r.size for r in self.catalogue.all() if r.status == Status.COMPLETED and r.database == database
+                 and r.size]
+        last = max(sizes[:3]) if sizes else None  # the newest three (records come newest first)
+        return (last + last // 4 if last else database_size // 2) + SPACE_MARGIN
+
+    def status(self) -> dict[str, Any]:
+        """Storage per location (used, free, trend, fill date, warnings) and backup sizes per database."""
+        return self.storage_status.status()
 
     def _finish_failed(self, actor: Actor, record: BackupRecord, status: str, step: str, message: str,
                        action: str) -> None:
@@ -462,64 +483,23 @@ class BackupService:
             fh.close()
             raise
 
-    # ----- verify ------------------------------------------------------------------------------------
+    # ----- verify (ehr_backup/verification.py) ---------------------------------------------------------
     def prepare_verify(self, actor: Actor, backup_id: str) -> Task:
         """Check that a backup can be used: every byte authenticated, decompressed, dump complete."""
-        record = self._resolve(actor, "verify", backup_id)
-        try:
-            reading = self._backup_lock(record.id).acquire(f"a verification of {record.id}")
-        except Busy as exc:
-            self.audit.record(actor, "verify", record.id, "refused", exc.message)
-            raise
-        try:
-            alive = self._started(actor, "verify", record.id)
-        except BaseException:
-            reading.release()
-            raise
-
-        def work(progress: Progress, cancel: threading.Event) -> dict[str, Any]:
-            return self._run_verify(actor, record, progress, cancel)
-
-        return Task("verify", record.id, work, [alive, reading], backup_id=record.id)
+        return self.verifications.prepare(actor, backup_id)
 
     def verify(self, actor: Actor, backup_id: str) -> dict[str, Any]:
         """Verify now and return the result."""
         result: dict[str, Any] = self.prepare_verify(actor, backup_id).run()
         return result
 
-    def _run_verify(self, actor: Actor, record: BackupRecord, progress: Progress,
-                    cancel: threading.Event) -> dict[str, Any]:
-        try:
-            opened = self._open(record)
-            try:
-                progress.phase = "authenticating"
-                progress.total = opened.size
-                trailer = opened.authenticate(lambda done, _total: setattr(progress, "bytes_read", done))
-                sha = opened.sha256
-                check_matches_catalogue(record, opened, trailer)
-                scan = scan_dump(opened, trailer, progress, cancel)
-            finally:
-                opened.fh.close()
-        except BackupError as exc:
-            self.catalogue.update(record.id, verified_at=utcnow(), verify_ok=False, verify_message=exc.message)
-            self.audit.record(actor, "verify", record.id, "failed", exc.message)
-            raise
-        updates: dict[str, Any] = {"verified_at": utcnow(), "verify_ok": True,
-                                   "verify_message": f"authentic; dump complete; {len(scan.rows)} tables"}
-        if record.status == Status.DISCOVERED:  # now proven: fill in what the authenticated file says
-            h = opened.header.fields
-            updates.update(sha256=sha, size=opened.size, dump_bytes=scan.dump_bytes,
-                           table_counts=json.dumps(scan.rows), status=Status.COMPLETED,
-                           key_id=opened.header.key_id, error=None,
-                           description=_header_text(h, "description", MAX_DESCRIPTION),
-                           created_by=_header_text(h, "createdBy", 200), database=_header_text(h, "database", 63),
-                           created_at=_parse_time(h.get("createdAt")) or record.created_at)
-        self.catalogue.update(record.id, **updates)
-        self.audit.record(actor, "verify", record.id, "ok", updates["verify_message"])
-        progress.phase = "done"
-        return {"backupId": record.id, "ok": True, "authentic": True, "complete": scan.complete,
-                "sha256": sha, "dumpBytes": scan.dump_bytes, "tableRowCounts": scan.rows,
-                "keyId": opened.header.key_id}
+    def verify_all(self, actor: Actor, since: datetime | None = None) -> dict[str, Any]:
+        """Verify every stored backup (made since a time, when given); failures are counted."""
+        return self.verifications.verify_all(actor, since)
+
+    def reverify_tonight(self, actor: Actor) -> dict[str, Any]:
+        """Re-read tonight's share of the stored backups, so each is re-read within EHR_BACKUP_REVERIFY_DAYS."""
+        return self.verifications.reverify_tonight(actor, self.settings.reverify_days)
 
     # ----- restore (ehr_backup/restore/) ------------------------------------------------------------
     def prepare_restore(self, actor: Actor, backup_id: str, **options: Any) -> Task:

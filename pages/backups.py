@@ -17,6 +17,7 @@ from .frame import PageSession, admin_page, guarded, human_size, local_time, tid
 from .jobpanel import JobPanel
 from .kept import kept_databases
 from .restore_dialog import RestoreDialog
+from .storage import storage_card
 
 STATUS_COLORS = {"completed": "positive", "running": "info", "failed": "negative", "cancelled": "grey",
                  "missing": "warning", "discovered": "orange"}
@@ -35,10 +36,9 @@ def register(ctx: WebContext) -> None:
         async def reload() -> None:
             location = None if state["location"] == "all" else state["location"]
             state["rows"] = await run.io_bound(service.list, location=location) or []
-            state["locations"] = await run.io_bound(service.locations) or []
             backup_list.refresh()
-            storage.refresh()
             await kept.load()
+            await storage.load()
 
         def job_done(job: Job) -> None:
             if job.status == "succeeded":
@@ -67,23 +67,7 @@ def register(ctx: WebContext) -> None:
             _create_card(ps, state, watch)
             jobs_box = ui.column().classes("w-full gap-2")
 
-            @ui.refreshable
-            def storage() -> None:
-                with ui.card().classes("w-full"):
-                    ui.label("Storage").classes("text-lg font-bold")
-                    with ui.row().classes("gap-6"):
-                        for loc in state["locations"]:
-                            low = loc["lowSpace"]
-                            with tid(ui.column().classes("gap-0"), f"storage-{loc['key']}"):
-                                ui.label(loc["label"]).classes("font-bold")
-                                ui.label(loc["path"]).classes("text-xs text-grey-8")
-                                ui.label(f"{human_size(loc['freeBytes'])} free"
-                                         + ("" if loc["writable"] else " · not writable")).classes(
-                                    "text-negative" if low or not loc["writable"] else "")
-                                if low:
-                                    tid(ui.label("⚠ low on space").classes("text-negative"),
-                                        f"low-space-{loc['key']}")
-
+            storage = storage_card(ps)
             storage()
             kept = kept_databases(ps, reload)
             kept()

@@ -44,7 +44,7 @@ class RestoreDialog:
         db = self.db = conn.dbname
         with self.host or ui.element().classes("hidden"):
             self._build(conn, db)
-        self.timer = ui.timer(0.5, self.tick, active=False)
+            self.timer = ui.timer(0.5, self.tick, active=False)  # here too: the list may refresh meanwhile
         self.dialog.open()
 
     def _build(self, conn: Any, db: str) -> None:

@@ -109,8 +109,9 @@ def test_every_operation_is_audited_with_actor_time_and_outcome(service: BackupS
     service.delete(ACTOR, record.id)
     entries = list(reversed(service.audit.entries()))
     pairs = [(e.action, e.outcome) for e in entries]
-    assert pairs == [("create", "started"), ("create", "ok"), ("verify", "started"), ("verify", "ok"),
-                     ("download", "ok"), ("delete", "started"), ("delete", "ok")]
+    assert pairs == [("create", "started"), ("create", "ok"), ("verify", "ok"),  # read back right after
+                     ("verify", "started"), ("verify", "ok"), ("download", "ok"), ("delete", "started"),
+                     ("delete", "ok")]
     assert all(e.actor == "tester" and e.address == "127.0.0.1" and e.ts for e in entries)
     assert service.audit.verify().ok
 
@@ -165,10 +166,11 @@ def test_start_up_records_operations_that_never_finished_but_not_running_ones(se
     record = service.create(ACTOR, description="to verify")
     running = service.prepare_verify(ACTOR, record.id)  # started and alive (its lock is held)
     service.reconcile()
-    assert [e.outcome for e in service.audit.entries(action="verify")] == ["started"]
+    assert [e.outcome for e in service.audit.entries(action="verify")] == ["started", "ok"]  # ok: right after
+    # the backup was written
     running._locks[0].release()  # as if its process had died without an outcome
     service.reconcile()
     service.reconcile()  # only once
     entries = service.audit.entries(action="verify")
-    assert [e.outcome for e in entries] == ["interrupted", "started"]
+    assert [e.outcome for e in entries] == ["interrupted", "started", "ok"]
     assert entries[0].actor == "system" and "tester" in entries[0].detail

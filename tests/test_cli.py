@@ -131,4 +131,4 @@ def test_audit_export_writes_csv(env: dict[str, str], tmp_path: Path) -> None:
     out = tmp_path / "audit.csv"
     assert cli(env, "audit", "export", "--csv", str(out)).returncode == 0
     lines = out.read_text().splitlines()
-    assert lines[0].startswith("seq,time_utc,actor") and len(lines) == 3
+    assert lines[0].startswith("seq,time_utc,actor") and len(lines) == 4  # create started, ok; verify ok

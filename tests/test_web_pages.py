@@ -10,7 +10,7 @@ from nicegui.testing import User
 from ehr_backup.errors import Unauthenticated
 from ehr_backup.models import Status
 
-from .conftest import ADMIN_PW, USER_PW, run_sql
+from .conftest import ACTOR, ADMIN_PW, USER_PW, run_sql
 from .web_helpers import eventually, login, wait_for_path
 
 
@@ -311,3 +311,13 @@ async def test_folder_names_are_data_never_props(user: User, accounts, web_env) 
     assert sorted(b.props["data-testid"] for b in buttons) == sorted(f"dir-{n}" for n in HOSTILE_FOLDERS)
     for b in buttons:  # nothing of a name became a prop of its own
         assert not [k for k in b.props if k.startswith((":", "@", "v-", "on")) or k in ("title", "class")]
+
+
+async def test_storage_card_shows_use_per_location_and_the_size_chart(user: User, accounts, web_env) -> None:
+    run_sql(web_env["DATABASE_URL"], "CREATE TABLE t AS SELECT generate_series(1, 100) g;")
+    BackupServiceFor(web_env).create(ACTOR, description="for the chart")
+    await login(user, next_="/admin/backup")
+    await user.should_see(marker="storage-default")
+    await user.should_see("1 backups", marker="storage-default")
+    await user.should_see(marker="chart-sizes")
+
