@@ -135,6 +135,22 @@ def decompress(algorithm: str, chunks: Iterator[bytes]) -> Iterator[bytes]:
     raise NotAuthentic()
 
 
+def decompress_frame(algorithm: str, frame: bytes) -> bytes:
+    """One whole frame (a gzip member, a zstd frame); anything else in it is damage."""
+    try:
+        if algorithm == "gzip":
+            d = zlib_ng.decompressobj(wbits=31)
+            out = d.decompress(frame)
+            if not d.eof or d.unused_data:
+                raise NotAuthentic()
+            return bytes(out)
+        if algorithm == "zstd":
+            return bytes(zstandard.ZstdDecompressor().decompress(frame))
+    except (zlib_ng.error, zstandard.ZstdError):
+        raise NotAuthentic() from None
+    raise NotAuthentic()
+
+
 def _gunzip(chunks: Iterator[bytes]) -> Iterator[bytes]:
     d = zlib_ng.decompressobj(wbits=31)
     started = False

@@ -216,11 +216,16 @@ def scan_dump(opened: OpenedFile, trailer: dict[str, Any], progress: Progress,
     A version-2 file is read as a restore reads it (quote-aware, with its table of contents, which must
     match the trailer's index); a version-1 file as it was written, and its counts are names for people.
     """
-    legacy = opened.header.version < 2
+    legacy = opened.header.version < 2 or "frames" not in trailer
     scanner: DumpScanner | DumpAnalyzer = DumpScanner(collect=False) if legacy else DumpAnalyzer()
     progress.phase = "decompressing"
     read = 0
-    for piece in plaintext(opened):
+    if legacy:
+        pieces: Iterator[bytes] = plaintext(opened)
+    else:  # frames decompressed side by side; every segment checked against the authenticated list
+        from .randomread import RandomReader
+        pieces = RandomReader(opened, trailer).frames_in_parallel(max(1, os.cpu_count() or 1))
+    for piece in pieces:
         if legacy:
             scanner.feed(piece)
         else:

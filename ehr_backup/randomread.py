@@ -17,7 +17,9 @@ import hashlib
 import hmac
 import os
 from array import array
+from collections import deque
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
@@ -70,6 +72,36 @@ class RandomReader:
                 piece = piece[skip:]
                 skip = 0
             yield piece
+
+    def frames_in_parallel(self, threads: int) -> Iterator[bytes]:
+        """The whole dump, its frames decompressed on `threads` threads, yielded in order.
+
+        Decryption (fast, and a chain) stays on the calling thread; decompression, the heavy part, runs
+        on the others (zlib-ng and zstd release the GIL), a few frames ahead at most.
+        """
+        pending: deque[Future[bytes]] = deque()
+        with ThreadPoolExecutor(max(1, threads), thread_name_prefix="unpack") as pool:
+            for frame in self._compressed_frames():
+                pending.append(pool.submit(compression.decompress_frame, self._algorithm, frame))
+                while len(pending) > 2 * threads:
+                    yield pending.popleft().result()
+            while pending:
+                yield pending.popleft().result()
+
+    def _compressed_frames(self) -> Iterator[bytes]:
+        """The body decrypted and cut into its compressed frames, by the sizes the trailer lists."""
+        sizes = [self._starts[i + 1] - self._starts[i] for i in range(len(self._starts) - 1)]
+        it = iter(sizes)
+        want = next(it, None)
+        buf = bytearray()
+        for piece in self._ciphertext_plain(0):
+            buf += piece
+            while want is not None and len(buf) >= want:
+                yield bytes(buf[:want])
+                del buf[:want]
+                want = next(it, None)
+        if want is not None or buf:
+            raise NotAuthentic()
 
     def _ciphertext_plain(self, start: int) -> Iterator[bytes]:
         """Decrypt the body from compressed offset `start` to its end (checked segment by segment)."""
