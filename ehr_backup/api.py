@@ -93,7 +93,7 @@ class RestoreBody(IdBody):
     targetDatabase: str | None = Field(default=None, max_length=63)
     mode: Literal["swap", "recreate"] = "swap"
     jobs: int | None = Field(default=None, ge=1, le=64)
-    roles: bool = True
+    roles: bool | None = None  # None: create missing roles only on another server than the backup's
     tables: list[Annotated[str, Field(max_length=300)]] | None = Field(default=None, max_length=200)
     schemas: list[Annotated[str, Field(max_length=63)]] | None = Field(default=None, max_length=50)
     intoSchema: str | None = Field(default=None, max_length=63)

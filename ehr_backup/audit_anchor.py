@@ -24,7 +24,9 @@ from .storage import open_in
 log = logging.getLogger("ehr_backup")
 FIELD = "auditHead"
 NEWEST_FILES = 3  # authenticating a file reads all of it: only the files with the newest anchors
-MAX_TRIES = 10  # files that fail authentication do not make the check read every file there is
+# Files that fail authentication are skipped, not counted, so planted files cannot push the real
+# anchors out of reach; this many tries at most, and reaching it with anchors missing fails the check.
+MAX_TRIES = 200
 MAC_RE = re.compile(r"[0-9a-f]{64}")
 SYSLOG_PRIORITY = 4 * 8 + 5  # facility auth, severity notice
 
@@ -45,6 +47,16 @@ class AnchorScan:
     anchors: tuple[Anchor, ...] = ()
     carrying: int = 0  # files whose header names an anchor (unauthenticated count)
     unusable: tuple[str, ...] = ()  # files tried that failed authentication or whose key is not configured
+    blinded: bool = False  # gave up after MAX_TRIES files with fewer anchors than wanted
+
+    def problem(self) -> str:
+        """Why the anchors could not be checked ("" when they could)."""
+        if not self.blinded:
+            return ""
+        shown = ", ".join(self.unusable[:5]) + (", ..." if len(self.unusable) > 5 else "")
+        return (f"the audit heads recorded in backup files could not be checked: {len(self.unusable)} files "
+                f"claiming the newest heads failed authentication ({shown}); verify those files and move "
+                "away the ones that fail, then check again")
 
     def summary(self) -> str:
         """One sentence for `audit verify`."""
@@ -89,9 +101,13 @@ def find_anchors(files: Iterable[Path], keyring: KeyRing, newest: int = NEWEST_F
                         key=lambda c: c[0][0], reverse=True)
     found: list[Anchor] = []
     unusable: list[str] = []
-    for _claimed, path in candidates[:tries]:
+    tried = 0
+    for _claimed, path in candidates:
         if len(found) >= newest:
             break
+        if tried >= tries:
+            return AnchorScan(tuple(found), len(candidates), tuple(unusable), blinded=bool(unusable))
+        tried += 1
         try:
             with open_in(path.parent, path.name) as fh:  # never through a link swapped in since the scan
                 opened = OpenedFile(fh, keyring)

@@ -250,6 +250,8 @@ def check_chain(entries: Iterable[AuditEntry], keys: AuditKeys, head: Head | Non
                               "changed")
     elif seen[head.seq][1] and not head.key_id:
         return fail(head.seq, f"the saved head is not keyed although entry {head.seq} is: it was replaced")
+    if anchors.problem():
+        return fail(None, anchors.problem())
     for a in sorted(anchors.anchors, key=lambda a: a.seq, reverse=True):
         elsewhere = f" (unless {a.source} was made by another installation and copied here)"
         if a.seq not in seen:

@@ -82,9 +82,11 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--schema", action="append", metavar="NAME", help="restore only the tables of this schema")
     c.add_argument("--into-schema", metavar="NAME", help="with --table/--schema: create this schema and restore "
                    "the tables into it, beside the live ones")
-    c.add_argument("--no-roles", action="store_true", help="do not create roles the server lacks (by default "
-                   "the roles recorded in the backup that do not exist are created; existing ones are never "
-                   "changed)")
+    roles = c.add_mutually_exclusive_group()
+    roles.add_argument("--with-roles", dest="roles", action="store_const", const=True, help="create the roles "
+                       "the database needs that the server lacks (the default on a server other than the backup's "
+                       "own); existing roles are never changed")
+    roles.add_argument("--no-roles", dest="roles", action="store_const", const=False, help="create no roles")
     c.add_argument("--no-safety-backup", action="store_true",
                    help="with --mode recreate: do not back up the database before replacing it")
     c.add_argument("--rollback", nargs="?", const="", metavar="DATABASE",
@@ -339,7 +341,7 @@ def _restore(service: Any, args: argparse.Namespace, actor: Actor) -> Any:
     if not args.yes:
         raise InvalidInput("restore replaces the target database's contents; add --yes to confirm")
     task = service.prepare_restore(actor, args.backup_id, target_url=args.target_url, mode=args.mode,
-                                   jobs=args.jobs, roles=not args.no_roles, tables=args.table, schemas=args.schema,
+                                   jobs=args.jobs, roles=args.roles, tables=args.table, schemas=args.schema,
                                    into_schema=args.into_schema,
                                    safety_backup=False if args.no_safety_backup else None)
     return _run_task(task).as_dict()

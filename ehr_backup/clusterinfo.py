@@ -76,8 +76,40 @@ def database_properties(info: ConnInfo) -> dict[str, Any]:
             "settings": settings, "roleSettings": role_settings, "serverVersionNum": version}
 
 
+# The roles this database needs: those owning or granted anything in it (pg_shdepend), its owner, the
+# grantees of its privileges, roles with settings in it, the bootstrap superuser (whose ownerships are not
+# recorded), and every role linked to those through memberships (groups they belong to, and the members
+# of those groups, who log in with them). Roles of other databases are not recorded.
+NEEDED_ROLES = """
+WITH RECURSIVE me AS (SELECT oid FROM pg_database WHERE datname = current_database()),
+seed(oid) AS (
+    SELECT refobjid FROM pg_shdepend, me
+     WHERE refclassid = 'pg_authid'::regclass
+       AND (dbid = me.oid OR (dbid = 0 AND classid = 'pg_database'::regclass AND objid = me.oid))
+    UNION SELECT datdba FROM pg_database, me WHERE pg_database.oid = me.oid
+    UNION SELECT setrole FROM pg_db_role_setting, me WHERE setdatabase = me.oid AND setrole <> 0
+    UNION SELECT 10::oid),
+linked(oid) AS (
+    SELECT oid FROM seed
+    UNION SELECT CASE WHEN m.member = l.oid THEN m.roleid ELSE m.member END
+      FROM pg_auth_members m JOIN linked l ON l.oid IN (m.member, m.roleid)
+      JOIN pg_roles r ON r.oid = l.oid WHERE r.rolname !~ '^pg_')
+SELECT oid FROM linked"""
+
+
+def _identity(conn: psycopg.Connection) -> str | None:
+    """The cluster's system identifier, when this role may read it (tells a restore which server this is)."""
+    try:
+        with conn.transaction():
+            row = conn.execute("SELECT system_identifier::text FROM pg_control_system()").fetchone()
+        return f"system:{row[0]}" if row and row[0] else None
+    except psycopg.Error:
+        return None
+
+
 def cluster_globals(info: ConnInfo, pg_bin: str | None, major: int) -> dict[str, Any]:
-    """Roles, memberships, role settings and tablespaces, as data and as pg_dumpall's SQL."""
+    """The roles the database needs (with memberships and settings), the tablespaces, as data; and
+    pg_dumpall's globals of the whole cluster as SQL, for the emergency recipe."""
     out: dict[str, Any] = {"roles": [], "memberships": [], "roleSettings": {}, "tablespaces": [],
                            "rolePasswords": False, "sqlBase64": None, "error": None}
     with connect(info) as conn:
@@ -89,10 +121,11 @@ def cluster_globals(info: ConnInfo, pg_bin: str | None, major: int) -> dict[str,
             out["rolePasswords"] = True
         except psycopg.Error:
             pass  # not a superuser: roles are recorded without their passwords
+        out["server"] = _identity(conn)
         for r in _rows(conn, "SELECT rolname, rolsuper, rolinherit, rolcreaterole, rolcreatedb, rolcanlogin, "
                              "rolreplication, rolbypassrls, rolconnlimit, rolvaliduntil::text, "
-                             "shobj_description(oid, 'pg_authid') FROM pg_roles WHERE rolname !~ '^pg_' "
-                             "ORDER BY rolname"):
+                             "shobj_description(oid, 'pg_authid') FROM pg_roles "
+                             f"WHERE oid IN ({NEEDED_ROLES}) AND rolname !~ '^pg_' ORDER BY rolname"):
             out["roles"].append({"name": r[0], "superuser": r[1], "inherit": r[2], "createRole": r[3],
                                  "createDb": r[4], "login": r[5], "replication": r[6], "bypassRls": r[7],
                                  "connectionLimit": r[8], "validUntil": r[9], "comment": r[10],
@@ -101,11 +134,11 @@ def cluster_globals(info: ConnInfo, pg_bin: str | None, major: int) -> dict[str,
         for role, member, admin, grantor, inherit, set_ in _rows(
                 conn, "SELECT pg_get_userbyid(m.roleid), pg_get_userbyid(m.member), m.admin_option, "
                       f"pg_get_userbyid(m.grantor){extra} FROM pg_auth_members m "
-                      "ORDER BY 1, 2"):
+                      f"WHERE m.roleid IN ({NEEDED_ROLES}) AND m.member IN ({NEEDED_ROLES}) ORDER BY 1, 2"):
             out["memberships"].append({"role": role, "member": member, "admin": admin, "grantor": grantor,
                                        "inherit": inherit, "set": set_})
         for role, config in _rows(conn, "SELECT pg_get_userbyid(setrole), setconfig FROM pg_db_role_setting "
-                                        "WHERE setdatabase = 0 AND setrole <> 0"):
+                                        f"WHERE setdatabase = 0 AND setrole IN ({NEEDED_ROLES})"):
             out["roleSettings"][role] = list(config or [])
         for name, owner, location in _rows(conn, "SELECT spcname, pg_get_userbyid(spcowner), "
                                                  "pg_tablespace_location(oid) FROM pg_tablespace "

@@ -42,6 +42,9 @@ KNOWN_TYPES = sorted((
 _TYPE_AT = re.compile(rb"; Type: (" + b"|".join(re.escape(t.encode()) for t in KNOWN_TYPES) + rb"); Schema: ")
 
 DATA_TYPES = {"TABLE DATA", "SEQUENCE SET", "BLOBS", "LARGE OBJECTS"}
+# Entries listed one by one in a backup's index; beyond this only their number per type is kept, so that
+# memory and the trailer stay bounded whatever the database holds (a million large objects, say).
+MAX_LISTED = 10_000
 
 
 @dataclass
@@ -120,10 +123,12 @@ class DataEntry:
 class DumpIndex:
     """What a full read of a dump learns: entries, pure data entries, row counts, completion."""
 
-    entries: list[TocEntry] = field(default_factory=list)
+    entries: list[TocEntry] = field(default_factory=list)  # the first MAX_LISTED only
     data: list[DataEntry] = field(default_factory=list)
     complete: bool = False
     dump_bytes: int = 0
+    type_counts: dict[str, int] = field(default_factory=dict)  # every entry, by type
+    entry_count: int = 0
 
 
 class DumpAnalyzer:
@@ -178,7 +183,8 @@ class DumpAnalyzer:
                     self._entry = started
                     self._pure = True
                     self._copies = 0
-                    self.index.entries.append(started)
+                    if len(self.index.entries) < MAX_LISTED:
+                        self.index.entries.append(started)
                 elif self.toc.complete and not was_complete:
                     self._close_entry(e.offset)
                     self._entry = None
@@ -205,7 +211,16 @@ class DumpAnalyzer:
                 self._pure = False
                 self._pending = None
 
+    def _count_type(self) -> None:
+        """Count the finished entry by its type (its header has been read by now)."""
+        if self._entry is not None:
+            kind = self._entry.type or "unknown"
+            self.index.type_counts[kind] = self.index.type_counts.get(kind, 0) + 1
+            self.index.entry_count += 1
+
     def _close_entry(self, end: int) -> None:
+        self._count_type()
+        self._entry = None
         if self._pending is not None and self._pure:
             self._pending.end = end
             self.index.data.append(self._pending)
@@ -224,6 +239,7 @@ def _raw(text: str | None) -> bytes | None:
 def index_to_json(index: DumpIndex) -> dict[str, object]:
     """The index as the trailer stores it (names keep every byte: not-UTF-8 names round-trip)."""
     return {
+        "entryCount": index.entry_count, "typeCounts": dict(sorted(index.type_counts.items())),
         "entries": [[e.toc_id, e.offset, e.type or "", e.label, list(e.deps)] for e in index.entries],
         "data": [[d.toc_id, d.start, d.end, _name(d.target.schema), _name(d.target.name), d.rows, d.bytes]
                  for d in index.data],
@@ -236,7 +252,8 @@ def index_from_json(data: object) -> DumpIndex:
 
     try:
         assert isinstance(data, dict)
-        index = DumpIndex(complete=True)
+        index = DumpIndex(complete=True, entry_count=int(data.get("entryCount", 0)),
+                          type_counts={str(k): int(v) for k, v in data.get("typeCounts", {}).items()})
         for toc_id, offset, typ, label, deps in data["entries"]:
             index.entries.append(TocEntry(int(toc_id), int(offset), tuple(int(d) for d in deps),
                                           str(typ) or None, str(label)))

@@ -27,7 +27,15 @@ from typing import IO, Any
 
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
-from .errors import NotAuthentic
+from .errors import NotAuthentic, ToolError
+
+
+class TrailerTooLarge(ToolError):
+    """What a backup records beside its dump does not fit the trailer's limit."""
+
+    def __init__(self, size: int) -> None:
+        super().__init__(f"the backup's index and records ({size // 2**20} MiB) exceed the {MAX_TRAILER // 2**20} "
+                         "MiB a backup file can carry; no backup was written")
 from .keys import KeyRing, MasterKey
 
 MAGIC = b"EHR-BKP\0"
@@ -142,6 +150,8 @@ class EncryptedWriter:
         trailer = dict(trailer, segments={"size": SEGMENT, "sha256": base64.b64encode(self._segments).decode()})
         iv = os.urandom(BLOCK)
         plain = json.dumps(trailer, ensure_ascii=True, separators=(",", ":"), sort_keys=True).encode()
+        if len(plain) + BLOCK > MAX_TRAILER:  # never write a file that cannot be read back
+            raise TrailerTooLarge(len(plain))
         enc = _encryptor(self._enc_key, iv)
         sealed = enc.update(plain + _pkcs7(len(plain))) + enc.finalize()
         self._emit(iv + sealed + FOOTER.pack(FOOTER_MAGIC, self.body_bytes, len(sealed), 0))

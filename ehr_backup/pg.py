@@ -29,8 +29,10 @@ _ENV = {"host": "PGHOST", "hostaddr": "PGHOSTADDR", "port": "PGPORT", "user": "P
 
 # What children inherit from our environment: how to find programs and files, locale and time zone, and
 # libpq's own configuration files. Nothing else: our keys and settings stay in this process.
+# Not PGCLIENTENCODING: a dump in a client-only encoding (SJIS, BIG5, ...) can hide quote and backslash
+# bytes inside characters, which no reader of the dump but the server could then split safely.
 _CHILD_KEEP = {"PATH", "HOME", "USER", "LOGNAME", "LANG", "LANGUAGE", "TZ", "TMPDIR", "PGPASSFILE",
-               "PGSERVICEFILE", "PGSYSCONFDIR", "PGLOCALEDIR", "PGTZ", "PGCLIENTENCODING"}
+               "PGSERVICEFILE", "PGSYSCONFDIR", "PGLOCALEDIR", "PGTZ"}
 
 
 def base_child_env() -> dict[str, str]:

@@ -122,6 +122,9 @@ def run_backup(*, conn: ConnInfo, pg_dump: str, directory: Path, backup_id: str,
             progress.table = m.group(1)
 
     argv = [pg_dump, "--format=plain", "--verbose", "--no-password", "--lock-wait-timeout=60000"]
+    encoding = ((recorded or {}).get("database") or {}).get("encoding")
+    if encoding:  # the database's own (always ASCII-safe), whatever client_encoding a role or setting asks for
+        argv.append(f"--encoding={encoding}")
     proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             env=conn.child_env(), bufsize=0,  # raw pipe: read1 returns what is there
                             start_new_session=True)  # its own group: stopping it stops any helper too

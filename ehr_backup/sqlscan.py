@@ -26,6 +26,7 @@ _NEXT = re.compile(rb"""[;'"$()\\]|--|/\*|[A-Za-z_\x80-\xff][A-Za-z0-9_$\x80-\xf
 _DOLLAR_TAG = re.compile(rb"\$(?:[A-Za-z_\x80-\xff][A-Za-z0-9_\x80-\xff]*)?\$")
 _E_STRING_STOP = re.compile(rb"[\\']")
 _BLOCK_COMMENT = re.compile(rb"/\*|\*/")
+_LINE_END = re.compile(rb"[\r\n]")  # psql ends a -- comment at either
 _FUNCTION_WORDS = {b"create": b"c", b"function": b"f", b"procedure": b"p", b"or": b"o", b"replace": b"r"}
 
 
@@ -115,14 +116,14 @@ class _Quote:
 class SqlScanner:
     """Feed bytes, get events. `offset` values count bytes from the start of the stream."""
 
-    def __init__(self, offset: int = 0) -> None:
+    def __init__(self, offset: int = 0, *, std_strings: bool = True) -> None:
         self.bytes = 0
         self._rest = b""  # SQL mode: the unfinished statement or line; COPY mode: at most two bytes
         self._rest_offset = offset  # where the next byte fed sits in the whole stream
         self._copy_rows: int | None = None  # not None while inside COPY data
         self._mid_line = False
         self._copy_sql: bytes = b""
-        self._std_strings = True  # standard_conforming_strings, as the dump sets it
+        self._std_strings = std_strings  # standard_conforming_strings, as the dump sets it (carried over a jump)
         self._reset_statement()
 
     def _reset_statement(self) -> None:
@@ -317,11 +318,11 @@ class SqlScanner:
                     self._quote = _Quote.NONE
                 continue
             if q == _Quote.LINE:
-                nl = buf.find(b"\n", pos)
-                if nl < 0:
+                m = _LINE_END.search(buf, pos)
+                if m is None:
                     return -1
                 self._quote = _Quote.NONE
-                pos = nl + 1
+                pos = m.end()
                 continue
             m = _NEXT.search(buf, pos)
             if m is None:
@@ -376,11 +377,18 @@ class SqlScanner:
                     self._quote = _Quote.ESTRING
                     pos = end + 1
                     continue
+                if nxt == 0x27 and tok in (b"B", b"b", b"X", b"x"):  # bit strings: no escapes, ever
+                    self._quote = _Quote.STRING
+                    pos = end + 1
+                    continue
                 if nxt == 0x26 and tok in (b"U", b"u") and buf[end + 1] in b"'\"":
                     self._quote = _Quote.STRING if buf[end + 1] == 0x27 else _Quote.IDENT
                     pos = end + 2
                     continue
-                self._word(tok)
+                # a qualified name's part (t.begin, begin.x) is never the keyword: unlike psql, which
+                # then reads the rest of the dump as one statement, a column named "begin" is fine
+                if not (at and buf[at - 1] == 0x2E) and nxt != 0x2E:
+                    self._word(tok)
                 pos = end
         return -1
 
@@ -399,10 +407,25 @@ class SqlScanner:
             elif lower == b"end" and self._begin > 0:
                 self._begin -= 1
 
+    @property
+    def std_strings(self) -> bool:
+        """standard_conforming_strings as the dump has set it so far."""
+        return self._std_strings
+
     def _track_settings(self, sql: bytes) -> None:
         m = re.match(rb"SET\s+standard_conforming_strings\s*(?:=|TO)\s*'?(on|off)'?\s*;", sql, re.IGNORECASE)
         if m:
             self._std_strings = m.group(1).lower() == b"on"
+        m = re.match(rb"SET\s+client_encoding\s*(?:=|TO)\s*'([A-Za-z0-9_]+)'\s*;", sql, re.IGNORECASE)
+        if m and m.group(1).upper().replace(b"_", b"") in _CLIENT_ONLY_ENCODINGS:
+            raise DumpSyntaxError(f"it is written in the client encoding {m.group(1).decode()}, whose characters "
+                                  "can hold quote and backslash bytes")
+
+
+# encodings a server never stores: their second bytes overlap ASCII (PostgreSQL's "client-only" ones)
+_CLIENT_ONLY_ENCODINGS = {b"BIG5", b"GB18030", b"GBK", b"JOHAB", b"SJIS", b"SHIFTJIS2004", b"UHC", b"WIN932",
+                          b"WIN936", b"WIN949", b"WIN950", b"SHIFTJIS", b"MSKANJI", b"CP932", b"CP936", b"CP949",
+                          b"CP950"}
 
 
 def _could_be_tag(buf: bytes, at: int) -> bool:

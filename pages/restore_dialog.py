@@ -64,8 +64,10 @@ class RestoreDialog:
                     self.mode = tid(ui.select(MODES, value="swap", label="How").classes("w-96"), "restore-mode")
                     self.jobs = tid(ui.number("Parallel connections", value=default_jobs(), min=1, max=8, step=1,
                                               precision=0).classes("w-44"), "restore-jobs")
-                self.roles = tid(ui.checkbox("Create roles this server lacks (existing roles are never changed)",
-                                             value=True), "restore-roles")
+                self.roles = tid(ui.checkbox("Create roles the database needs that this server lacks (existing "
+                                             "roles are never changed)", value=False), "restore-roles")
+                ui.label("Leave unticked on the server the backup was made on: a role dropped since stays "
+                         "dropped.").classes("text-xs text-grey-8")
             with ui.column().classes("w-full gap-1") as self.chosen:
                 ui.label("The chosen tables are restored, with their indexes, constraints and comments, into a new "
                          "schema of this database, beside the live tables, so that you can compare and copy rows "
@@ -120,7 +122,8 @@ class RestoreDialog:
                 return
             options = {"tables": list(self.picker.value), "into_schema": self.into.value or ""}
         else:
-            options = {"mode": self.mode.value, "jobs": int(self.jobs.value or 1), "roles": bool(self.roles.value)}
+            options = {"mode": self.mode.value, "jobs": int(self.jobs.value or 1),
+                       "roles": True if self.roles.value else None}
         try:
             task = await run.io_bound(lambda: self.ps.ctx.service.prepare_restore(self.ps.actor, self.row["id"],
                                                                                   **options))

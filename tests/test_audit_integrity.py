@@ -329,6 +329,45 @@ def test_a_planted_file_claiming_a_newer_head_is_not_trusted(service: BackupServ
     assert report.ok and any("could not be authenticated" in n for n in report.notes)
 
 
+def _plant(backup, name: str, seq: int) -> Path:
+    """A copy of `backup` whose header claims audit entry `seq` (it fails authentication)."""
+    path = Path(backup.directory) / backup.id
+    data = path.read_bytes()
+    length = struct.unpack(">I", data[10:14])[0]
+    header = json.loads(data[14:14 + length])
+    header["auditHead"] = {"seq": seq, "mac": "0" * 64}
+    blob = json.dumps(header, separators=(",", ":"), sort_keys=True).encode()
+    prefix = data[:8] + data[8:10] + struct.pack(">I", len(blob)) + blob
+    planted = path.parent / backup.id.replace(backup.id.split("_", 2)[-1].split(".")[0], name)
+    planted.write_bytes(prefix + hashlib.sha256(prefix).digest()[:16] + data[14 + length + 16:])
+    return planted
+
+
+def test_planted_files_do_not_push_the_real_anchors_out_of_reach(service: BackupService,
+                                                                 env: dict[str, str]) -> None:
+    record(service, 2)
+    backup = service.create(ACTOR, description="remembers")
+    for i in range(12):  # more than the old limit of ten tries, each claiming a newer head
+        _plant(backup, f"planted{i}", 1000 + i)
+    record(service, 2)
+    _sql(env, "DELETE FROM audit WHERE seq > 2")
+    forge_head(env, *rewrite_chain_unkeyed(env))
+    report = service.verify_audit()
+    assert not report.ok and backup.id in report.reason and "removed" in report.reason
+
+
+def test_an_anchor_check_that_gives_up_on_planted_files_fails(service: BackupService) -> None:
+    from ehr_backup.audit_anchor import find_anchors
+    backup = service.create(ACTOR, description="real")
+    planted = [_plant(backup, f"planted{i}", 1000 + i) for i in range(4)]
+    scan = find_anchors([*planted, Path(backup.directory) / backup.id], service.keyring(), tries=3)
+    assert scan.blinded and not scan.anchors and "failed authentication" in scan.problem()
+    report = service.audit.verify(scan)
+    assert not report.ok and "could not be checked" in report.reason
+    scan = find_anchors([*planted[:2], Path(backup.directory) / backup.id], service.keyring(), tries=3)
+    assert not scan.blinded and [a.source for a in scan.anchors] == [backup.id] and not scan.problem()
+
+
 def test_the_audit_head_can_also_go_to_syslog(make_service) -> None:
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
         sock.bind(("127.0.0.1", 0))

@@ -290,3 +290,82 @@ def test_a_restore_whose_counts_differ_is_a_failure_and_leaves_the_database(serv
     assert err.value.report["tables"]["public.slow"]["actual"] == 6
     assert dump_text(target) == before
     assert service.audit.entries(action="restore")[0].outcome == "failed"
+
+
+def test_roles_are_recorded_as_the_database_needs_and_never_revived_on_the_same_server(
+        service: BackupService, env: dict[str, str]) -> None:
+    db = env["DATABASE_URL"]
+    owner, group, member, stranger = (f"ehr_{k}_{uuid.uuid4().hex[:6]}" for k in ("own", "grp", "mem", "str"))
+    run_sql(ADMIN_URL, f"CREATE ROLE {owner}; CREATE ROLE {group}; CREATE ROLE {member} LOGIN; "
+                       f"GRANT {group} TO {member}; CREATE ROLE {stranger} LOGIN SUPERUSER PASSWORD 'old-secret-pw'")
+    try:
+        run_sql(db, f"CREATE TABLE t (a int); ALTER TABLE t OWNER TO {owner}; GRANT SELECT ON t TO {group};")
+        record = service.create(ACTOR, description="roles")
+        roles = service.contents(ACTOR, record.id)["roles"]
+        assert {owner, group, member} <= set(roles) and stranger not in roles  # not this database's
+        run_sql(ADMIN_URL, f"DROP ROLE {stranger}; DROP ROLE {member}")
+        report = service.restore(ACTOR, record.id).as_dict()  # the same server: nothing is revived
+        assert report["roles"] is None and any("same" in n or "made on" in n for n in report["notes"])
+        assert query(ADMIN_URL, f"SELECT count(*) FROM pg_roles WHERE rolname IN ('{stranger}', '{member}')") == [(0,)]
+        again = service.restore(ACTOR, record.id, roles=True).as_dict()  # asked for: the needed ones only
+        assert again["roles"]["created"] == [member]
+    finally:
+        drop_databases([db.rsplit("/", 1)[1]])
+        for r in (member, group, owner, stranger):
+            run_sql(ADMIN_URL, f"DROP ROLE IF EXISTS {r}")
+
+
+def test_tables_that_cannot_be_emptied_are_loaded_with_a_plain_copy(make_db) -> None:
+    import queue as queue_module
+
+    from ehr_backup.restore.workers import Worker
+    db = make_db()
+    run_sql(db, "CREATE TABLE config (id int PRIMARY KEY); CREATE TABLE item (c int REFERENCES config (id));"
+                "CREATE TABLE filled (a int); INSERT INTO filled VALUES (1); CREATE TABLE fresh (a int);")
+    worker = Worker(0, ConnInfo.parse(db), queue_module.Queue(), threading.Event(), None)
+    worker.conn = psycopg.connect(db, autocommit=True)
+    try:
+        assert not worker._begin_frozen(Ident(b"public", b"config"))  # referenced by a foreign key
+        assert not worker._begin_frozen(Ident(b"public", b"filled"))  # rows already there: never emptied
+        assert query(db, "SELECT count(*) FROM filled") == [(1,)]
+        assert worker.conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
+        assert worker._begin_frozen(Ident(b"public", b"fresh"))
+        worker.conn.execute("ROLLBACK")
+    finally:
+        worker.conn.close()
+
+
+def test_a_column_named_begin_in_a_standard_sql_function_body_backs_up_and_restores(
+        service: BackupService, env: dict[str, str], make_db) -> None:
+    db = env["DATABASE_URL"]
+    run_sql(db, 'CREATE TABLE visits ("begin" timestamptz, "end" timestamptz);'
+                "INSERT INTO visits VALUES (now(), now());"
+                "CREATE FUNCTION first_visit() RETURNS timestamptz LANGUAGE sql "
+                "BEGIN ATOMIC SELECT v.begin FROM visits v LIMIT 1; END;"
+                "CREATE TABLE after_it (a int); INSERT INTO after_it VALUES (7);")
+    record = service.create(ACTOR, description="begin and end")
+    target = make_db()
+    assert service.restore(ACTOR, record.id, target_url=target).ok
+    assert dump_text(target) == dump_text(db)
+
+
+def test_a_database_that_asks_for_a_client_only_encoding_is_dumped_in_its_own(service: BackupService,
+                                                                                env: dict[str, str], make_db) -> None:
+    from ehr_backup.pipeline import plaintext
+
+    db = env["DATABASE_URL"]
+    name = db.rsplit("/", 1)[1]
+    run_sql(db, f"""ALTER DATABASE "{name}" SET client_encoding = 'SJIS';
+                    CREATE TABLE kanji (v text); INSERT INTO kanji VALUES ('表ソ\\');
+                    COMMENT ON TABLE kanji IS '表ソ';""")
+    record = service.create(ACTOR, description="sjis")
+    opened = service._open(record)
+    try:
+        head = next(iter(plaintext(opened)))[:4096]
+    finally:
+        opened.fh.close()
+    assert b"SET client_encoding = 'UTF8';" in head
+    target = make_db()
+    assert service.restore(ACTOR, record.id, target_url=target).ok
+    assert query(target, "SELECT v, obj_description('kanji'::regclass) FROM kanji") \
+        == [("表ソ\\", "表ソ")]

@@ -249,3 +249,51 @@ def test_system_databases_are_refused_as_targets(service: BackupService, name: s
     with pytest.raises(InvalidInput) as err:
         service.restore(ACTOR, record.id, target_database=name)
     assert "system database" in str(err.value)
+
+
+def test_a_restore_that_dies_right_after_the_swap_leaves_the_previous_database_kept_for_rollback(
+        service: BackupService, env: dict[str, str], make_db, monkeypatch: pytest.MonkeyPatch) -> None:
+    from ehr_backup.restore import run
+
+    record = service.create(ACTOR, description="source")
+    target = make_db()
+    run_sql(target, "CREATE TABLE precious (v text); INSERT INTO precious VALUES ('keep me');")
+
+    def die(*_args: object) -> list[str]:
+        raise SystemExit("killed")  # the process ends between the committed swap and the bookkeeping after it
+
+    monkeypatch.setattr(run, "_set_aside", die)
+    with pytest.raises(SystemExit):
+        service.restore(ACTOR, record.id, target_url=target)
+    monkeypatch.undo()
+    [previous] = copies_beside(target)
+    assert "__before_" in previous and service.kept_databases() == []  # not offered until settled
+    service.reconcile()
+    kept = service.kept_databases()
+    assert [(k["name"], k["kind"]) for k in kept] == [(previous, "previous")]
+    assert service.restores.kept.live(kind="building") == []
+    result = service.rollback(ACTOR, target.rsplit("/", 1)[1])
+    assert result["restoredFrom"] == previous
+    assert query(target, "SELECT v FROM precious") == [("keep me",)]
+
+
+def test_start_up_forgets_kept_databases_that_are_gone_and_spares_those_being_worked_on(
+        service: BackupService, env: dict[str, str], make_db) -> None:
+    from ehr_backup import pg
+    from ehr_backup.restore.kept import BUILDING, PREVIOUS, lock_key
+
+    target = make_db()
+    info = service.connection()
+    server = pg.server_identity(info)
+    dbname = target.rsplit("/", 1)[1]
+    gone = service.restores.kept.add(server=server, display="x", name=dbname + "__before_gone", original=dbname,
+                                     kind=PREVIOUS)
+    busy = service.restores.kept.add(server=server, display="x", name=dbname, original=dbname, kind=BUILDING)
+    held = service._job_lock(lock_key(server, dbname)).acquire("a restore elsewhere")
+    try:
+        service.reconcile()
+    finally:
+        held.release()
+    live = {r.id for r in service.restores.kept.live()}
+    assert gone.id not in live and busy.id in live  # the one being built is left alone, and not dropped
+    assert query(target, "SELECT 1") == [(1,)]

@@ -95,3 +95,40 @@ def test_contents_lists_schemas_tables_and_objects_without_a_database(service: B
     assert {"type": "TRIGGER", "name": "notes notes_touch"} in [
         {k: o[k] for k in ("type", "name")} for o in out["objects"]]
     assert out["encoding"] == "UTF8" and out["format"] == 2
+
+
+PARTITIONED = """
+CREATE TABLE visits (id int, d date, note text, PRIMARY KEY (id, d)) PARTITION BY RANGE (d);
+CREATE TABLE visits_2025 PARTITION OF visits FOR VALUES FROM ('2025-01-01') TO ('2026-01-01');
+CREATE TABLE visits_2026 PARTITION OF visits FOR VALUES FROM ('2026-01-01') TO ('2027-01-01');
+CREATE INDEX visits_note ON visits (note);
+INSERT INTO visits SELECT g, '2025-06-01'::date + g, 'n' || g FROM generate_series(1, 400) g;
+"""
+
+
+def test_a_partitioned_table_comes_back_with_its_partitions_or_is_refused(service: BackupService,
+                                                                          env: dict[str, str]) -> None:
+    db = env["DATABASE_URL"]
+    run_sql(db, PARTITIONED)
+    record = service.create(ACTOR, description="partitioned")
+    before = dump_text(db)
+    with pytest.raises(InvalidInput) as err:  # alone it would come back empty
+        service.restore(ACTOR, record.id, tables=["public.visits"], into_schema="back")
+    assert "public.visits_2025" in str(err.value) and "public.visits_2026" in str(err.value)
+    assert dump_text(db) == before
+    report = service.restore(ACTOR, record.id, tables=["public.visits", "public.visits_2025", "public.visits_2026"],
+                             into_schema="back").as_dict()
+    assert report["rowCountsMatch"]
+    assert query(db, "SELECT count(*) FROM back.visits") == [(400,)]
+    assert query(db, "SELECT count(*) FROM back.visits WHERE d >= '2026-01-01'") == query(
+        db, "SELECT count(*) FROM back.visits_2026")
+    assert query(db, "SELECT c.relname, i.inhparent::regclass::text FROM pg_inherits i JOIN pg_class c "
+                     "ON c.oid = i.inhrelid JOIN pg_namespace n ON n.oid = c.relnamespace "
+                     "WHERE n.nspname = 'back' ORDER BY 1") == [
+        ("visits_2025", "back.visits"), ("visits_2025_note_idx", "back.visits_note"),
+        ("visits_2025_pkey", "back.visits_pkey"), ("visits_2026", "back.visits"),
+        ("visits_2026_note_idx", "back.visits_note"), ("visits_2026_pkey", "back.visits_pkey")]
+    # one partition alone comes back as a table of its own, and the report says so
+    report = service.restore(ACTOR, record.id, tables=["public.visits_2025"], into_schema="one").as_dict()
+    assert report["rowCountsMatch"] and any("restored as a table of its own" in n for n in report["notes"])
+    assert query(db, "SELECT relispartition FROM pg_class WHERE oid = 'one.visits_2025'::regclass") == [(False,)]

@@ -164,3 +164,21 @@ def test_the_header_type_is_unknown_when_a_name_could_fake_it() -> None:
     assert entry_type(b"-- Name: a; Type: TABLE; Schema: public; Owner: postgres") == "TABLE"
     assert entry_type(b"-- Data for Name: a; Type: TABLE DATA; Schema: public; Owner: postgres") == "TABLE DATA"
     assert entry_type(b"-- Name: x; Type: INDEX; Schema: y; Type: TABLE; Schema: public; Owner: postgres") is None
+
+
+@pytest.mark.parametrize("name", ["SJIS", "BIG5", "GBK", "UHC", "GB18030", "JOHAB", "SHIFT_JIS_2004"])
+def test_a_dump_in_a_client_only_encoding_is_refused(name: str) -> None:
+    dump = (f"SET client_encoding = '{name}';\n".encode() + b"COMMENT ON TABLE t IS '\x83\\';\n")
+    with pytest.raises(DumpSyntaxError) as err:
+        list(SqlScanner().feed(dump))
+    assert name in str(err.value)
+    assert [type(e) for e in SqlScanner().feed(b"SET client_encoding = 'LATIN1';\nSELECT 1;\n")] == [
+        Statement, Statement]
+
+
+def test_a_scanner_started_after_a_jump_keeps_the_dumps_string_setting() -> None:
+    text = b"SELECT 'a\\';\nSELECT 2;\n"  # with standard_conforming_strings off, \\' does not end the string
+    off = [e.sql for e in SqlScanner(std_strings=False).feed(text) if isinstance(e, Statement)]
+    assert off == []  # still inside the string
+    on = [e.sql for e in SqlScanner().feed(text) if isinstance(e, Statement)]
+    assert len(on) == 2

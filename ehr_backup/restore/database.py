@@ -37,6 +37,15 @@ def derived_name(live: str, suffix: str) -> str:
     return base + suffix
 
 
+def free_name(conn: psycopg.Connection, live: str, kind: str, when: str) -> str:
+    """`<live>__<kind>_<when>`, with a counter when a database of that name exists already."""
+    for n in range(100):
+        name = derived_name(live, f"__{kind}_{when}" + (f"_{n}" if n else ""))
+        if not exists(conn, name):
+            return name
+    raise Busy(f"too many databases named {live}__{kind}_{when}_…; drop some of them")
+
+
 def maintenance(info: ConnInfo) -> ConnInfo:
     """The server's maintenance database, from which databases are created, renamed and dropped."""
     return info.with_dbname("postgres")

@@ -11,7 +11,14 @@ from ..catalogue import utcnow
 from ..db import Database
 from ..models import KeptDatabase
 
-BUILDING, PREVIOUS, UNDONE = "building", "previous", "undone"
+# building: a copy being loaded; swapping: the name the live database gets if the swap commits
+BUILDING, SWAPPING, PREVIOUS, UNDONE = "building", "swapping", "previous", "undone"
+TRANSIENT = (BUILDING, SWAPPING)  # never shown or dropped by hand: a restore is (or was) in the middle
+
+
+def lock_key(server: str, name: str) -> str:
+    """The job lock held while a restore or rollback works on a kept database of this name."""
+    return f"restore-copy:{server}/{name}"
 
 
 class KeptDatabases:
@@ -21,10 +28,10 @@ class KeptDatabases:
         self._db = db
 
     def add(self, *, server: str, display: str, name: str, original: str, kind: str,
-            backup_id: str = "") -> KeptDatabase:
+            backup_id: str = "", note: str = "") -> KeptDatabase:
         """Record a database before it is made (so a crash leaves a trace to clean up)."""
         row = KeptDatabase(server=server, server_display=display, name=name, original=original, kind=kind,
-                           backup_id=backup_id, created_at=utcnow())
+                           backup_id=backup_id, note=note, created_at=utcnow())
         with self._db.writing() as s:
             s.add(row)
         return row

@@ -26,7 +26,10 @@ from .workers import STREAM_DEPTH, Job, Loaded, State, Worker
 
 STREAMED = {"TABLE DATA", "BLOBS", "LARGE OBJECTS"}  # entries that may be large: run as they are read
 BUFFER_LIMIT = 8 * 1024 * 1024  # any other entry is read whole first, up to this size
-RUN_BYTES = 8 * 1024 * 1024  # small data entries next to each other are read by one worker in one go
+RUN_BYTES = 8 * 1024 * 1024
+BATCH_BYTES = 1024 * 1024  # small entries in dump order are run together, up to this size
+BATCH_STATEMENTS = 2000
+PENDING_BYTES = 64 * 1024 * 1024  # the SQL of entries read ahead and waiting: reading pauses beyond this  # small data entries next to each other are read by one worker in one go
 JUMP_MIN = 4 * 1024 * 1024  # skip by re-reading the file from a later frame only when it saves this much
 
 
@@ -87,6 +90,8 @@ class Loader:
         self._selected = selected
         self._table_bytes: dict[Any, int] = {}
         self._checks: list[tuple[str, Plan, list[bytes]]] = []
+        self._buffered = 0  # bytes of SQL held by pending jobs
+        self._std_strings = True  # standard_conforming_strings as the dump set it, kept across jumps
 
     # ----- the whole load ---------------------------------------------------------------------------
     def load(self) -> LoadResult:
@@ -116,7 +121,7 @@ class Loader:
 
     def _read_from(self, offset: int) -> int | None:
         """Read the dump from offset; return where to continue after a jump, or None at its end."""
-        scanner = SqlScanner(offset)
+        scanner = SqlScanner(offset, std_strings=self._std_strings)
         for piece in self._source(offset):
             if self._user_cancel.is_set():
                 raise Cancelled()
@@ -128,6 +133,7 @@ class Loader:
             for ev in scanner.feed(piece):
                 jump = self._event(ev)
                 if jump is not None:
+                    self._std_strings = scanner.std_strings  # the dump's SET, made before the jump, still holds
                     return jump
             self._pump(block=False)
         for ev in scanner.finish():
@@ -261,10 +267,27 @@ class Loader:
                keep_checks: bool = False, state: State | None = None) -> None:
         if not keep_checks:
             self._flush_checks()
+        size = sum(len(x) for x in statements)
+        last = self._pending[-1][0] if self._pending else None
+        if (plan.kind in (Kind.BARRIER, Kind.DEPENDENT) and last is not None and last.plan.kind == Kind.BARRIER
+                and last.number == self._numbers and last.size + size <= BATCH_BYTES
+                and len(last.statements) + len(statements) <= BATCH_STATEMENTS):
+            # the next in a run of small entries that go in dump order anyway (a million large objects,
+            # say): onto the end of the waiting batch, run in one session as psql would run them
+            last.statements.extend(statements)
+            last.size += size
+            self._buffered += size
+            if toc is not None:
+                self._ledger.by_toc[toc.toc_id] = last.number
+            return
         job = self._new_job(label, plan, toc, state)
         job.statements = statements
+        job.size = size
+        self._buffered += size
         self._pending.append((job, self._ledger.waits_for(plan)))
         self._register(job, plan)
+        while self._buffered > PENDING_BYTES and self._pending:  # memory: let the waiting work run first
+            self._pump(block=True)
 
     # ----- version-2 files: data entries read by the workers themselves -----------------------------
     def _runs_for(self, toc: TocEntry) -> list[DataEntry] | None:
@@ -377,6 +400,7 @@ class Loader:
         return sum(self._table_bytes.get(t, 0) for t in job.plan.locks)
 
     def _assign(self, job: Job) -> None:
+        self._buffered -= job.size
         worker = self._idle.pop()
         self._busy[job.number] = (job, worker)
         worker.inbox.put(job)

@@ -22,7 +22,7 @@ from ..pipeline import Progress
 from ..text import clean_text
 from . import database
 from .contents import describe
-from .kept import BUILDING, PREVIOUS, UNDONE, KeptDatabases
+from .kept import BUILDING, PREVIOUS, SWAPPING, TRANSIENT, UNDONE, KeptDatabases, lock_key
 from .run import Context, Outcome, RecreateFailed, recreate_restore, source_of, swap_restore
 from .selective import Selection, SelectiveOutcome, SelectiveRestore, check_schema_name, parse_table
 
@@ -103,7 +103,7 @@ class Restores:
     # ----- restore ----------------------------------------------------------------------------------
     def prepare(self, actor: Actor, backup_id: str, *, target_url: str | None = None,
                 target_database: str | None = None, mode: str = "swap", jobs: int | None = None,
-                roles: bool = True, safety_backup: bool | None = None, tables: list[str] | None = None,
+                roles: bool | None = None, safety_backup: bool | None = None, tables: list[str] | None = None,
                 schemas: list[str] | None = None, into_schema: str | None = None) -> Task:
         """Validate and reserve the target; the task authenticates, builds, checks and swaps (or, with
         tables or schemas chosen, restores just those beside the live ones)."""
@@ -207,7 +207,8 @@ class Restores:
         return target
 
     def _run(self, actor: Actor, record: BackupRecord, target: ConnInfo, identity: str, mode: str, jobs: int,
-             roles: bool, safety: bool, lock: Any, progress: Progress, cancel: threading.Event) -> RestoreReport:
+             roles: bool | None, safety: bool, lock: Any, progress: Progress,
+             cancel: threading.Event) -> RestoreReport:
         started = time.monotonic()
 
         def step(name: str, detail: str) -> None:
@@ -326,26 +327,36 @@ class Restores:
             raise NotFound(f"no previous database of {target.dbname} is kept: nothing to roll back to")
         row = rows[0]
         lock = self.s._lock(target, identity).acquire(f"a rollback by {actor.name}")
+        held: list[Any] = []
         try:
             self.s.audit.record(actor, "restore.rollback", target.dbname, "started", f"back to {row.name}")
-            undone = database.derived_name(target.dbname, f"__undone_{database.stamp()}")
             try:
                 with connect(database.maintenance(target)) as conn:
+                    undone = database.free_name(conn, target.dbname, "undone", database.stamp())
                     if not database.exists(conn, row.name):
                         self.kept.dropped(row.id or 0)
                         raise NotFound(f"the previous database {row.name} no longer exists")
+                    held.append(self._hold(lock_key(identity, undone)))
                     entry = self.kept.add(server=identity, display=target.display, name=undone,
-                                          original=target.dbname, kind=UNDONE, backup_id=row.backup_id)
-                    database.swap(conn, target.dbname, row.name, undone)
+                                          original=target.dbname, kind=SWAPPING, backup_id=row.backup_id,
+                                          note=f"rolled back from {row.backup_id}")
+                    try:
+                        database.swap(conn, target.dbname, row.name, undone)
+                    except BaseException:
+                        self.kept.dropped(entry.id or 0)
+                        raise
+                self.kept.dropped(row.id or 0)
+                self.kept.update(entry.id or 0, kind=UNDONE)
                 paused = self._swap_subscriptions(target, undone, json.loads(row.subscriptions or "[]"))
             except BackupError as exc:
                 self.s.audit.record(actor, "restore.rollback", target.dbname, "failed", exc.message)
                 raise
-            self.kept.dropped(row.id or 0)
-            self.kept.update(entry.id or 0, note=f"rolled back from {row.backup_id}", subscriptions=json.dumps(paused))
+            self.kept.update(entry.id or 0, subscriptions=json.dumps(paused))
             self.s.audit.record(actor, "restore.rollback", target.dbname, "ok",
                                 f"{row.name} is {target.dbname} again; the restored copy is kept as {undone}")
         finally:
+            for h in held:
+                h.release()
             lock.release()
         return {"database": target.dbname, "restoredFrom": row.name, "undoneKeptAs": undone}
 
@@ -365,13 +376,13 @@ class Restores:
         """Databases restores keep beside the live ones (previous and undone copies)."""
         return [{"id": r.id, "name": r.name, "database": r.original, "kind": r.kind, "server": r.server_display,
                  "backupId": r.backup_id, "createdAt": _iso(r.created_at), "note": r.note}
-                for r in self.kept.live() if r.kind != BUILDING]
+                for r in self.kept.live() if r.kind not in TRANSIENT]
 
     def drop_kept(self, actor: Actor, name: str, *, reason: str = "by an administrator") -> None:
         """Drop a kept database (previous or undone) of the configured server."""
         conn_info = self.s.connection()
         identity = pg.server_identity(conn_info)
-        row = next((r for r in self.kept.live(server=identity) if r.name == name and r.kind != BUILDING), None)
+        row = next((r for r in self.kept.live(server=identity) if r.name == name and r.kind not in TRANSIENT), None)
         if row is None:
             raise NotFound(f"no kept database named {name} on this server")
         self.s.audit.record(actor, "restore.drop-previous", name, "started", reason)
@@ -385,19 +396,33 @@ class Restores:
         self.s.audit.record(actor, "restore.drop-previous", name, "ok", reason)
 
     def reconcile(self, alive: Any) -> dict[str, int]:
-        """At start-up: drop copies a crashed restore was building, and kept databases past their time."""
+        """At start-up: settle what a crashed restore or rollback left (a half-built copy is dropped, a
+        database set aside by a swap that committed is kept for rollback), drop kept databases past their
+        time, and forget rows whose database is gone (dropped by hand)."""
         removed = expired = 0
         try:
             conn_info = self.s.connection()
             identity = pg.server_identity(conn_info)
-        except BackupError:
+            with connect(database.maintenance(conn_info)) as conn:
+                names = {r[0] for r in conn.execute("SELECT datname FROM pg_database").fetchall()}
+        except (BackupError, psycopg.Error):
             return {"droppedUnfinished": 0, "droppedExpired": 0}
         system = Actor("system")
         keep = timedelta(hours=self.s.settings.keep_previous_hours)
         for row in self.kept.live(server=identity):
+            if alive(lock_key(identity, row.name)):
+                continue  # a restore or rollback elsewhere is working on it
+            if row.name not in names:
+                self.kept.dropped(row.id or 0)  # gone: a swap that never happened, or dropped by hand
+                continue
+            if row.kind == SWAPPING:  # the swap committed before the crash: keep it as its kind says
+                final = UNDONE if row.note.startswith("rolled back") else PREVIOUS
+                self.kept.update(row.id or 0, kind=final)
+                self.s.audit.record(system, "restore.keep-previous", row.name, "ok",
+                                    f"set aside by a swap of {row.original} that was interrupted; kept for "
+                                    f"rollback ({row.note})")
+                continue
             if row.kind == BUILDING:
-                if alive(f"restore-copy:{row.id}"):
-                    continue
                 reason = "left by a restore that stopped before it finished; never swapped in"
             elif utcnow() - (as_utc(row.created_at) or utcnow()) > keep:
                 reason = f"kept for rollback longer than {self.s.settings.keep_previous_hours} hours"

@@ -26,7 +26,7 @@ from ..pg import ConnInfo, connect
 from ..pipeline import Progress, plaintext
 from . import database
 from .counts import TableCount, count_tables
-from .kept import BUILDING, PREVIOUS, KeptDatabases
+from .kept import BUILDING, PREVIOUS, SWAPPING, KeptDatabases, lock_key
 from .loader import Loader, LoadResult
 from .roles import ensure_roles
 
@@ -62,11 +62,11 @@ class Context:
     kept: KeptDatabases
     backup_id: str
     jobs: int
-    roles: bool
+    roles: bool | None  # None: only on a server other than the backup's own
     progress: Progress
     cancel: threading.Event
     step: Callable[[str, str], None]  # (step, detail) for the audit log
-    hold: Callable[[str], Any]  # a lock held while a copy is built (a start-up elsewhere spares it)
+    hold: Callable[[str], Any]  # a lock held while a copy is built or swapped (a start-up elsewhere spares it)
     safety: Callable[[], str | None] | None = None  # recreate mode: take the safety backup, return its id
 
 
@@ -140,22 +140,20 @@ def swap_restore(ctx: Context, opened: OpenedFile, trailer: dict[str, Any]) -> O
     preflight(ctx, props)
     out = Outcome(ctx.target.dbname, jobs=ctx.jobs)
     when = database.stamp()
-    scratch = database.derived_name(ctx.target.dbname, f"__restore_{when}")
     maint = database.maintenance(ctx.target)
     with connect(maint) as conn:
+        scratch = database.free_name(conn, ctx.target.dbname, "restore", when)
         replacing = database.exists(conn, ctx.target.dbname)
         if not props and replacing:
             props = database.live_properties(ctx.target)  # an older backup: keep what the database had
-        if ctx.roles and trailer.get("globals"):
-            out.roles = ensure_roles(conn, trailer["globals"])
-            out.notes += out.roles.get("notes", [])
+        _roles(ctx, conn, trailer, out)
+        held = [ctx.hold(lock_key(ctx.server, scratch))]  # before the row: a start-up elsewhere must see it alive
         row = ctx.kept.add(server=ctx.server, display=ctx.target.display, name=scratch,
                            original=ctx.target.dbname, kind=BUILDING, backup_id=ctx.backup_id)
-        alive = ctx.hold(f"restore-copy:{row.id}")
         try:
             database.create(conn, scratch, props)
         except BaseException:
-            alive.release()
+            held[0].release()
             ctx.kept.dropped(row.id or 0)
             raise
     ctx.step("building", f"into {scratch}")
@@ -166,17 +164,26 @@ def swap_restore(ctx: Context, opened: OpenedFile, trailer: dict[str, Any]) -> O
             return out  # the caller reports the differences; the copy is dropped below
         ctx.progress.phase = "swapping"
         started = time.monotonic()
-        previous = database.derived_name(ctx.target.dbname, f"__before_{when}") if replacing else None
         with connect(maint) as conn:
-            database.swap(conn, ctx.target.dbname, scratch, previous)
+            previous = database.free_name(conn, ctx.target.dbname, "before", when) if replacing else None
+            aside = None
+            if previous is not None:  # recorded first: a crash right after the swap must not lose it
+                held.append(ctx.hold(lock_key(ctx.server, previous)))
+                aside = ctx.kept.add(server=ctx.server, display=ctx.target.display, name=previous,
+                                     original=ctx.target.dbname, kind=SWAPPING, backup_id=ctx.backup_id,
+                                     note=f"replaced by {ctx.backup_id}")
+            try:
+                database.swap(conn, ctx.target.dbname, scratch, previous)
+            except BaseException:
+                if aside is not None:
+                    ctx.kept.dropped(aside.id or 0)
+                raise
         swapped = True
         out.phases["swap"] = time.monotonic() - started
-        if previous is not None:
+        ctx.kept.dropped(row.id or 0)  # the copy is the database now
+        if previous is not None and aside is not None:
             paused = _set_aside(ctx.target.with_dbname(previous), out)
-            ctx.kept.update(row.id or 0, name=previous, kind=PREVIOUS, note=f"replaced by {ctx.backup_id}",
-                            subscriptions=json.dumps(paused))
-        else:
-            ctx.kept.dropped(row.id or 0)  # nothing was replaced: the copy is the database now
+            ctx.kept.update(aside.id or 0, kind=PREVIOUS, subscriptions=json.dumps(paused))
         restored = _quietly(lambda: database.subscriptions(ctx.target), [])
         if restored:
             out.notes.append(f"the restored database's subscriptions ({', '.join(restored)}) are disabled, as "
@@ -188,7 +195,8 @@ def swap_restore(ctx: Context, opened: OpenedFile, trailer: dict[str, Any]) -> O
     finally:
         if not swapped:
             _drop_quietly(maint, scratch, ctx, row.id or 0)
-        alive.release()
+        for lock in held:
+            lock.release()
 
 
 def recreate_restore(ctx: Context, opened: OpenedFile, trailer: dict[str, Any]) -> Outcome:
@@ -208,9 +216,7 @@ def recreate_restore(ctx: Context, opened: OpenedFile, trailer: dict[str, Any]) 
         out.safety_backup = ctx.safety()
         ctx.step("safety backup", f"{out.safety_backup}")
     with connect(maint) as conn:
-        if ctx.roles and trailer.get("globals"):
-            out.roles = ensure_roles(conn, trailer["globals"])
-            out.notes += out.roles.get("notes", [])
+        _roles(ctx, conn, trailer, out)
         if replacing:
             database.drop(conn, ctx.target.dbname, maint)
             ctx.step("dropped", f"{ctx.target.dbname}, to be created anew")
@@ -234,6 +240,22 @@ class _RecreateFailed(Exception):
 
 
 RecreateFailed = _RecreateFailed
+
+
+def _roles(ctx: Context, conn: Any, trailer: dict[str, Any], out: Outcome) -> None:
+    """Create the roles the backup recorded and this server lacks, when asked, or by default on another
+    server than the backup's own (on the same server, a role that was dropped stays dropped)."""
+    recorded = trailer.get("globals")
+    if not recorded:
+        return
+    wanted = ctx.roles if ctx.roles is not None else (recorded.get("server") or "") != ctx.server
+    if not wanted:
+        if ctx.roles is None:
+            out.notes.append("roles were not created: this is the server the backup was made on (use --with-roles "
+                             "to create roles that were dropped since)")
+        return
+    out.roles = ensure_roles(conn, recorded)
+    out.notes += out.roles.get("notes", [])
 
 
 def _build(ctx: Context, out: Outcome, info: ConnInfo, opened: OpenedFile, trailer: dict[str, Any],

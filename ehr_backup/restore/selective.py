@@ -42,12 +42,19 @@ from .plan import plan_entry, session_key
 _IDENT = rb'(?:"(?:[^"]|"")+"|[A-Za-z_\x80-\xff][A-Za-z0-9_$\x80-\xff]*)'
 _CREATE_TABLE = re.compile(rb"CREATE (?:UNLOGGED )?TABLE (" + _IDENT + rb"\." + _IDENT + rb") ")
 _CREATE_INDEX = re.compile(rb"CREATE (?:UNIQUE )?INDEX (" + _IDENT + rb") ON ")
+_ADD_INDEXED = re.compile(rb"ALTER TABLE (?:ONLY )?" + _IDENT + rb"\." + _IDENT + rb"\s+ADD CONSTRAINT (" + _IDENT +
+                          rb") (?:PRIMARY KEY|UNIQUE|EXCLUDE)\b")
+_TABLE_ATTACH = re.compile(rb"ALTER TABLE ONLY (" + _IDENT + rb"\." + _IDENT + rb") ATTACH PARTITION (" + _IDENT +
+                           rb"\." + _IDENT + rb") ")
+_INDEX_ATTACH = re.compile(rb"ALTER INDEX (" + _IDENT + rb"\." + _IDENT + rb") ATTACH PARTITION (" + _IDENT +
+                           rb"\." + _IDENT + rb");")
 _COMMENT_ON = re.compile(rb"COMMENT ON (TABLE|COLUMN) (" + _IDENT + rb"\." + _IDENT + rb")")
 # a token: a string (standard, E'', dollar-quoted), a quoted identifier, a word, or one other byte
 _TOKEN = re.compile(rb"""[Ee]'(?:[^'\\]|\\.|'')*'|'(?:[^']|'')*'|(\$[A-Za-z_]?[A-Za-z0-9_]*\$).*?\1|"""
                     rb"""(?:"(?:[^"]|"")+"|[A-Za-z_\x80-\xff][A-Za-z0-9_$\x80-\xff]*)"""
                     rb"""(?:\.(?:"(?:[^"]|"")+"|[A-Za-z_\x80-\xff][A-Za-z0-9_$\x80-\xff]*))?|.""", re.DOTALL)
-KINDS = {"TABLE", "TABLE DATA", "INDEX", "CONSTRAINT", "FK CONSTRAINT", "COMMENT", "CHECK CONSTRAINT"}
+KINDS = {"TABLE", "TABLE DATA", "INDEX", "CONSTRAINT", "FK CONSTRAINT", "COMMENT", "CHECK CONSTRAINT",
+         "TABLE ATTACH", "INDEX ATTACH"}
 
 
 @dataclass
@@ -119,6 +126,8 @@ class SelectiveRestore:
         self._loaded: dict[Ident, list[int]] = {}
         self._copy: _Copy | None = None
         self._found: set[Ident] = set()
+        self._partitioned: set[Ident] = set()  # chosen tables that are PARTITION BY roots
+        self._unchosen_partitions: dict[Ident, list[Ident]] = {}  # root -> partitions not chosen
 
     def run(self, source: Iterator[bytes]) -> SelectiveOutcome:
         """Run the restore; commit only when every table's rows are there."""
@@ -149,6 +158,7 @@ class SelectiveRestore:
                 missing = [t.text() for t in self._sel.tables if t not in self._found]
                 if missing:
                     raise InvalidInput(f"the backup holds no table {', '.join(missing)}")
+                self._check_partitions()
                 if not self._found:
                     raise InvalidInput("the backup holds no table in the chosen schemas")
                 self._out.phases["load"] = time.monotonic() - started
@@ -222,15 +232,33 @@ class SelectiveRestore:
             if re.search(rb"\)\s*INHERITS \(", plain[0]):
                 raise InvalidInput(f"{table.text()} inherits from another table: restore it into another database "
                                    "instead (--target-url)")
+            if re.search(rb"\)\s*PARTITION BY ", plain[0]):
+                self._partitioned.add(table)
             self._found.add(table)
+        elif entry.type == "TABLE ATTACH":
+            m = _TABLE_ATTACH.match(plain[0]) if plain else None
+            if m is None:
+                return
+            root, part = split_qualified(m.group(1)), split_qualified(m.group(2))
+            if self._sel.wants(root) and not self._sel.wants(part):
+                self._unchosen_partitions.setdefault(root, []).append(part)
+            if not (self._sel.wants(root) and self._sel.wants(part)):
+                if self._sel.wants(part):
+                    self._out.notes.append(f"{part.text()} is a partition of {root.text()}, which was not chosen: "
+                                           "it was restored as a table of its own")
+                return
+        elif entry.type == "INDEX ATTACH":
+            m = _INDEX_ATTACH.match(plain[0]) if plain else None
+            if m is None or not all(split_qualified(m.group(i)) in self._indexes for i in (1, 2)):
+                return
         elif entry.type in ("INDEX", "CONSTRAINT", "FK CONSTRAINT"):
             plan = plan_entry(entry.type, plain, None, entry.deps)
             if not plan.locks or not all(self._sel.wants(t) for t in plan.locks):
                 if plan.locks and any(self._sel.wants(t) for t in plan.locks):
                     self._out.left_out.append(f"{entry.type} {entry.label[:100]} (it names a table not restored)")
                 return
-            m = _CREATE_INDEX.match(plain[0])
-            if m:
+            m = _CREATE_INDEX.match(plain[0]) or _ADD_INDEXED.match(plain[0])
+            if m:  # its index may be named later (ALTER INDEX ... ATTACH PARTITION, a rewrite)
                 table = next(iter(plan.locks))
                 self._indexes.add(Ident(table.schema, split_qualified(m.group(1)).name))
             if entry.type == "FK CONSTRAINT":
@@ -251,6 +279,16 @@ class SelectiveRestore:
         else:
             return
         self._run_statements(entry, statements)
+
+    def _check_partitions(self) -> None:
+        """A partitioned table comes back with all its partitions, or not at all (it would be empty)."""
+        gaps = {root: parts for root, parts in self._unchosen_partitions.items() if root in self._partitioned}
+        if gaps:
+            text = "; ".join(f"{root.text()} keeps its rows in {', '.join(p.text() for p in parts[:20])}"
+                             + (f" and {len(parts) - 20} more" if len(parts) > 20 else "")
+                             for root, parts in sorted(gaps.items(), key=lambda g: g[0].text()))
+            raise InvalidInput(f"a partitioned table needs its partitions: {text}; choose them too (or the whole "
+                               "schema)")
 
     def _run_statements(self, entry: TocEntry, statements: list[bytes]) -> None:
         for s in statements:

@@ -21,6 +21,8 @@ STREAM_DEPTH = 8
 # The load's own session settings: its commits need not wait for the disk (the swap's synchronous
 # commit, later, makes everything before it durable).
 SESSION_SETUP = b"SET synchronous_commit = off"
+PIECE_BYTES = 256 * 1024  # statements sent together in one round trip, up to this size
+PIECE_STATEMENTS = 200
 
 
 @dataclass
@@ -47,6 +49,7 @@ class Job:
     ranges: list[Any] | None = None  # a run of pure data entries read from the file by the worker
     loaded: list[Loaded] = field(default_factory=list)
     bytes_read: int = 0
+    size: int = 0  # bytes of its buffered statements
 
 
 class Worker(threading.Thread):
@@ -108,8 +111,24 @@ class Worker(threading.Thread):
         elif job.stream is not None:
             self._run_stream(job)
         else:
-            for sql in job.statements:
-                self._execute(job, sql)
+            self._run_buffered(job)
+
+    def _run_buffered(self, job: Job) -> None:
+        """Run a read-ahead entry (or a batch of them) in pieces of several statements per round trip.
+
+        Each piece is one simple query: psql sends the same statements one by one; any error stops the
+        whole restore either way, and pg_dump's statements all run inside a transaction block.
+        """
+        piece: list[bytes] = []
+        size = 0
+        for sql in job.statements:
+            piece.append(sql)
+            size += len(sql)
+            if size >= PIECE_BYTES or len(piece) >= PIECE_STATEMENTS:
+                self._execute(job, b"\n".join(piece), piece)
+                piece, size = [], 0
+        if piece:
+            self._execute(job, b"\n".join(piece), piece)
 
     def _apply(self, state: State) -> None:
         """Bring this session's settings to what the entry expects (pg_dump emits SETs only on change)."""
@@ -127,16 +146,17 @@ class Worker(threading.Thread):
         assert self.conn is not None
         self.conn.execute(sql)
 
-    def _execute(self, job: Job, sql: bytes) -> None:
+    def _execute(self, job: Job, sql: bytes, parts: list[bytes] | None = None) -> None:
         if self._cancel.is_set():
             raise Cancelled()
         try:
             self._exec(sql)
         except psycopg.Error as exc:
             raise _failed(job, exc) from None
-        key = session_key(sql)
-        if key is not None:
-            self._state[key] = sql
+        for part in parts or [sql]:
+            key = session_key(part)
+            if key is not None:
+                self._state[key] = part
 
     def _run_stream(self, job: Job) -> None:
         assert job.stream is not None and self.conn is not None
@@ -191,18 +211,26 @@ class Worker(threading.Thread):
         esc = Escaping(self.conn.pgconn)
         qual = _qualified(esc, target)
         row = self.conn.execute(
-            b"SELECT c.relkind = 'r' AND (pg_has_role(c.relowner, 'USAGE') OR (SELECT rolsuper FROM pg_roles "
-            b"WHERE rolname = current_user)) FROM pg_class c WHERE c.oid = to_regclass("
+            b"SELECT c.relkind = 'r' AND NOT c.relhastriggers AND (pg_has_role(c.relowner, 'USAGE') OR "
+            b"(SELECT rolsuper FROM pg_roles WHERE rolname = current_user)) AND NOT EXISTS (SELECT FROM "
+            b"pg_constraint k WHERE k.confrelid = c.oid) FROM pg_class c WHERE c.oid = to_regclass("
             + esc.escape_literal(qual) + b")").fetchone()
         if not (row and row[0]):
             return False
         self._exec(b"BEGIN")
-        empty = self.conn.execute(b"SELECT NOT EXISTS (SELECT FROM ONLY " + qual + b")").fetchone()
-        if not (empty and empty[0]):
+        try:
+            # locked before it is looked at: nothing can reach the table between the look and the TRUNCATE
+            self._exec(b"LOCK TABLE ONLY " + qual + b" IN ACCESS EXCLUSIVE MODE")
+            empty = self.conn.execute(b"SELECT NOT EXISTS (SELECT FROM ONLY " + qual + b")").fetchone()
+            if not (empty and empty[0]):
+                raise _NotFreezable()
+            self._exec(b"TRUNCATE ONLY " + qual)
+            return True
+        except (psycopg.Error, _NotFreezable):
+            # rows already there, a foreign key or a TRUNCATE trigger (an extension's configuration
+            # table, say): undo the attempt and load it as psql would, with a plain COPY
             self._exec(b"ROLLBACK")
             return False
-        self._exec(b"TRUNCATE ONLY " + qual)
-        return True
 
     def _run_ranges(self, job: Job) -> None:
         """Read a run of pure data entries straight from the file and COPY each one."""
@@ -281,6 +309,10 @@ def _abandon(manager: Any) -> None:
         manager.__exit__(Cancelled, Cancelled(), None)
     except (psycopg.Error, Cancelled):
         pass
+
+
+class _NotFreezable(Exception):
+    """The table cannot be emptied for COPY FREEZE."""
 
 
 def _drain(stream: queue.Queue[Any], stop: threading.Event) -> None:
