@@ -52,12 +52,14 @@ class Catalogue:
         with self._db.reading() as s:
             return s.get(BackupRecord, backup_id)
 
-    def all(self, *, location: str | None = None) -> Sequence[BackupRecord]:
-        """Records, newest first, optionally of one location."""
+    def all(self, *, location: str | None = None, database: str | None = None) -> Sequence[BackupRecord]:
+        """Records, newest first, optionally of one location or one database."""
         with self._db.reading() as s:
             q = select(BackupRecord).order_by(col(BackupRecord.created_at).desc())
             if location:
                 q = q.where(BackupRecord.location == location)
+            if database is not None:
+                q = q.where(BackupRecord.database == database)
             return s.exec(q).all()
 
     def ids(self) -> set[str]:

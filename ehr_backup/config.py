@@ -40,6 +40,8 @@ VARIABLES = {
                                 "instead)",
     "EHR_BACKUP_KEEP_PREVIOUS_HOURS": "how long a database replaced by a restore is kept for rollback before it is "
                                       "dropped (default 72; checked at start-up)",
+    "EHR_BACKUP_SAFETY_KEEP_DAYS": "rotation removes safety backups (taken before a recreate restore) older than "
+                                   "this many days unless pinned or the newest good backup (default 30)",
     "EHR_BACKUP_PG_BIN": "directory with pg_dump/psql to prefer (default: /usr/lib/postgresql/N/bin, PATH)",
     "EHR_BACKUP_MIN_FREE_MB": "warn when a location has less free space than this (default 1024)",
     "EHR_BACKUP_HOST": "address the web app listens on (default 127.0.0.1)",
@@ -123,6 +125,7 @@ class Settings:
     threads: int = 2
     safety_backup: bool = True
     keep_previous_hours: int = 72
+    safety_keep_days: int = 30
     pg_bin: str | None = None
     min_free_mb: int = 1024
     host: str = "127.0.0.1"
@@ -161,6 +164,7 @@ class Settings:
             threads=_int(env, "EHR_BACKUP_THREADS", os.cpu_count() or 1, 1, 64),
             safety_backup=safety not in ("0", "false", "no", "off"),
             keep_previous_hours=_int(env, "EHR_BACKUP_KEEP_PREVIOUS_HOURS", 72, 0, 24 * 365),
+            safety_keep_days=_int(env, "EHR_BACKUP_SAFETY_KEEP_DAYS", 30, 0, 36500),
             pg_bin=env.get("EHR_BACKUP_PG_BIN") or None,
             min_free_mb=_int(env, "EHR_BACKUP_MIN_FREE_MB", 1024, 0, 10**9),
             host=env.get("EHR_BACKUP_HOST", "127.0.0.1") or "127.0.0.1",

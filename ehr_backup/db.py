@@ -21,6 +21,8 @@ from .errors import StorageError
 # so databases made by an older version get them here (table, column, SQLite column definition).
 ADDED_COLUMNS = [
     ("audit", "key_id", "VARCHAR NOT NULL DEFAULT ''"),
+    ("backups", "pinned", "BOOLEAN NOT NULL DEFAULT 0"),
+    ("backups", "pin_reason", "VARCHAR"),
 ]
 
 
