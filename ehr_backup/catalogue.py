@@ -6,6 +6,7 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
+from sqlalchemy import select as sa_select
 from sqlmodel import col, select
 
 from .db import Database
@@ -61,6 +62,14 @@ class Catalogue:
             if database is not None:
                 q = q.where(BackupRecord.database == database)
             return s.exec(q).all()
+
+    def columns(self, names: Sequence[str], *, database: str | None = None) -> Sequence[Any]:
+        """These columns of every record (rows with those attributes, lighter than records), newest first."""
+        with self._db.reading() as s:
+            q = sa_select(*(getattr(BackupRecord, n) for n in names)).order_by(col(BackupRecord.created_at).desc())
+            if database is not None:
+                q = q.where(BackupRecord.database == database)  # type: ignore[arg-type]
+            return s.execute(q).all()  # type: ignore[no-any-return]
 
     def ids(self) -> set[str]:
         """Every id in the catalogue."""

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta, tzinfo
+from datetime import datetime, timedelta, tzinfo
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -239,27 +239,18 @@ def _rules(b: Candidate, by_policy: list[str], now: datetime, safety_keep_days: 
     return list(by_policy), f"not kept by the policy ({policy.describe()})"
 
 
-def _keys(tz: tzinfo) -> dict[str, Callable[[datetime], Any]]:
-    def day(t: datetime) -> date:
-        return t.astimezone(tz).date()
-
-    return {"daily": day,
-            "weekly": lambda t: day(t).isocalendar()[:2],
-            "monthly": lambda t: (day(t).year, day(t).month),
-            "yearly": lambda t: day(t).year}
-
-
 def _buckets(counted: list[Candidate], policy: RetentionPolicy, tz: tzinfo) -> dict[str, list[str]]:
     """restic's bucket rules over the counted backups (newest first): id -> bucket kinds that keep it."""
     kept: dict[str, list[str]] = {b.id: [] for b in counted}
-    keys = _keys(tz)
+    days = [b.created_at.astimezone(tz).date() for b in counted]
+    keys: dict[str, list[Any]] = {"daily": days, "weekly": [d.isocalendar()[:2] for d in days],
+                                  "monthly": [(d.year, d.month) for d in days], "yearly": [d.year for d in days]}
     for kind in BUCKETS:
         left = getattr(policy, kind)
         last: Any = None
-        for i, b in enumerate(counted):
+        for i, (b, value) in enumerate(zip(counted, keys[kind], strict=True)):
             if left <= 0:
                 break
-            value = keys[kind](b.created_at)
             if value != last or i == len(counted) - 1:  # a new bucket, or the oldest while counts are left
                 kept[b.id].append(kind)
                 last = value

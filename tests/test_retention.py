@@ -248,3 +248,16 @@ def test_the_defaults_are_7_daily_4_weekly_12_monthly_5_yearly() -> None:
     policy = RetentionPolicy()
     assert (policy.daily, policy.weekly, policy.monthly, policy.yearly) == (7, 4, 12, 5)
     assert policy.describe() == "7 daily, 4 weekly, 12 monthly, 5 yearly"
+
+
+@pytest.mark.parametrize("policy", [RetentionPolicy(), RetentionPolicy(daily=3, weekly=2, monthly=0, yearly=9),
+                                    RetentionPolicy(daily=0, weekly=0, monthly=0, yearly=0, keep_within_days=40),
+                                    RetentionPolicy(daily=1, weekly=0, monthly=30, yearly=0, timezone="Asia/Tokyo")])
+def test_planning_again_after_the_deletions_changes_nothing(policy) -> None:
+    history = three_years_with_gaps()
+    history[5] = backup(history[5].id, history[5].created_at, pinned=True)
+    history[9] = backup(history[9].id, history[9].created_at, verify_ok=None)
+    first = run(history, policy, tz=ZoneInfo(policy.timezone or "UTC"))
+    gone_ids = {d.backup.id for d in first.forget}
+    again = run([b for b in history if b.id not in gone_ids], policy, tz=ZoneInfo(policy.timezone or "UTC"))
+    assert again.forget == [] and kept(again) == kept(first)
