@@ -62,7 +62,11 @@ def candidate(record: Any, exists: bool | None = None) -> Candidate:
                      created_at=as_utc(record.created_at) or utcnow(), status=record.status,
                      ours=record.origin != "discovered", exists=exists, verify_ok=record.verify_ok,
                      pinned=bool(record.pinned), kind=record.kind, location=record.location,
-                     schedule=getattr(record, "schedule", None) or None)  # the column comes with schedules
+                     schedule=_text(getattr(record, "schedule", None)))  # the column comes with schedules
+
+
+def _text(value: Any) -> str | None:
+    return None if value is None or value == "" else str(value)
 
 
 def file_exists(record: Any) -> bool:
@@ -125,12 +129,16 @@ class Rotation:
             return result
         alive = self.s._started(actor, "prune", scope, f"policy: {rules.describe()}")
         try:
-            locks = self._lock_databases(sorted({d.backup.database for d in first.forget}), actor)
+            locked = sorted({d.backup.database for d in first.forget})
+            locks = self._lock_databases(locked, actor)
             try:
                 final = planned(self._state(database))  # again, now that no backup or restore of them can start
-                going = [d for d in final.forget if expected is None or d.backup.id in expected]
-                skipped = [{"id": i, "reason": "no longer planned to go"}
-                           for i in sorted((expected or set()) - {d.backup.id for d in final.forget})]
+                wanted_now = [d for d in final.forget if expected is None or d.backup.id in expected]
+                going = [d for d in wanted_now if d.backup.database in locked]  # only of databases held
+                skipped = [{"id": d.backup.id, "reason": "planned only after this run began: run rotation again"}
+                           for d in wanted_now if d.backup.database not in locked]
+                skipped += [{"id": i, "reason": "no longer planned to go"}
+                            for i in sorted((expected or set()) - {d.backup.id for d in final.forget})]
                 deleted = self._delete_all(actor, going, planned, skipped)
                 places = {Path(d.backup.place) for d in (*final.keep, *final.forget)}
                 removed = sum(storage.remove_leftovers(p, self._alive) for p in sorted(places))
