@@ -6,7 +6,7 @@ import json
 import logging
 import os
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -421,7 +421,7 @@ class BackupService:
                     pass  # a concurrent list imported it first
                 known.add(path.name)
 
-    def view(self, r: BackupRecord, kept_by: list[str] | None = None) -> dict[str, Any]:
+    def view(self, r: BackupRecord, kept_by: Sequence[str] | None = None) -> dict[str, Any]:
         """The public JSON form of a backup; kept_by: the rotation rules that keep it (default: planned now)."""
         if kept_by is None:
             kept_by = self.rotation.kept_by(self.catalogue.all(database=r.database)).get(r.id, [])
@@ -440,7 +440,7 @@ class BackupService:
                 "finishedAt": _iso(r.finished_at), "verifiedAt": _iso(r.verified_at), "verifyOk": r.verify_ok,
                 "verifyMessage": r.verify_message,
                 "verification": None if r.verify_ok is None else ("ok" if r.verify_ok else "failed"),
-                "pinned": bool(r.pinned), "pinReason": r.pin_reason, "keptBy": kept_by,
+                "pinned": bool(r.pinned), "pinReason": r.pin_reason, "keptBy": [*kept_by],
                 # a file found on disk and not verified yet: its description, creator and database are
                 # what its unauthenticated header claims
                 "unverified": r.status == Status.DISCOVERED}
@@ -587,8 +587,8 @@ class BackupService:
     # ----- rotation (ehr_backup/retention.py, prune.py) and pins (pins.py) -----------------------------
     def prune(self, actor: Actor, *, database: str | None = None, location: str | None = None,
               schedule: str | None = None, policy: RetentionPolicy | None = None, dry_run: bool = True,
-              include_discovered: bool = False, expect: list[str] | None = None,
-              schedule_policies: dict[str, RetentionPolicy] | None = None) -> dict[str, Any]:
+              include_discovered: bool = False, expect: Collection[str] | None = None,
+              schedule_policies: Mapping[str, RetentionPolicy] | None = None) -> dict[str, Any]:
         """Preview (dry_run) or apply grandfather-father-son rotation: {keep, forget, deleted, ...}."""
         return self.rotation.prune(actor, database=database, location=location, schedule=schedule, policy=policy,
                                    dry_run=dry_run, include_discovered=include_discovered, expect=expect,
