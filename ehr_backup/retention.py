@@ -71,6 +71,16 @@ class RetentionPolicy:
         return {"daily": self.daily, "weekly": self.weekly, "monthly": self.monthly, "yearly": self.yearly,
                 "keepWithinDays": self.keep_within_days, "timezone": self.timezone}
 
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> RetentionPolicy:
+        """The policy from its JSON form (missing keys take the defaults); unknown keys are refused."""
+        names = {"daily": "daily", "weekly": "weekly", "monthly": "monthly", "yearly": "yearly",
+                 "keepWithinDays": "keep_within_days", "timezone": "timezone"}
+        unknown = sorted(set(data) - set(names))
+        if unknown:
+            raise InvalidInput(f"unknown policy field {unknown[0][:40]!r}: use {', '.join(names)}")
+        return cls(**{names[k]: v for k, v in data.items()})
+
 
 def zone(name: str) -> ZoneInfo:
     """The IANA time zone of that name, or a clear InvalidInput."""

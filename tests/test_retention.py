@@ -261,3 +261,11 @@ def test_planning_again_after_the_deletions_changes_nothing(policy) -> None:
     gone_ids = {d.backup.id for d in first.forget}
     again = run([b for b in history if b.id not in gone_ids], policy, tz=ZoneInfo(policy.timezone or "UTC"))
     assert again.forget == [] and kept(again) == kept(first)
+
+
+def test_a_policy_survives_its_json_form_and_unknown_fields_are_refused() -> None:
+    policy = RetentionPolicy(daily=3, weekly=2, monthly=1, yearly=0, keep_within_days=9, timezone="Europe/Berlin")
+    assert RetentionPolicy.from_dict(policy.as_dict()) == policy
+    assert RetentionPolicy.from_dict({"daily": 2}) == RetentionPolicy(daily=2)
+    with pytest.raises(InvalidInput, match="unknown policy field 'hourly'"):
+        RetentionPolicy.from_dict({"hourly": 24})
