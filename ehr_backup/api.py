@@ -7,7 +7,7 @@ import asyncio
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Body, Depends, Query, Request
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
@@ -18,6 +18,7 @@ from .auth import AuthService, Principal, require_admin
 from .clientaddr import client_address
 from .errors import BackupError, Forbidden, NotFound, Unauthenticated
 from .jobs import Job, JobManager
+from .retention import MAX_COUNT, MAX_WITHIN_DAYS, RetentionPolicy
 from .service import BackupService, iter_file
 
 PREFIX = "/api/admin/backup"
@@ -113,6 +114,45 @@ class NameBody(BaseModel):
     name: str = Field(max_length=63)
 
 
+Count = Annotated[int, Field(ge=0, le=MAX_COUNT, strict=True)]
+
+
+class PolicyBody(BaseModel):
+    """A rotation policy: how many daily, weekly, monthly, yearly backups to keep."""
+
+    model_config = ConfigDict(extra="forbid")
+    daily: Count = 7
+    weekly: Count = 4
+    monthly: Count = 12
+    yearly: Count = 5
+    keepWithinDays: Annotated[int, Field(ge=1, le=MAX_WITHIN_DAYS, strict=True)] | None = None
+    timezone: str | None = Field(default=None, max_length=64)
+
+    def policy(self) -> RetentionPolicy:
+        """The service's form (validated again there: a policy that keeps nothing is refused)."""
+        return RetentionPolicy(daily=self.daily, weekly=self.weekly, monthly=self.monthly, yearly=self.yearly,
+                               keep_within_days=self.keepWithinDays, timezone=self.timezone)
+
+
+class PruneBody(BaseModel):
+    """POST /prune: a preview unless apply is true."""
+
+    model_config = ConfigDict(extra="forbid")
+    apply: bool = False
+    database: str | None = Field(default=None, max_length=63)
+    location: Literal["default", "desktop", "documents", "downloads", "custom"] | None = None
+    schedule: str | None = Field(default=None, max_length=200)
+    includeDiscovered: bool = False
+    policy: PolicyBody | None = None
+    forget: list[Annotated[str, Field(max_length=300)]] | None = Field(default=None, max_length=10_000)
+
+
+class PinBody(IdBody):
+    """POST /pin."""
+
+    reason: str = Field(max_length=500)
+
+
 def build_router(ctx: ApiContext) -> APIRouter:
     """All API routes; every one requires an administrator."""
 
@@ -190,6 +230,26 @@ def build_router(ctx: ApiContext) -> APIRouter:
         """Delete a backup file and its catalogue row."""
         await asyncio.to_thread(ctx.service.delete, who.actor(), body.backupId)
         return {"deleted": body.backupId}
+
+    @router.post("/prune")
+    async def prune(who: Admin, body: Annotated[PruneBody | None, Body()] = None) -> dict[str, Any]:
+        """Rotation: every backup with the rules that keep it or why it goes; deletes only with apply=true
+        (then only what `forget`, the ids a preview showed, lists, when given)."""
+        body = body or PruneBody()
+        policy = body.policy.policy() if body.policy else None
+        return await asyncio.to_thread(ctx.service.prune, who.actor(), database=body.database, location=body.location,
+                                       schedule=body.schedule, policy=policy, dry_run=not body.apply,
+                                       include_discovered=body.includeDiscovered, expect=body.forget)
+
+    @router.post("/pin")
+    async def pin(body: PinBody, who: Admin) -> dict[str, Any]:
+        """Pin a backup with a reason (e.g. a legal hold): rotation and delete leave it alone."""
+        return await asyncio.to_thread(ctx.service.pin, who.actor(), body.backupId, body.reason)
+
+    @router.post("/unpin")
+    async def unpin(body: IdBody, who: Admin) -> dict[str, Any]:
+        """Unpin a backup."""
+        return await asyncio.to_thread(ctx.service.unpin, who.actor(), body.backupId)
 
     @router.get("/download/{backup_id}")
     async def download(backup_id: str, who: Admin) -> StreamingResponse:

@@ -6,6 +6,7 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
+from sqlalchemy import select as sa_select
 from sqlmodel import col, select
 
 from .db import Database
@@ -52,13 +53,23 @@ class Catalogue:
         with self._db.reading() as s:
             return s.get(BackupRecord, backup_id)
 
-    def all(self, *, location: str | None = None) -> Sequence[BackupRecord]:
-        """Records, newest first, optionally of one location."""
+    def all(self, *, location: str | None = None, database: str | None = None) -> Sequence[BackupRecord]:
+        """Records, newest first, optionally of one location or one database."""
         with self._db.reading() as s:
             q = select(BackupRecord).order_by(col(BackupRecord.created_at).desc())
             if location:
                 q = q.where(BackupRecord.location == location)
+            if database is not None:
+                q = q.where(BackupRecord.database == database)
             return s.exec(q).all()
+
+    def columns(self, names: Sequence[str], *, database: str | None = None) -> Sequence[Any]:
+        """These columns of every record (rows with those attributes, lighter than records), newest first."""
+        with self._db.reading() as s:
+            q = sa_select(*(getattr(BackupRecord, n) for n in names)).order_by(col(BackupRecord.created_at).desc())
+            if database is not None:
+                q = q.where(BackupRecord.database == database)  # type: ignore[arg-type]
+            return s.execute(q).all()  # type: ignore[no-any-return]
 
     def ids(self) -> set[str]:
         """Every id in the catalogue."""

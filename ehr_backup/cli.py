@@ -18,6 +18,7 @@ from .config import VARIABLES, Settings
 from .errors import BackupError, InvalidInput, RowCountsDiffer
 from .keys import generate_key
 from .pipeline import Progress
+from .retention import RetentionPolicy
 from .safedir import os_error
 
 EPILOG = "environment:\n" + "\n".join(f"  {k:<28} {v}" for k, v in VARIABLES.items())
@@ -113,6 +114,8 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--yes", action="store_true", help="confirm the deletion")
     c.add_argument("--json", action="store_true")
 
+    _rotation_commands(cmd)
+
     c = cmd("decrypt", "decrypt a backup file to plain SQL with only the file and the key")
     c.add_argument("file", metavar="FILE")
     c.add_argument("--output", required=True, metavar="OUT.sql")
@@ -157,6 +160,36 @@ def _parser() -> argparse.ArgumentParser:
     e = a.add_parser("export", help="write the audit log as CSV")
     e.add_argument("--csv", required=True, metavar="FILE", help="output file ('-' for stdout)")
     return p
+
+
+def _rotation_commands(cmd: Any) -> None:
+    c = cmd("prune", "rotate backups (grandfather-father-son): keep the newest backup of each of the last N days, "
+                     "weeks, months and years that have one, delete the rest; pinned backups, the newest verified "
+                     "one and every backup of a database whose latest backup failed are never deleted")
+    c.add_argument("--dry-run", action="store_true", help="show every backup with the rule that keeps it or why "
+                                                          "it would go; delete nothing")
+    c.add_argument("--database", metavar="NAME", help="only this database's backups")
+    c.add_argument("--location", choices=["default", "desktop", "documents", "downloads", "custom"])
+    c.add_argument("--schedule", metavar="NAME", help="only the backups this schedule made")
+    for kind, default, unit in (("daily", 7, "days"), ("weekly", 4, "ISO weeks"), ("monthly", 12, "months"),
+                                ("yearly", 5, "years")):
+        c.add_argument(f"--keep-{kind}", type=int, default=default, metavar="N",
+                       help=f"keep the newest backup of each of the last N {unit} that have one (default {default})")
+    c.add_argument("--keep-within-days", type=int, metavar="N",
+                   help="also keep every backup made within N days of the newest one")
+    c.add_argument("--timezone", metavar="TZ", help="IANA time zone the days, weeks, months and years are counted "
+                                                    "in (default: the server's)")
+    c.add_argument("--include-discovered", action="store_true",
+                   help="also rotate verified files found on disk that this catalogue did not make")
+    c.add_argument("--json", action="store_true", help='print {"keep": [{"id", "reasons"}], "forget": '
+                                                       '[{"id", "reason"}], "deleted": [ids], ...}')
+    c = cmd("pin", "pin a backup (e.g. a legal hold): rotation and delete leave it alone until it is unpinned")
+    c.add_argument("backup_id", metavar="BACKUP_ID")
+    c.add_argument("--reason", required=True, help="why it is kept (audited), e.g. 'legal hold, case 114'")
+    c.add_argument("--json", action="store_true")
+    c = cmd("unpin", "unpin a backup, so that rotation may remove it again")
+    c.add_argument("backup_id", metavar="BACKUP_ID")
+    c.add_argument("--json", action="store_true")
 
 
 def _actor() -> Actor:
@@ -216,9 +249,11 @@ def _print_backups(rows: list[dict[str, Any]]) -> None:
     for b in rows:
         verified = "-" if b["verifyOk"] is None else ("ok" if b["verifyOk"] else "FAILED")
         claim = " (unverified: found on disk)" if b.get("unverified") else ""
+        pinned = f"  PINNED: {_printable(b['pinReason'] or '')}" if b["pinned"] else ""
         print(f"{b['id']}\n    {b['status']:<10} {b['location']:<9} {_human_size(b['size']):>9}  "
               f"{b['createdAt']}  by {_printable(b['createdBy'])}  verified: {verified}  "
-              f"{_printable(b['description'])}{claim}")
+              f"{_printable(b['description'])}{claim}\n    rotation: "
+              f"{', '.join(b['keptBy']) or 'removed by the next prune'}{pinned}")
 
 
 def run(argv: list[str] | None = None) -> int:
@@ -294,6 +329,16 @@ def _dispatch(service: Any, args: argparse.Namespace) -> Any:
             raise InvalidInput("delete removes the backup file for good; add --yes to confirm")
         service.delete(actor, args.backup_id)
         return {"deleted": args.backup_id}
+    if args.command == "prune":
+        policy = RetentionPolicy(daily=args.keep_daily, weekly=args.keep_weekly, monthly=args.keep_monthly,
+                                 yearly=args.keep_yearly, keep_within_days=args.keep_within_days,
+                                 timezone=args.timezone)
+        return service.prune(actor, database=args.database, location=args.location, schedule=args.schedule,
+                             policy=policy, dry_run=args.dry_run, include_discovered=args.include_discovered)
+    if args.command == "pin":
+        return service.pin(actor, args.backup_id, args.reason)
+    if args.command == "unpin":
+        return service.unpin(actor, args.backup_id)
     if args.command == "decrypt":
         return service.decrypt_file(actor, Path(args.file), Path(args.output))
     if args.command == "locations":
@@ -345,6 +390,27 @@ def _restore(service: Any, args: argparse.Namespace, actor: Actor) -> Any:
                                    into_schema=args.into_schema,
                                    safety_backup=False if args.no_safety_backup else None)
     return _run_task(task).as_dict()
+
+
+def _print_prune(result: dict[str, Any]) -> None:
+    """Every backup with the rules that keep it, or why it goes."""
+    p = result["policy"]
+    within = f", all within {p['keepWithinDays']} days" if p["keepWithinDays"] else ""
+    print(f"policy: {p['daily']} daily, {p['weekly']} weekly, {p['monthly']} monthly, {p['yearly']} yearly{within} "
+          f"(time zone {result['timezone']}); safety backups kept {result['safetyKeepDays']} days")
+    for hold in result["holds"]:
+        print(f"held: {hold['reason']}: nothing of {hold['database']} is deleted")
+    rows = [(k["createdAt"], "keep", k["id"], ", ".join(k["reasons"])) for k in result["keep"]]
+    rows += [(f["createdAt"], "forget", f["id"], f["reason"]) for f in result["forget"]]
+    for _, what, bid, why in sorted(rows, reverse=True):
+        print(f"{what:<7} {bid}  {why}")
+    for s in result["skipped"]:
+        print(f"skipped {s['id']}  {s['reason']}")
+    if result["dryRun"]:
+        print(f"{len(result['keep'])} kept, {len(result['forget'])} would go (dry run: nothing deleted)")
+    else:
+        print(f"{len(result['keep'])} kept, {len(result['deleted'])} deleted, {len(result['skipped'])} skipped, "
+              f"{result['removedTemporaryFiles']} temporary files removed")
 
 
 def _print_comparison(report: dict[str, Any]) -> None:
@@ -484,6 +550,10 @@ def _print_human(args: argparse.Namespace, result: Any) -> None:
             print(f"{k['name']:<40} {k['kind']:<8} of {k['database']}  since {k['createdAt']}  {k['note']}")
     elif cmd == "delete":
         print(f"deleted {result['deleted']}")
+    elif cmd == "prune":
+        _print_prune(result)
+    elif cmd in ("pin", "unpin"):
+        print(f"{cmd}ned {result['id']}" + (f": {_printable(result['pinReason'])}" if result["pinned"] else ""))
     elif cmd == "decrypt":
         print(f"wrote {result['output']} ({_human_size(result['dumpBytes'])} of SQL)")
     elif cmd == "locations":

@@ -45,6 +45,8 @@ VARIABLES = {
     "EHR_BACKUP_FILL_WARN_DAYS": "warn when a location is forecast to fill within this many days (default 14)",
     "EHR_BACKUP_KEEP_PREVIOUS_HOURS": "how long a database replaced by a restore is kept for rollback before it is "
                                       "dropped (default 72; checked at start-up)",
+    "EHR_BACKUP_SAFETY_KEEP_DAYS": "rotation removes safety backups (taken before a recreate restore) older than "
+                                   "this many days unless pinned or the newest good backup (default 30)",
     "EHR_BACKUP_PG_BIN": "directory with pg_dump/psql to prefer (default: /usr/lib/postgresql/N/bin, PATH)",
     "EHR_BACKUP_MIN_FREE_MB": "warn when a location has less free space than this (default 1024)",
     "EHR_BACKUP_HOST": "address the web app listens on (default 127.0.0.1)",
@@ -140,6 +142,7 @@ class Settings:
     verify_after_backup: bool = True
     reverify_days: int = 30
     fill_warn_days: int = 14
+    safety_keep_days: int = 30
     pg_bin: str | None = None
     min_free_mb: int = 1024
     host: str = "127.0.0.1"
@@ -181,6 +184,7 @@ class Settings:
             verify_after_backup=_flag(env, "EHR_BACKUP_VERIFY_AFTER_BACKUP", True),
             reverify_days=_int(env, "EHR_BACKUP_REVERIFY_DAYS", 30, 1, 3650),
             fill_warn_days=_int(env, "EHR_BACKUP_FILL_WARN_DAYS", 14, 0, 3650),
+            safety_keep_days=_int(env, "EHR_BACKUP_SAFETY_KEEP_DAYS", 30, 0, 36500),
             pg_bin=env.get("EHR_BACKUP_PG_BIN") or None,
             min_free_mb=_int(env, "EHR_BACKUP_MIN_FREE_MB", 1024, 0, 10**9),
             host=env.get("EHR_BACKUP_HOST", "127.0.0.1") or "127.0.0.1",

@@ -22,6 +22,8 @@ from .errors import StorageError
 ADDED_COLUMNS = [
     ("audit", "key_id", "VARCHAR NOT NULL DEFAULT ''"),
     ("backups", "verify_duration_s", "FLOAT"),
+    ("backups", "pinned", "BOOLEAN NOT NULL DEFAULT 0"),
+    ("backups", "pin_reason", "VARCHAR"),
 ]
 
 

@@ -5,6 +5,7 @@
     ├── InvalidInput (422)             a malformed id, path, option or body
     ├── NotFound (404)                 an unknown backup id, job id or file
     ├── Busy (409)                     another backup/restore holds the database
+    ├── Pinned (409)                   the backup is pinned (e.g. a legal hold): unpin it first
     ├── Unauthenticated (401) / Forbidden (403)
     ├── RequestTimeout (408) / TooLarge (413)   a request body too slow or too large
     ├── NotAuthentic (422)             the file failed authentication: tampered, truncated, wrong key
@@ -56,6 +57,13 @@ class Busy(BackupError):
 
     status = 409
     code = "busy"
+
+
+class Pinned(BackupError):
+    """The backup is pinned and cannot be deleted until it is unpinned."""
+
+    status = 409
+    code = "pinned"
 
 
 class Unauthenticated(BackupError):

@@ -50,6 +50,8 @@ class BackupRecord(SQLModel, table=True):
     verify_ok: bool | None = None
     verify_message: str | None = None
     verify_duration_s: float | None = None
+    pinned: bool = False  # never rotated away (e.g. a legal hold); pin_reason says why
+    pin_reason: str | None = None
 
 
 class AuditEntry(SQLModel, table=True):

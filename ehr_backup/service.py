@@ -6,7 +6,7 @@ import json
 import logging
 import os
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -14,7 +14,7 @@ from typing import IO, Any
 
 from sqlalchemy.exc import IntegrityError
 
-from . import __version__, clusterinfo, demo, paths, pg, safedir, storage
+from . import __version__, clusterinfo, demo, paths, pg, pins, safedir, storage
 from .audit import Actor, AuditLog
 from .audit_anchor import FIELD as AUDIT_ANCHOR_FIELD
 from .audit_anchor import find_anchors
@@ -23,14 +23,16 @@ from .catalogue import Catalogue, as_utc, utcnow
 from .compression import EXTENSIONS, check
 from .config import Settings
 from .db import Database
-from .errors import BackupError, Busy, Cancelled, ConfigError, InvalidInput, NotFound, StorageError
+from .errors import BackupError, Busy, Cancelled, ConfigError, InvalidInput, NotFound, Pinned, StorageError
 from .fileformat import OpenedFile, peek_header
 from .keys import KEY_ID_RE, KeyRing, load_keyring
 from .locks import DatabaseLock
 from .models import BackupRecord, Status
 from .pg import ConnInfo
 from .pipeline import Progress, run_backup, scan_dump
-from .restore.operation import Restores
+from .prune import Rotation
+from .restore.operation import Restores, check_matches_catalogue
+from .retention import RetentionPolicy
 from .text import clean_text
 from .storage_stats import StorageStatus
 from .verification import Verifications
@@ -86,6 +88,7 @@ class BackupService:
         self.restores = Restores(self)
         self.verifications = Verifications(self)
         self.storage_status = StorageStatus(self)
+        self.rotation = Rotation(self)
 
     # ----- configuration -----------------------------------------------------------------------------
     def connection(self) -> ConnInfo:
@@ -251,7 +254,7 @@ class BackupService:
         failed = self.catalogue.fail_interrupted(reason="interrupted: the program stopped while it ran",
                                                  alive=alive)
         removed = sum(storage.remove_leftovers(d, alive) for _, d in self._scan_dirs())
-        for entry in self.audit.unfinished(("create", "verify", "restore")):
+        for entry in self.audit.unfinished(("create", "verify", "restore", "prune")):
             if not alive(f"audit:{entry.seq}"):
                 self.audit.record(Actor("system"), entry.action, entry.target, "interrupted",
                                   f"started by {entry.actor} (entry {entry.seq}); the program stopped before "
@@ -406,7 +409,9 @@ class BackupService:
         if location is not None and location not in storage.LOCATIONS:
             raise InvalidInput(f"unknown location {location!r}")
         self._import_discovered()
-        return [self.view(r) for r in self.catalogue.all(location=location)]
+        records = self.catalogue.all()
+        kept = self.rotation.kept_by(records)  # one planning pass for the whole list
+        return [self.view(r, kept.get(r.id, [])) for r in records if location is None or r.location == location]
 
     def _import_discovered(self) -> None:
         known = self.catalogue.ids()
@@ -437,8 +442,10 @@ class BackupService:
                     pass  # a concurrent list imported it first
                 known.add(path.name)
 
-    def view(self, r: BackupRecord) -> dict[str, Any]:
-        """The public JSON form of a backup."""
+    def view(self, r: BackupRecord, kept_by: Sequence[str] | None = None) -> dict[str, Any]:
+        """The public JSON form of a backup; kept_by: the rotation rules that keep it (default: planned now)."""
+        if kept_by is None:
+            kept_by = self.rotation.kept_by(self.catalogue.all(database=r.database)).get(r.id, [])
         path = Path(r.directory) / r.id
         exists = path.is_file() and not path.is_symlink()
         status = r.status
@@ -453,6 +460,8 @@ class BackupService:
                 "step": r.step, "serverVersion": r.server_version, "pgDumpVersion": r.pg_dump_version,
                 "finishedAt": _iso(r.finished_at), "verifiedAt": _iso(r.verified_at), "verifyOk": r.verify_ok,
                 "verifyMessage": r.verify_message,
+                "verification": None if r.verify_ok is None else ("ok" if r.verify_ok else "failed"),
+                "pinned": bool(r.pinned), "pinReason": r.pin_reason, "keptBy": [*kept_by],
                 # a file found on disk and not verified yet: its description, creator and database are
                 # what its unauthenticated header claims
                 "unverified": r.status == Status.DISCOVERED}
@@ -539,6 +548,11 @@ class BackupService:
             self.audit.record(actor, "delete", record.id, "refused", exc.message)
             raise
         try:
+            current = self.catalogue.get(record.id)  # read again while held: it may have been pinned meanwhile
+            if current is not None and current.pinned:
+                self.audit.record(actor, "delete", record.id, "refused", "the backup is pinned")
+                raise Pinned(f"backup {record.id} is pinned ({current.pin_reason or 'no reason given'}); "
+                             "unpin it first")
             self.audit.record(actor, "delete", record.id, "started")
             try:
                 storage.unlink_in(Path(record.directory), record.id)
@@ -549,6 +563,24 @@ class BackupService:
             self.audit.record(actor, "delete", record.id, "ok")
         finally:
             alone.release()
+
+    # ----- rotation (ehr_backup/retention.py, prune.py) and pins (pins.py) -----------------------------
+    def prune(self, actor: Actor, *, database: str | None = None, location: str | None = None,
+              schedule: str | None = None, policy: RetentionPolicy | None = None, dry_run: bool = True,
+              include_discovered: bool = False, expect: Collection[str] | None = None,
+              schedule_policies: Mapping[str, RetentionPolicy] | None = None) -> dict[str, Any]:
+        """Preview (dry_run) or apply grandfather-father-son rotation: {keep, forget, deleted, ...}."""
+        return self.rotation.prune(actor, database=database, location=location, schedule=schedule, policy=policy,
+                                   dry_run=dry_run, include_discovered=include_discovered, expect=expect,
+                                   schedule_policies=schedule_policies)
+
+    def pin(self, actor: Actor, backup_id: str, reason: str) -> dict[str, Any]:
+        """Pin a backup (with a reason, e.g. a legal hold): rotation and Delete leave it alone."""
+        return self.view(pins.pin(self, actor, backup_id, reason))
+
+    def unpin(self, actor: Actor, backup_id: str) -> dict[str, Any]:
+        """Unpin a backup."""
+        return self.view(pins.unpin(self, actor, backup_id))
 
     def open_download(self, actor: Actor, backup_id: str) -> tuple[IO[bytes], int, str]:
         """Open a backup file for streaming to a client: (handle, size, file name)."""

@@ -18,6 +18,7 @@ from .jobpanel import JobPanel
 from .kept import kept_databases
 from .restore_dialog import RestoreDialog
 from .storage import storage_card
+from .rotation import rotation_button, rotation_cell
 
 STATUS_COLORS = {"completed": "positive", "running": "info", "failed": "negative", "cancelled": "grey",
                  "missing": "warning", "discovered": "orange"}
@@ -93,6 +94,7 @@ def register(ctx: WebContext) -> None:
                                   .props("flat"), "sort")
                 tid(ui.button("Refresh", icon="refresh", on_click=guarded(ps, "refresh backups")(reload))
                     .props("flat"), "refresh")
+                rotation_button(ps, state, reload)
 
             @ui.refreshable
             def backup_list() -> None:
@@ -100,10 +102,10 @@ def register(ctx: WebContext) -> None:
                 if not rows:
                     tid(ui.label("No backups yet."), "no-backups")
                     return
-                with tid(ui.grid(columns="2fr 1fr 1.4fr 1fr 0.7fr 0.9fr 1.1fr auto").classes(
+                with tid(ui.grid(columns="2fr 1fr 1.4fr 1fr 0.7fr 0.9fr 1.1fr 1.3fr auto").classes(
                         "w-full items-center gap-x-4 gap-y-2"), "backup-list"):
                     for title in ("Description", "Location", "Created", "Created by", "Size", "Status",
-                                  "Last verification", ""):
+                                  "Last verification", "Rotation", ""):
                         ui.label(title).classes("font-bold")
                     for row in rows:
                         _backup_row(ps, row, watch, reload, state["dialogs"])
@@ -237,6 +239,7 @@ def _backup_row(ps: PageSession, row: dict[str, Any], watch: Callable[[Job], Any
     verified = "—" if row["verifyOk"] is None else \
         (f"✔ {local_time(row['verifiedAt'])}" if row["verifyOk"] else f"✘ {row['verifyMessage']}")
     tid(ui.label(verified).classes("text-sm"), f"verified-{bid}")
+    rotation_cell(ps, row, reload, dialogs)
     usable = row["status"] in ("completed", "discovered")
     with ui.row().classes("gap-1 no-wrap"):
         @guarded(ps, f"download {bid}")

@@ -44,7 +44,9 @@ class RestoreDialog:
         db = self.db = conn.dbname
         with self.host or ui.element().classes("hidden"):
             self._build(conn, db)
-            self.timer = ui.timer(0.5, self.tick, active=False)  # here too: the list may refresh meanwhile
+            # beside the dialog, not in the row that opened it: the list refreshes (deleting that row) while
+            # the restore runs, and a timer whose parent is gone cannot be deleted when the dialog closes
+            self.timer = ui.timer(0.5, self.tick, active=False)
         self.dialog.open()
 
     def _build(self, conn: Any, db: str) -> None:

@@ -1,0 +1,82 @@
+"""Rotation on the backup page, driven by NiceGUI's simulated user against real backups."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from nicegui.testing import User
+
+from .test_rotation_edges import history
+from .web_helpers import eventually, login
+
+
+def text(user: User, marker: str) -> str:
+    return user.find(marker=marker).elements.pop().text
+
+
+async def test_each_backup_shows_what_keeps_it_and_can_be_pinned_with_a_reason(user: User, accounts,
+                                                                               web_env) -> None:
+    ids = history(web_env, (0, 1))
+    await login(user, next_="/admin/backup")
+    await user.should_see(marker=f"kept-{ids[0]}", retries=100)
+    assert text(user, f"kept-{ids[0]}") == "kept: daily, weekly, monthly, yearly, newest good"
+    user.find(marker=f"pin-{ids[1]}").click()
+    await user.should_see(marker="pin-dialog")
+    assert not user.find(marker="pin-confirm").elements.pop().enabled  # a pin needs a reason
+    user.find(marker="pin-reason").type("legal hold, case <b>114</b>")
+    user.find(marker="pin-confirm").click()
+    await user.should_see("Backup pinned")
+    await user.should_see(marker=f"pin-reason-{ids[1]}", retries=100)
+    assert text(user, f"pin-reason-{ids[1]}") == "Pinned: legal hold, case <b>114</b>"  # text, never markup
+    assert "pinned" in text(user, f"kept-{ids[1]}")
+    pins = [(e.actor, e.action, e.target, e.detail) for e in accounts._audit.entries(action="pin")]
+    assert pins == [("alice", "pin", ids[1], "legal hold, case <b>114</b>")]
+    user.find(marker=f"pin-{ids[1]}").click()
+    await user.should_see("Unpin this backup?")
+    user.find(marker="pin-confirm").click()
+    await user.should_see("Backup unpinned")
+    await user.should_not_see(marker=f"pin-reason-{ids[1]}", retries=100)
+    assert [e.outcome for e in accounts._audit.entries(action="unpin")] == ["ok"]
+
+
+async def test_the_rotation_preview_lists_every_backup_and_applying_deletes_exactly_that(user: User, accounts,
+                                                                                        web_env) -> None:
+    ids = history(web_env, (0, 1, 2, 3, 4))
+    await login(user, next_="/admin/backup")
+    await user.should_see(marker=f"kept-{ids[4]}", retries=100)
+    user.find(marker="rotation-open").click()
+    await user.should_see(marker="rotation-dialog")
+    for kind, value in (("daily", 2), ("weekly", 0), ("monthly", 0), ("yearly", 0)):
+        user.find(marker=f"rotation-{kind}").elements.pop().value = value
+    user.find(marker="rotation-timezone").type("UTC")
+    user.find(marker="rotation-preview").click()
+    await eventually(lambda: text(user, "rotation-summary").startswith("2 kept, 3 to delete"))
+    for bid in ids:
+        await user.should_see(marker=f"rotation-row-{bid}")
+    await user.should_see("keep: daily, newest good")
+    await user.should_see("delete: not kept by the policy (2 daily)")
+    apply = user.find(marker="rotation-apply").elements.pop()
+    assert apply.enabled and apply.text == "Delete 3 backups"
+    user.find(marker="rotation-daily").elements.pop().value = 3  # a changed policy needs a new preview
+    assert not apply.enabled
+    user.find(marker="rotation-daily").elements.pop().value = 2
+    user.find(marker="rotation-preview").click()
+    await eventually(lambda: apply.enabled)
+    user.find(marker="rotation-apply").click()
+    await eventually(lambda: text(user, "rotation-result").startswith("Deleted 3 backups"))
+    assert sorted(p.name for p in Path(web_env["EHR_BACKUP_DEFAULT_DIR"]).iterdir()) == sorted(ids[:2])
+    deleted = {e.target for e in accounts._audit.entries(action="prune.delete") if e.outcome == "ok"}
+    assert deleted == set(ids[2:])
+    await user.should_not_see(marker=f"kept-{ids[4]}", retries=100)
+
+
+async def test_a_policy_that_keeps_nothing_is_refused_in_the_page(user: User, accounts, web_env) -> None:
+    history(web_env, (0,))
+    await login(user, next_="/admin/backup")
+    user.find(marker="rotation-open").click()
+    await user.should_see(marker="rotation-dialog")
+    for kind in ("daily", "weekly", "monthly", "yearly"):
+        user.find(marker=f"rotation-{kind}").elements.pop().value = 0
+    user.find(marker="rotation-preview").click()
+    await user.should_see("this policy keeps nothing")
+    assert not user.find(marker="rotation-apply").elements.pop().enabled
