@@ -31,10 +31,10 @@ from .models import BackupRecord, Status
 from .pg import ConnInfo
 from .pipeline import Progress, run_backup, scan_dump
 from .prune import Rotation
-from .restore.operation import Restores, check_matches_catalogue
+from .restore.operation import Restores
 from .retention import RetentionPolicy
-from .text import clean_text
 from .storage_stats import StorageStatus
+from .text import clean_text
 from .verification import Verifications
 
 log = logging.getLogger("ehr_backup")

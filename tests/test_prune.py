@@ -26,10 +26,13 @@ DAILY3 = RetentionPolicy(daily=3, weekly=0, monthly=0, yearly=0, timezone="UTC")
 
 
 def made(service: BackupService, days_ago: float, *, verify: bool = True, kind: str = "manual") -> str:
-    """A real backup, verified, recorded as made `days_ago` days ago."""
+    """A real backup, verified (or never verified), recorded as made `days_ago` days ago."""
     record = service.create(ACTOR, description=f"{days_ago} days ago", kind=kind)
-    if verify:
+    if verify and service.catalogue.get(record.id).verify_ok is None:
         service.verify(ACTOR, record.id)
+    if not verify:  # as made with EHR_BACKUP_VERIFY_AFTER_BACKUP=0 and not verified since
+        service.catalogue.update(record.id, verified_at=None, verify_ok=None, verify_message=None,
+                                 verify_duration_s=None)
     service.catalogue.update(record.id, created_at=utcnow() - timedelta(days=days_ago))
     return record.id
 
