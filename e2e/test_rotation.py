@@ -35,10 +35,15 @@ def test_admin_pins_a_backup_previews_rotation_and_applies_it(page: Page, server
     expect(page.get_by_test_id(f"rotation-row-{middle}")).to_contain_text("delete: not kept by the policy (1 daily)")
     expect(page.get_by_test_id(f"rotation-row-{oldest}")).to_contain_text("keep: pinned")
     expect(page.get_by_test_id("rotation-apply")).to_be_enabled()
+    # earlier journeys in this session made backups too: the preview's count is what must go
+    going = int(page.get_by_test_id("rotation-summary").inner_text().split(" to delete")[0].split(", ")[-1])
+    assert going >= 1
+    expect(page.get_by_test_id("rotation-apply")).to_have_text(f"Delete {going} backup{'s' if going != 1 else ''}")
     shot("14-rotation-preview")
     assert (server.backups_dir / middle).exists()
     page.get_by_test_id("rotation-apply").click()
-    expect(page.get_by_test_id("rotation-result")).to_contain_text("Deleted 1 backup", timeout=TIMEOUT)
+    expect(page.get_by_test_id("rotation-result")).to_contain_text(
+        f"Deleted {going} backup{'s' if going != 1 else ''}", timeout=TIMEOUT)
     shot("15-rotation-applied")
     assert not (server.backups_dir / middle).exists()
     assert (server.backups_dir / oldest).exists() and (server.backups_dir / newest).exists()

@@ -42,6 +42,8 @@ VARIABLES = {
                                       "decompress, check the dump and its row counts); 0: don't",
     "EHR_BACKUP_REVERIFY_DAYS": "re-read every stored backup at least this often, a share each night "
                                 "(default 30; `ehr-backup verify --due`)",
+    "EHR_BACKUP_SCHEDULER": "1 (default): the web app runs the schedules; 0 when `ehr-backup scheduler` runs them "
+                            "instead (both at once is safe: each due run happens once)",
     "EHR_BACKUP_FILL_WARN_DAYS": "warn when a location is forecast to fill within this many days (default 14)",
     "EHR_BACKUP_KEEP_PREVIOUS_HOURS": "how long a database replaced by a restore is kept for rollback before it is "
                                       "dropped (default 72; checked at start-up)",
@@ -155,6 +157,7 @@ class Settings:
     trusted_proxies: tuple[Network, ...] = ()
     max_body_kb: int = 64
     read_timeout: int = 20
+    run_scheduler: bool = True
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -182,6 +185,7 @@ class Settings:
             safety_backup=safety not in ("0", "false", "no", "off"),
             keep_previous_hours=_int(env, "EHR_BACKUP_KEEP_PREVIOUS_HOURS", 72, 0, 24 * 365),
             verify_after_backup=_flag(env, "EHR_BACKUP_VERIFY_AFTER_BACKUP", True),
+            run_scheduler=_flag(env, "EHR_BACKUP_SCHEDULER", True),
             reverify_days=_int(env, "EHR_BACKUP_REVERIFY_DAYS", 30, 1, 3650),
             fill_warn_days=_int(env, "EHR_BACKUP_FILL_WARN_DAYS", 14, 0, 3650),
             safety_keep_days=_int(env, "EHR_BACKUP_SAFETY_KEEP_DAYS", 30, 0, 36500),

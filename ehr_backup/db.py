@@ -24,6 +24,7 @@ ADDED_COLUMNS = [
     ("backups", "verify_duration_s", "FLOAT"),
     ("backups", "pinned", "BOOLEAN NOT NULL DEFAULT 0"),
     ("backups", "pin_reason", "VARCHAR"),
+    ("backups", "schedule", "VARCHAR"),
 ]
 
 

@@ -28,7 +28,7 @@ class BackupRecord(SQLModel, table=True):
     location: str = Field(index=True)
     directory: str
     description: str = ""
-    kind: str = "manual"  # manual | safety
+    kind: str = "manual"  # manual | scheduled | safety
     status: str = Field(index=True)
     step: str | None = None
     error: str | None = None
@@ -52,6 +52,7 @@ class BackupRecord(SQLModel, table=True):
     verify_duration_s: float | None = None
     pinned: bool = False  # never rotated away (e.g. a legal hold); pin_reason says why
     pin_reason: str | None = None
+    schedule: str | None = Field(default=None, index=True)  # the schedule that made it (kind scheduled)
 
 
 class AuditEntry(SQLModel, table=True):
@@ -170,3 +171,47 @@ class StorageSample(SQLModel, table=True):
     free_bytes: int | None = None
     used_bytes: int = 0  # by our backups there
     backups: int = 0
+
+
+class Schedule(SQLModel, table=True):
+    """A cron schedule of backups (or of re-verification), with the rotation that follows each run."""
+
+    __tablename__ = "schedules"
+
+    id: int | None = Field(default=None, primary_key=True)
+    name: str = Field(unique=True, index=True)
+    kind: str = "backup"  # backup | verify
+    cron: str
+    timezone: str
+    location: str = "default"
+    custom_path: str | None = None
+    compression: str | None = None  # None: the configured default
+    description: str = "Scheduled {date}"  # a template: {date} {time} {datetime} {weekday} {schedule} {database}
+    policy: str | None = None  # JSON RetentionPolicy applied after each run; None: no rotation
+    enabled: bool = True
+    retries: int = 2
+    retry_delay_s: int = 600
+    created_at: datetime
+    created_by: str = ""
+    updated_at: datetime
+    fired_until: datetime  # runs due up to here have been taken (by this or another process)
+
+
+class ScheduleRun(SQLModel, table=True):
+    """One run of a schedule: its due time, each attempt, and how it ended (or why it was skipped)."""
+
+    __tablename__ = "schedule_runs"
+    __table_args__ = (UniqueConstraint("schedule", "due_at", "attempt"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    schedule: str = Field(index=True)
+    due_at: datetime = Field(index=True)  # the fire time (UTC); run-now: the moment asked
+    attempt: int = 1
+    trigger: str = "cron"  # cron | catch-up | retry | manual
+    status: str = Field(index=True)  # waiting | running | succeeded | failed | skipped
+    retry_at: datetime | None = None  # a failed run's next attempt is due then (status waiting)
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    backup_id: str | None = None
+    message: str = ""
+    owner: str = ""  # the process running it (host:pid), to tell a dead run from a live one

@@ -49,9 +49,8 @@ def local_zone() -> tzinfo:
 
 def facts() -> tuple[str, ...]:
     """The catalogue columns rotation reads."""
-    names = ("id", "database", "directory", "location", "created_at", "status", "origin", "verify_ok", "pinned",
-             "kind")
-    return (*names, "schedule") if "schedule" in BackupRecord.model_fields else names
+    return ("id", "database", "directory", "location", "created_at", "status", "origin", "verify_ok", "pinned",
+            "kind", "schedule")
 
 
 def candidate(record: Any, exists: bool | None = None) -> Candidate:
@@ -62,7 +61,7 @@ def candidate(record: Any, exists: bool | None = None) -> Candidate:
                      created_at=as_utc(record.created_at) or utcnow(), status=record.status,
                      ours=record.origin != "discovered", exists=exists, verify_ok=record.verify_ok,
                      pinned=bool(record.pinned), kind=record.kind, location=record.location,
-                     schedule=_text(getattr(record, "schedule", None)))  # the column comes with schedules
+                     schedule=_text(record.schedule))
 
 
 def _text(value: Any) -> str | None:

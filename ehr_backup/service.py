@@ -33,6 +33,7 @@ from .pipeline import Progress, run_backup, scan_dump
 from .prune import Rotation
 from .restore.operation import Restores
 from .retention import RetentionPolicy
+from .schedules import Schedules, run_view
 from .storage_stats import StorageStatus
 from .text import clean_text
 from .verification import Verifications
@@ -89,6 +90,7 @@ class BackupService:
         self.verifications = Verifications(self)
         self.storage_status = StorageStatus(self)
         self.rotation = Rotation(self)
+        self.schedules = Schedules(self)
 
     # ----- configuration -----------------------------------------------------------------------------
     def connection(self) -> ConnInfo:
@@ -266,7 +268,7 @@ class BackupService:
     def prepare_create(self, actor: Actor, *, description: str, location: str = "default",
                        custom_path: str | None = None, compression: str | None = None,
                        kind: str = "manual", lock: DatabaseLock | None = None,
-                       slug: str | None = None, conn: ConnInfo | None = None) -> Task:
+                       slug: str | None = None, conn: ConnInfo | None = None, schedule: str | None = None) -> Task:
         """Validate, reserve the database and record a RUNNING backup; the returned task does the work."""
         try:
             description = clean_text(description, MAX_DESCRIPTION, "description")
@@ -293,7 +295,7 @@ class BackupService:
             locks.append(self._started(actor, "create", backup_id, f"location={loc_key}"))
             record = self.catalogue.add(BackupRecord(
                 id=backup_id, location=loc_key, directory=str(directory), description=description,
-                kind=kind, status=Status.RUNNING, step="starting", compression=algorithm,
+                kind=kind, schedule=schedule, status=Status.RUNNING, step="starting", compression=algorithm,
                 key_id=key.key_id, database=conn.dbname, created_at=utcnow(), created_by=actor.name))
         except BaseException:
             for held in locks:
@@ -461,7 +463,7 @@ class BackupService:
                 "finishedAt": _iso(r.finished_at), "verifiedAt": _iso(r.verified_at), "verifyOk": r.verify_ok,
                 "verifyMessage": r.verify_message,
                 "verification": None if r.verify_ok is None else ("ok" if r.verify_ok else "failed"),
-                "pinned": bool(r.pinned), "pinReason": r.pin_reason, "keptBy": [*kept_by],
+                "pinned": bool(r.pinned), "pinReason": r.pin_reason, "keptBy": [*kept_by], "schedule": r.schedule,
                 # a file found on disk and not verified yet: its description, creator and database are
                 # what its unauthenticated header claims
                 "unverified": r.status == Status.DISCOVERED}
@@ -573,6 +575,33 @@ class BackupService:
         return self.rotation.prune(actor, database=database, location=location, schedule=schedule, policy=policy,
                                    dry_run=dry_run, include_discovered=include_discovered, expect=expect,
                                    schedule_policies=schedule_policies)
+
+    # ----- schedules (ehr_backup/schedules.py; they run in ehr_backup/scheduler.py) ----------------------
+    def schedule_list(self) -> list[dict[str, Any]]:
+        """Every schedule with its reading, next runs and last outcome."""
+        return [self.schedules.view(s) for s in self.schedules.all()]
+
+    def schedule_get(self, name: str, runs: int = 20) -> dict[str, Any]:
+        """One schedule and its newest runs."""
+        return {**self.schedules.view(self.schedules.get(name)),
+                "runs": [run_view(r) for r in self.schedules.runs(name, runs)]}
+
+    def schedule_create(self, actor: Actor, name: str, **fields: Any) -> dict[str, Any]:
+        """Add a schedule (see Schedules for the fields)."""
+        return self.schedules.view(self.schedules.create(actor, name, **fields))
+
+    def schedule_update(self, actor: Actor, name: str, **fields: Any) -> dict[str, Any]:
+        """Change some fields of a schedule (enabled=False disables it)."""
+        return self.schedules.view(self.schedules.update(actor, name, **fields))
+
+    def schedule_remove(self, actor: Actor, name: str) -> None:
+        """Delete a schedule; the backups it made stay."""
+        self.schedules.remove(actor, name)
+
+    def schedule_preview(self, expression: str, timezone: str | None = None,
+                         description: str | None = None) -> dict[str, Any]:
+        """The reading in words and the next five runs of an expression being typed."""
+        return self.schedules.preview(expression, timezone, description)
 
     def pin(self, actor: Actor, backup_id: str, reason: str) -> dict[str, Any]:
         """Pin a backup (with a reason, e.g. a legal hold): rotation and Delete leave it alone."""

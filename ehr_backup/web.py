@@ -7,6 +7,7 @@ import hashlib
 import hmac
 import logging
 import os
+import threading
 import secrets
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +31,7 @@ from .errors import BackupError, Unauthenticated
 from .httpguard import HttpGuard
 from .httpserver import uvicorn_options
 from .jobs import JobManager
+from .scheduler import Scheduler
 from .models import BackupRecord
 from .service import BackupService
 
@@ -61,6 +63,7 @@ class WebContext:
     auth: AuthService
     jobs: JobManager
     setup_token_file: Path
+    scheduler: Scheduler
 
     def check_setup_token(self, token: str) -> bool:
         """Whether token is the one-time setup token (constant time)."""
@@ -179,7 +182,8 @@ def build(settings: Settings | None = None) -> WebContext:
     service.reconcile()
     auth = AuthService(service.db, service.audit, settings)
     jobs = JobManager(render=lambda r: render_result(r, service))
-    ctx = WebContext(settings, service, auth, jobs, settings.data_dir / "setup-token")
+    ctx = WebContext(settings, service, auth, jobs, settings.data_dir / "setup-token",
+                     Scheduler(service, start=jobs.start))
 
     api_ctx = ApiContext(service, auth, jobs)
     # added innermost first: ClientAddress resolves the address before anything uses it, the security
@@ -220,6 +224,8 @@ def build(settings: Settings | None = None) -> WebContext:
     pages.register(ctx)
     _protect_socket(auth)
     _flush_refusals_periodically(auth)
+    if settings.run_scheduler:
+        _run_schedules(ctx.scheduler)
     app.on_shutdown(service.db.dispose)
     link = _setup_link(ctx)
     if link:
@@ -272,6 +278,20 @@ def _flush_refusals_periodically(auth: AuthService) -> None:
 
     app.on_startup(lambda: background_tasks.create(loop(), name="flush refusal counts"))
     app.on_shutdown(lambda: auth.refusals.flush(everything=True))
+
+
+def _run_schedules(scheduler: Scheduler) -> None:
+    """Run the schedules on a thread of their own while the app is up."""
+    from nicegui import app
+
+    stop = threading.Event()
+
+    def start() -> None:
+        stop.clear()
+        threading.Thread(target=scheduler.serve, args=(stop,), name="scheduler", daemon=True).start()
+
+    app.on_startup(start)
+    app.on_shutdown(stop.set)
 
 
 def safe_next(target: str) -> str:

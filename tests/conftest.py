@@ -192,6 +192,7 @@ def web_env(env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> dict[str, s
         monkeypatch.delenv(key, raising=False)
     for key, value in env.items():
         monkeypatch.setenv(key, value)
+    monkeypatch.setenv("EHR_BACKUP_SCHEDULER", "0")  # the schedule tests drive a scheduler with their own clock
     return env
 
 
