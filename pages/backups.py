@@ -1,4 +1,4 @@
-"""/admin/backup: create with live progress, list, download, verify, restore, delete, storage."""
+"""/admin/backup: create with live progress, schedules, list, download, verify, restore, delete, storage."""
 
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ from .kept import kept_databases
 from .restore_dialog import RestoreDialog
 from .storage import storage_card
 from .rotation import rotation_button, rotation_cell
+from .schedules import schedules_section
 
 STATUS_COLORS = {"completed": "positive", "running": "info", "failed": "negative", "cancelled": "grey",
                  "missing": "warning", "discovered": "orange"}
@@ -40,6 +41,7 @@ def register(ctx: WebContext) -> None:
             backup_list.refresh()
             await kept.load()
             await storage.load()
+            await schedules.load()
 
         def job_done(job: Job) -> None:
             if job.status == "succeeded":
@@ -68,6 +70,8 @@ def register(ctx: WebContext) -> None:
             _create_card(ps, state, watch)
             jobs_box = ui.column().classes("w-full gap-2")
 
+            schedules = schedules_section(ps, dialogs, watch)
+            schedules()
             storage = storage_card(ps)
             storage()
             kept = kept_databases(ps, reload)
@@ -232,7 +236,10 @@ def _backup_row(ps: PageSession, row: dict[str, Any], watch: Callable[[Job], Any
     tid(ui.label((row["description"] or "—") + claim).classes("break-all").tooltip(bid), f"row-{bid}")
     ui.label(LOCATIONS.get(row["location"], row["location"]))
     ui.label(local_time(row["createdAt"]) + (" (file time)" if row.get("unverified") else ""))
-    ui.label((row["createdBy"] or "—") + claim)
+    with ui.column().classes("gap-0"):
+        ui.label((row["createdBy"] or "—") + claim)
+        if row.get("schedule"):
+            tid(ui.badge(f"schedule {row['schedule']}", color="indigo").classes("break-all"), f"from-schedule-{bid}")
     ui.label(human_size(row["size"]))
     status = row["status"] + (" (found on disk, unverified)" if row.get("unverified") else "")
     tid(ui.badge(status, color=STATUS_COLORS.get(row["status"], "grey")), f"status-{bid}")
