@@ -33,6 +33,7 @@ class ApiContext:
     service: BackupService
     auth: AuthService
     jobs: JobManager
+    scheduler: Any = None  # runs a schedule now (ehr_backup.scheduler.Scheduler)
 
 
 def same_origin(request: Request) -> bool:
@@ -147,6 +148,44 @@ class PruneBody(BaseModel):
     forget: list[Annotated[str, Field(max_length=300)]] | None = Field(default=None, max_length=10_000)
 
 
+class ScheduleFields(BaseModel):
+    """The fields of a schedule that can be set (PATCH: only those given change)."""
+
+    model_config = ConfigDict(extra="forbid")
+    kind: Literal["backup", "verify"] | None = None
+    cron: str | None = Field(default=None, max_length=200)
+    timezone: str | None = Field(default=None, max_length=64)
+    location: Literal["default", "desktop", "documents", "downloads", "custom"] | None = None
+    customPath: str | None = Field(default=None, max_length=4096)
+    compression: Literal["gzip", "zstd"] | None = None
+    description: str | None = Field(default=None, max_length=500)
+    policy: PolicyBody | None = None
+    rotation: bool | None = None  # false: no rotation after a run
+    enabled: bool | None = None
+    retries: Annotated[int, Field(ge=0, le=10, strict=True)] | None = None
+    retryDelaySeconds: Annotated[int, Field(ge=10, le=86_400, strict=True)] | None = None
+
+    def fields(self) -> dict[str, Any]:
+        """The service's keyword arguments, for the fields that were given."""
+        names = {"kind": "kind", "cron": "cron", "timezone": "timezone", "location": "location",
+                 "customPath": "custom_path", "compression": "compression", "description": "description",
+                 "enabled": "enabled", "retries": "retries", "retryDelaySeconds": "retry_delay_s"}
+        out = {names[k]: v for k, v in self.model_dump(exclude_unset=True).items() if k in names}
+        if self.rotation is False:
+            out["policy"] = None
+        elif self.policy is not None:
+            out["policy"] = self.policy.policy().as_dict()
+        return out
+
+
+class ScheduleBody(ScheduleFields):
+    """POST /schedules: a new schedule; cron and description are required."""
+
+    name: str = Field(max_length=64)
+    cron: str = Field(max_length=200)
+    description: str = Field(max_length=500)
+
+
 class PinBody(IdBody):
     """POST /pin."""
 
@@ -250,6 +289,48 @@ def build_router(ctx: ApiContext) -> APIRouter:
     async def unpin(body: IdBody, who: Admin) -> dict[str, Any]:
         """Unpin a backup."""
         return await asyncio.to_thread(ctx.service.unpin, who.actor(), body.backupId)
+
+    @router.get("/schedules")
+    async def schedules(who: Admin) -> dict[str, Any]:
+        """Every schedule: reading in words, next five runs, last outcome (failing until a run succeeds)."""
+        return {"schedules": await asyncio.to_thread(ctx.service.schedule_list)}
+
+    @router.post("/schedules", status_code=201)
+    async def schedule_create(body: ScheduleBody, who: Admin) -> dict[str, Any]:
+        """Add a schedule; 422 with a message for an invalid expression, time zone or template."""
+        return await asyncio.to_thread(ctx.service.schedule_create, who.actor(), body.name, **body.fields())
+
+    @router.get("/schedules/preview")
+    async def schedule_preview(who: Admin, cron: Annotated[str, Query(max_length=200)],
+                               timezone: Annotated[str | None, Query(max_length=64)] = None,
+                               description: Annotated[str | None, Query(max_length=500)] = None) -> dict[str, Any]:
+        """What an expression means: its reading in words and the next five runs in the time zone."""
+        return await asyncio.to_thread(ctx.service.schedule_preview, cron, timezone, description)
+
+    @router.get("/schedules/{name}")
+    async def schedule_get(name: str, who: Admin) -> dict[str, Any]:
+        """One schedule with its newest runs."""
+        return await asyncio.to_thread(ctx.service.schedule_get, name)
+
+    @router.patch("/schedules/{name}")
+    @router.put("/schedules/{name}")
+    async def schedule_update(name: str, body: ScheduleFields, who: Admin) -> dict[str, Any]:
+        """Change the fields given (enabled=false disables it)."""
+        return await asyncio.to_thread(ctx.service.schedule_update, who.actor(), name, **body.fields())
+
+    @router.delete("/schedules/{name}")
+    async def schedule_remove(name: str, who: Admin) -> dict[str, Any]:
+        """Delete a schedule; the backups it made stay."""
+        await asyncio.to_thread(ctx.service.schedule_remove, who.actor(), name)
+        return {"removed": name}
+
+    @router.post("/schedules/{name}/run", status_code=202)
+    async def schedule_run(name: str, who: Admin, wait: Wait = False) -> Any:
+        """Run a schedule now, out of turn, as a job (202), or with ?wait=true return the finished backup."""
+        if ctx.scheduler is None:
+            raise NotFound("schedules do not run in this process")
+        started = await asyncio.to_thread(ctx.scheduler.run_now, who.actor(), name)
+        return await finish(started.handle, wait)
 
     @router.get("/download/{backup_id}")
     async def download(backup_id: str, who: Admin) -> StreamingResponse:

@@ -12,7 +12,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from . import __version__, demo
+from . import __version__, cli_schedules, demo
 from .audit import Actor
 from .config import VARIABLES, Settings
 from .errors import BackupError, InvalidInput, RowCountsDiffer
@@ -20,6 +20,7 @@ from .keys import generate_key
 from .pipeline import Progress
 from .retention import RetentionPolicy
 from .safedir import os_error
+from .text import printable as _printable
 
 EPILOG = "environment:\n" + "\n".join(f"  {k:<28} {v}" for k, v in VARIABLES.items())
 
@@ -115,6 +116,7 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--json", action="store_true")
 
     _rotation_commands(cmd)
+    cli_schedules.add_commands(cmd)
 
     c = cmd("decrypt", "decrypt a backup file to plain SQL with only the file and the key")
     c.add_argument("file", metavar="FILE")
@@ -238,10 +240,6 @@ def _human_size(n: int | None) -> str:
     return str(n)
 
 
-def _printable(text: str) -> str:
-    return text.encode("unicode_escape").decode("ascii") if not text.isprintable() else text
-
-
 def _print_backups(rows: list[dict[str, Any]]) -> None:
     if not rows:
         print("no backups")
@@ -275,6 +273,8 @@ def run(argv: list[str] | None = None) -> int:
         from .service import BackupService  # heavy imports only when needed
         service = BackupService(settings)
         service.reconcile()
+        if args.command == "scheduler":
+            return cli_schedules.serve(service, args)
         result = _dispatch(service, args)
     except RowCountsDiffer as exc:
         if as_json:
@@ -335,6 +335,8 @@ def _dispatch(service: Any, args: argparse.Namespace) -> Any:
                                  timezone=args.timezone)
         return service.prune(actor, database=args.database, location=args.location, schedule=args.schedule,
                              policy=policy, dry_run=args.dry_run, include_discovered=args.include_discovered)
+    if args.command == "schedule":
+        return cli_schedules.dispatch(service, args, actor)
     if args.command == "pin":
         return service.pin(actor, args.backup_id, args.reason)
     if args.command == "unpin":
@@ -552,6 +554,8 @@ def _print_human(args: argparse.Namespace, result: Any) -> None:
         print(f"deleted {result['deleted']}")
     elif cmd == "prune":
         _print_prune(result)
+    elif cmd == "schedule":
+        cli_schedules.print_human(args, result)
     elif cmd in ("pin", "unpin"):
         print(f"{cmd}ned {result['id']}" + (f": {_printable(result['pinReason'])}" if result["pinned"] else ""))
     elif cmd == "decrypt":

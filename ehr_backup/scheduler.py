@@ -168,7 +168,7 @@ class Scheduler:
         return self._launch(run, sched, lock)
 
     def run_now(self, actor: Actor, name: str) -> Started:
-        """Run a schedule now, out of turn (a person asked); refused while one of its runs is going."""
+        """Run a schedule now (a person asked); Busy while one of its runs goes, else what stops it starting."""
         sched = self.service.schedules.get(name)
         lock = self._lock(name)
         try:
@@ -186,10 +186,10 @@ class Scheduler:
             lock.release()
             raise
         self.service.audit.record(actor, "schedule-run-now", name, "ok")
-        return self._launch(run, sched, lock)
+        return self._launch(run, sched, lock, reraise=True)
 
     # ----- running --------------------------------------------------------------------------------------
-    def _launch(self, run: ScheduleRun, sched: Schedule, lock: DatabaseLock) -> Started:
+    def _launch(self, run: ScheduleRun, sched: Schedule, lock: DatabaseLock, *, reraise: bool = False) -> Started:
         from .service import Task
 
         assert run.id is not None
@@ -207,6 +207,8 @@ class Scheduler:
         except BackupError as exc:
             lock.release()
             self._finish(run.id, False, f"could not start: {exc.message}", None)
+            if reraise:  # a person asked: they get the typed error (507 no space, 409 busy …)
+                raise
             return Started(run.id, sched.name, None)
         run_id = run.id
 

@@ -112,6 +112,7 @@ class Schedules:
     def __init__(self, service: BackupService) -> None:
         self.service = service
         self.db = service.db
+        self.clock = utcnow  # tests move it by hand, with the scheduler's
 
     # ----- validation ----------------------------------------------------------------------------------
     def _validated(self, fields: Mapping[str, Any], current: Schedule | None) -> dict[str, Any]:
@@ -178,7 +179,7 @@ class Schedules:
                 now: datetime | None = None) -> dict[str, Any]:
         """What a schedule being typed would do: its reading, the next five runs, an example description."""
         tz = timezone or server_zone_name()
-        runs = cron.next_runs(expression, tz, now or utcnow())
+        runs = cron.next_runs(expression, tz, now or self.clock())
         out: dict[str, Any] = {"cron": cron.normalize(expression), "reading": cron.describe(expression),
                                "timezone": tz, "nextRuns": [r.isoformat() for r in runs]}
         if description is not None:
@@ -193,7 +194,7 @@ class Schedules:
 
     def view(self, sched: Schedule, now: datetime | None = None) -> dict[str, Any]:
         """The public JSON form: settings, reading, next runs, last outcome."""
-        now = now or utcnow()
+        now = now or self.clock()
         runs = self.runs(sched.name, 50)
         finished = [r for r in runs if r.status in ("succeeded", "failed", "skipped")]
         last = finished[0] if finished else None
@@ -226,7 +227,7 @@ class Schedules:
         except BackupError as exc:
             self.service.audit.record(actor, "schedule-create", str(name)[:64], "refused", exc.message)
             raise
-        now = utcnow()
+        now = self.clock()
         try:
             with self.db.writing() as s:
                 sched = Schedule(name=name, created_at=now, updated_at=now, created_by=actor.name, fired_until=now,
@@ -246,7 +247,7 @@ class Schedules:
         except BackupError as exc:
             self.service.audit.record(actor, "schedule-update", name, "refused", exc.message)
             raise
-        now = utcnow()
+        now = self.clock()
         with self.db.writing() as s:
             sched = s.exec(select(Schedule).where(Schedule.name == name)).first()
             if sched is None:

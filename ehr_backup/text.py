@@ -38,3 +38,8 @@ def clean_text(text: str | None, limit: int, what: str) -> str:
         raise InvalidInput(f"{what} must be a single line without control or invisible formatting "
                            f"characters (such as right-to-left marks); found {', '.join(found[:5])}")
     return text
+
+
+def printable(text: str) -> str:
+    """Text for a terminal: escaped (\\x1b, \\n …) when it holds anything that is not printable."""
+    return text.encode("unicode_escape").decode("ascii") if not text.isprintable() else text

@@ -185,7 +185,7 @@ def build(settings: Settings | None = None) -> WebContext:
     ctx = WebContext(settings, service, auth, jobs, settings.data_dir / "setup-token",
                      Scheduler(service, start=jobs.start))
 
-    api_ctx = ApiContext(service, auth, jobs)
+    api_ctx = ApiContext(service, auth, jobs, ctx.scheduler)
     # added innermost first: ClientAddress resolves the address before anything uses it, the security
     # headers cover the guard's refusals, and the guard runs before any route or page reads a body
     app.add_middleware(AuthGate, ctx=ctx)
