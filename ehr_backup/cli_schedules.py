@@ -31,9 +31,9 @@ def add_commands(cmd: Any) -> None:
     add.add_argument("--cron", required=True, metavar="EXPR",
                      help="five fields: minute hour day-of-month month day-of-week, e.g. '30 2 * * *' (02:30 daily); "
                           "@daily, @weekly … also work")
-    add.add_argument("--description", required=True, metavar="TEMPLATE",
+    add.add_argument("--description", metavar="TEMPLATE",
                      help="each backup's description: {date} {time} {datetime} {weekday} {schedule} {database} "
-                          "are filled in, e.g. 'Nightly {date}'")
+                          "are filled in, e.g. 'Nightly {date}' (required for backup schedules)")
     add.add_argument("--name", help="the schedule's name (default: from the description)")
     _options(add, defaults=True)
     for action, text in (("list", "list schedules with their next run and last outcome"),):
@@ -121,7 +121,9 @@ def dispatch(service: Any, args: argparse.Namespace, actor: Actor) -> Any:
     """Do one `schedule …` action."""
     action = args.schedule_command
     if action == "add":
-        name = args.name or _default_name(service, args.description)
+        if args.kind != "verify" and not args.description:
+            raise InvalidInput("give --description, e.g. --description 'Nightly {date}'")
+        name = args.name or _default_name(service, args.description or "reverify")
         return service.schedule_create(actor, name, **_fields(service, args, None))
     if action == "list":
         return {"schedules": service.schedule_list()}
