@@ -90,8 +90,11 @@ class Rotation:
                     include_discovered=include_discovered, schedule_policies=schedule_policies)
 
     def kept_by(self, records: Sequence[BackupRecord]) -> dict[str, list[str]]:
-        """For each backup, the rules that keep it under the default policy now (empty: it would go)."""
-        return self.plan(DEFAULT_POLICY, [candidate(r) for r in records]).reasons()
+        """For each backup, the rules that keep it now (a schedule's under its own policy); empty: it goes."""
+        from .schedules import policy_of
+
+        policies = {s.name: p for s in self.s.schedules.all() if (p := policy_of(s)) is not None}
+        return self.plan(DEFAULT_POLICY, [candidate(r) for r in records], schedule_policies=policies).reasons()
 
     def prune(self, actor: Actor, *, database: str | None = None, location: str | None = None,
               schedule: str | None = None, policy: RetentionPolicy | None = None, dry_run: bool = True,
