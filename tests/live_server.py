@@ -13,7 +13,7 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 import psycopg
@@ -33,7 +33,8 @@ ROOT = Path(__file__).parent.parent
 class LiveServer:
     """A server process with an admin (alice, with an API token) and a non-admin (bob)."""
 
-    def __init__(self, base: Path, extra_env: dict[str, str] | None = None) -> None:
+    def __init__(self, base: Path, extra_env: dict[str, str] | None = None,
+                 prepare: Callable[[BackupService], None] | None = None) -> None:
         self.db_name = f"live_{uuid.uuid4().hex[:10]}"
         run_sql(ADMIN_URL, f'CREATE DATABASE "{self.db_name}"')
         self.port = _free_port()
@@ -52,6 +53,8 @@ class LiveServer:
         self.auth.add_user(Actor("test-setup"), "bob", USER_PW, admin=False)
         self.admin_token = self.auth.create_token(Actor("test-setup"), "alice")
         self._service = service
+        if prepare is not None:  # what the installation holds before the server starts
+            prepare(service)
         self.log_path = base / "server.log"
         self.log = open(self.log_path, "w")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen([sys.executable, "-m", "ehr_backup"], env=self.env, cwd=ROOT,

@@ -381,3 +381,31 @@ def _no_leftover_threads() -> Iterator[None]:
     before = {t.name for t in threading.enumerate()}
     yield
     assert "scheduler" not in {t.name for t in threading.enumerate()} - before
+
+
+def test_the_web_app_runs_a_run_missed_while_it_was_down_when_it_starts(tmp_path: Path) -> None:
+    from ehr_backup.models import Schedule
+
+    from .live_server import LiveServer
+
+    def missed_one(svc: BackupService) -> None:
+        svc.schedule_create(ACTOR, "nightly", cron="30 2 * * *", timezone="UTC", description="Nightly {date}")
+        with svc.db.writing() as s:  # made two days ago; the app was down since
+            row = s.exec(select(Schedule).where(Schedule.name == "nightly")).one()
+            row.fired_until = datetime.now(UTC) - timedelta(days=2)
+            s.add(row)
+
+    server = LiveServer(tmp_path, prepare=missed_one)
+    try:
+        deadline = datetime.now(UTC) + timedelta(seconds=90)
+        while datetime.now(UTC) < deadline:
+            done = [r for r in runs(server._service) if r.status in ("succeeded", "failed")]
+            if done:
+                break
+            threading.Event().wait(0.3)
+        [run] = runs(server._service)
+        assert run.status == "succeeded" and run.trigger == "catch-up", run.message
+        assert "1 earlier run not made up" in run.message or "earlier runs not made up" in run.message
+        assert [b["schedule"] for b in server._service.list()] == ["nightly"]
+    finally:
+        server.stop()
