@@ -8,7 +8,7 @@ import json
 import logging
 import sys
 import threading
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -365,7 +365,7 @@ def _verify(service: Any, args: argparse.Namespace, actor: Actor) -> Any:
         since = None
         if args.since:
             try:
-                since = datetime.strptime(args.since, "%Y-%m-%d").replace(tzinfo=timezone.utc)
+                since = datetime.strptime(args.since, "%Y-%m-%d").replace(tzinfo=UTC)
             except ValueError:
                 raise InvalidInput("--since takes a day as YYYY-MM-DD") from None
         result = service.verify_all(actor, since)

@@ -147,7 +147,7 @@ def dispatch(service: Any, args: argparse.Namespace, actor: Actor) -> Any:
 def _run_now(service: Any, args: argparse.Namespace, actor: Actor) -> Any:
     from .scheduler import Scheduler
 
-    started = Scheduler(service).run_now(actor, args.name)  # runs here, on this thread
+    Scheduler(service).run_now(actor, args.name)  # runs here, on this thread
     result = service.schedule_get(args.name, runs=5)
     run = next((r for r in result["runs"] if r["startedAt"] and r["trigger"] == "manual"), None)
     if run is None or run["status"] != "succeeded":

@@ -296,7 +296,7 @@ class Scheduler:
             try:
                 self.tick()
                 wait = self.seconds_to_next(poll)
-            except Exception:  # noqa: BLE001 - the loop must outlive one bad moment (a locked catalogue, say)
+            except Exception:
                 log.warning("the scheduler could not check its schedules", exc_info=True)
                 wait = poll
             stop.wait(wait)

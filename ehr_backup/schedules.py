@@ -119,7 +119,7 @@ class Schedules:
         unknown = sorted(set(fields) - set(FIELDS))
         if unknown:
             raise InvalidInput(f"unknown schedule field {unknown[0][:40]!r}")
-        merged = {k: getattr(current, k) for k in FIELDS} if current else {
+        merged: dict[str, Any] = {k: getattr(current, k) for k in FIELDS} if current else {
             "kind": "backup", "location": "default", "custom_path": None, "compression": None,
             "description": "Scheduled {date}", "policy": RetentionPolicy().as_dict(), "enabled": True,
             "retries": 2, "retry_delay_s": 600, "timezone": None, "cron": None}

@@ -577,7 +577,7 @@ class BackupService:
                                    schedule_policies=schedule_policies)
 
     # ----- schedules (ehr_backup/schedules.py; they run in ehr_backup/scheduler.py) ----------------------
-    def schedule_list(self) -> list[dict[str, Any]]:
+    def schedule_list(self) -> Sequence[dict[str, Any]]:
         """Every schedule with its reading, next runs and last outcome."""
         return [self.schedules.view(s) for s in self.schedules.all()]
 

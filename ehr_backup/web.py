@@ -7,8 +7,8 @@ import hashlib
 import hmac
 import logging
 import os
-import threading
 import secrets
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,8 +31,8 @@ from .errors import BackupError, Unauthenticated
 from .httpguard import HttpGuard
 from .httpserver import uvicorn_options
 from .jobs import JobManager
-from .scheduler import Scheduler
 from .models import BackupRecord
+from .scheduler import Scheduler
 from .service import BackupService
 
 log = logging.getLogger("ehr_backup.web")

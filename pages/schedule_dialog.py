@@ -60,7 +60,7 @@ class ScheduleDialog:
                                 "schedule-kind")
                 self.enabled = tid(ui.switch("Enabled", value=s.get("enabled", True)), "schedule-enabled")
             with ui.row().classes("w-full items-end gap-3"):
-                self.cron = tid(ui.input("Cron expression (minute hour day month weekday)", value=s.get("cron", ""),
+                self.cron = tid(ui.input("Cron: minute hour day month weekday", value=s.get("cron", ""),
                                          placeholder="30 2 * * *", on_change=self.refresh)
                                 .props("debounce=250").classes("w-80 font-mono"), "schedule-cron")
                 self.zone = tid(ui.input("Time zone", value=s.get("timezone") or "", placeholder="Europe/Berlin",

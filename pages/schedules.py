@@ -56,17 +56,19 @@ def _schedule_row(ps: PageSession, row: dict[str, Any], host: ui.element, watch:
                   load: Reload) -> None:
     service = ps.ctx.service
     name = row["name"]
-    with tid(ui.row().classes("w-full items-center gap-4 border-t pt-2"), f"schedule-row-{name}"):
-        with ui.column().classes("gap-0 w-44"):
+    with tid(ui.row().classes("w-full items-center gap-3 border-t pt-2"), f"schedule-row-{name}"):
+        with ui.column().classes("gap-0 w-32"):
             ui.label(name).classes("font-bold break-all")
             ui.label("re-verifies backups" if row["kind"] == "verify" else "makes a backup").classes("text-xs")
-        with ui.column().classes("gap-0 w-64"):
+        with ui.column().classes("gap-0 w-52"):
             tid(ui.label(row["reading"]), f"schedule-reading-{name}")
             ui.label(f"{row['cron']} · {row['timezone']}").classes("text-xs font-mono text-grey-8")
         where = "—" if row["kind"] == "verify" else LOCATIONS.get(row["location"], row["location"])
-        ui.label(where + (f": {row['customPath']}" if row["customPath"] else "")).classes("w-32 break-all text-sm")
-        nxt = zoned(row["nextRuns"][0], row["timezone"]) if row["nextRuns"] else "— (disabled)"
-        tid(ui.label(f"next: {nxt}").classes("w-56 text-sm"), f"schedule-next-{name}")
+        ui.label(where + (f": {row['customPath']}" if row["customPath"] else "")).classes("w-24 break-all text-sm")
+        with ui.column().classes("gap-0 w-44"):
+            ui.label("next run").classes("text-xs text-grey-8")
+            tid(ui.label(zoned(row["nextRuns"][0], row["timezone"]) if row["nextRuns"] else "— (disabled)")
+                .classes("text-sm"), f"schedule-next-{name}")
 
         async def toggle(e: Any) -> None:
             if not await ps.check(f"{'enable' if e.value else 'disable'} schedule {name}"):
@@ -79,7 +81,7 @@ def _schedule_row(ps: PageSession, row: dict[str, Any], host: ui.element, watch:
             await load()  # the switch shows what is stored, refused or not
 
         tid(ui.switch("Enabled", value=row["enabled"], on_change=toggle), f"schedule-enabled-{name}")
-        with tid(ui.column().classes("gap-0 grow min-w-48"), f"schedule-outcome-{name}"):
+        with tid(ui.column().classes("gap-0 grow w-40"), f"schedule-outcome-{name}"):
             _outcome(row)
         with ui.row().classes("gap-1 no-wrap"):
             @guarded(ps, f"run schedule {name} now")
