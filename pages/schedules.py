@@ -92,6 +92,8 @@ def _schedule_row(ps: PageSession, row: dict[str, Any], host: ui.element, watch:
                 if started.handle is not None:
                     watch(started.handle)
                     ui.notify(f"Schedule {name} started", type="info")
+                else:
+                    ui.notify(f"Schedule {name} could not start: its last outcome says why", type="warning")
                 await load()  # a run that could not start is recorded as failed: show it
 
             @guarded(ps, f"edit schedule {name}")
