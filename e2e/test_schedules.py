@@ -10,14 +10,16 @@ from .conftest import ADMIN_PW, Server
 from .test_journeys import TIMEOUT, login
 
 
-def connected(page: Page) -> None:
-    """Wait for the page's socket: a click before the handshake reaches no handler."""
+def ready(page: Page) -> None:
+    """Wait for the page's socket and its schedules: a click before the handshake reaches no handler."""
     page.wait_for_function("() => window.did_handshake === true", timeout=TIMEOUT)
+    expect(page.locator('[data-testid="no-schedules"], [data-testid^="schedule-row-"]').first) \
+        .to_be_visible(timeout=TIMEOUT)
 
 
 def test_admin_creates_a_schedule_previews_its_runs_and_runs_it_now(page: Page, server: Server, shot) -> None:
     login(page, server, "alice", ADMIN_PW, "/admin/backup")
-    connected(page)
+    ready(page)
     page.get_by_test_id("schedule-new").click()
     expect(page.get_by_test_id("schedule-timezone")).not_to_have_value("", timeout=TIMEOUT)  # the server's zone
     page.get_by_test_id("schedule-name").fill("e2e-nightly")

@@ -19,34 +19,37 @@ OUTCOME_COLORS = {"succeeded": "positive", "failed": "negative", "skipped": "war
 
 
 def schedules_section(ps: PageSession, host: ui.element, watch: Callable[[Job], Any]) -> Any:
-    """A refreshable card of the schedules (dialogs go in `host`, Run now's job to `watch`); `.load()` redraws."""
+    """The schedules card (dialogs go in `host`, Run now's job to `watch`); `.load()` fetches and redraws its list."""
     service = ps.ctx.service
     state: dict[str, Any] = {"rows": None}
-
-    async def load() -> None:
-        state["rows"] = await run.io_bound(service.schedule_list)
-        card.refresh()
 
     async def new() -> None:
         if await ps.check("new schedule"):
             await ScheduleDialog(ps, host, load).open()
 
     @ui.refreshable
+    def listing() -> None:
+        rows = state["rows"]
+        if rows is None:
+            ui.label("Loading…").classes("text-sm")
+        elif not rows:
+            tid(ui.label("No schedules yet: backups are made only when someone asks."), "no-schedules")
+        for row in rows or []:
+            _schedule_row(ps, row, host, watch, load)
+
     def card() -> None:
         with tid(ui.card().classes("w-full"), "schedules-section"):
             with ui.row().classes("items-center w-full"):
                 ui.label("Schedules").classes("text-lg font-bold")
                 ui.space()
+                # outside the part that redraws: the list reloads whenever a job ends, and a click on a
+                # button being replaced would be lost
                 tid(ui.button("New schedule", icon="add_alarm", on_click=new).props("outline"), "schedule-new")
-            rows = state["rows"]
-            if rows is None:
-                ui.label("Loading…").classes("text-sm")
-                return
-            if not rows:
-                tid(ui.label("No schedules yet: backups are made only when someone asks."), "no-schedules")
-                return
-            for row in rows:
-                _schedule_row(ps, row, host, watch, load)
+            listing()
+
+    async def load() -> None:
+        state["rows"] = await run.io_bound(service.schedule_list)
+        listing.refresh()
 
     card.load = load  # type: ignore[attr-defined]
     return card
