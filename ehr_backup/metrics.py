@@ -66,7 +66,7 @@ def _ts(value: datetime | str | None) -> float | None:
     """Seconds since the epoch of a datetime (naive: UTC) or an ISO text."""
     if isinstance(value, str):
         try:
-            value = datetime.fromisoformat(value.replace("Z", "+00:00"))
+            value = datetime.fromisoformat(value)  # Python 3.11 reads a trailing Z
         except ValueError:
             return None
     value = as_utc(value)

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+import json
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -150,6 +151,23 @@ def test_an_unknown_token_scope_is_refused(accounts) -> None:
         accounts.create_token(Actor("t"), "alice", scope="everything")
 
 
+def test_the_cli_makes_a_metrics_token_that_reads_metrics_only(env: dict[str, str], service: BackupService) -> None:
+    from ehr_backup.auth import AuthService
+
+    from .test_cli import cli
+    assert cli(env, "user", "add", "alice", "--admin", input_="correct-horse-battery\n").returncode == 0
+    made = cli(env, "token", "create", "alice", "--scope", "metrics", "--label", "prometheus")
+    assert made.returncode == 0, made.stderr
+    assert "for GET /metrics only" in made.stdout
+    token = made.stdout.strip().splitlines()[-1]
+    listed = json.loads(cli(env, "token", "list", "--json").stdout)["tokens"]
+    assert [(t["scope"], t["label"]) for t in listed] == [("metrics", "prometheus")]
+    principal = AuthService(service.db, service.audit, service.settings).token(token)
+    assert principal.scope == "metrics"
+    assert cli(env, "token", "create", "alice", "--scope", "root").returncode == 2
+    assert "--scope" in cli(env, "token", "create", "--help").stdout
+
+
 @pytest.fixture
 def public_metrics(web_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("EHR_BACKUP_METRICS_PUBLIC", "1")
@@ -187,8 +205,8 @@ def test_drill_metrics_show_the_newest_drill_per_database_stand_in(service: Back
          "recoverySeconds": 42.5, "message": ""},
         {"database": "lab", "backupId": "b3", "at": "2026-03-08T03:00:00Z", "outcome": "failed",
          "recoverySeconds": None, "message": "check query failed"}])
-    s = parse(metrics.render(metrics.make_registry(service, lambda: [])).decode())
-    at = datetime(2026, 3, 8, 2, tzinfo=timezone.utc).timestamp()
+    s = parse(metrics.render(metrics.make_registry(service, list)).decode())
+    at = datetime(2026, 3, 8, 2, tzinfo=UTC).timestamp()
     assert value(s, "ehr_backup_last_drill_timestamp_seconds", database="ehr") == at
     assert value(s, "ehr_backup_last_drill_success", database="ehr") == 1
     assert value(s, "ehr_backup_last_drill_recovery_seconds", database="ehr") == 42.5
@@ -215,7 +233,7 @@ def test_a_source_that_fails_is_reported_and_the_rest_still_scraped_stand_in(ser
 # ----- the pure part --------------------------------------------------------------------------------------
 
 def test_families_from_facts_alone() -> None:
-    t = datetime(2026, 1, 2, 3, 4, 5, tzinfo=timezone.utc)
+    t = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
     runs = [Run("ehr", "completed", finished_at=t, duration_s=3.5, size=1000, verified_at=t, verify_ok=True),
             Run("ehr", "failed", created_at=t.replace(hour=5)),
             Run("ehr", "running", created_at=t.replace(hour=6)),
@@ -236,7 +254,7 @@ def test_families_from_facts_alone() -> None:
     assert value(s, "ehr_backup_verifications", database="unknown", outcome="never") == 1
     assert value(s, "ehr_backup_location_free_bytes", location="custom:/mnt/x") is None
     assert value(s, "ehr_backup_location_full_timestamp_seconds", location="default") == \
-        datetime(2026, 2, 1, tzinfo=timezone.utc).timestamp()
+        datetime(2026, 2, 1, tzinfo=UTC).timestamp()
     assert value(s, "ehr_backup_jobs_running", kind="restore") == 1
     assert value(s, "ehr_backup_schedules_failing") == 1 and value(s, "ehr_backup_schedules", state="disabled") == 1
     assert not any(n.startswith("ehr_backup_last_drill") for n in names(s))  # no drills part: no drill metrics
@@ -246,9 +264,32 @@ def _expose(families: list) -> str:
     from prometheus_client import CollectorRegistry, generate_latest
 
     class Fixed:
-        def collect(self):  # noqa: ANN202
+        def collect(self):
             return families
 
     registry = CollectorRegistry()
     registry.register(Fixed())
     return generate_latest(registry).decode()
+
+
+def test_tokens_made_before_scopes_existed_keep_their_full_rights(tmp_path: Path) -> None:
+    import sqlite3
+
+    from ehr_backup.db import Database
+    path = tmp_path / "catalogue.sqlite3"
+    Database(path).dispose()
+    with sqlite3.connect(path) as conn:  # the table as an older version made it, with one token
+        conn.execute("ALTER TABLE api_tokens DROP COLUMN scope")
+        conn.execute("INSERT INTO users (username, password_hash, is_admin, disabled, created_at) "
+                     "VALUES ('alice', '', 1, 0, '2025-01-01 00:00:00')")
+        conn.execute("INSERT INTO api_tokens (user_id, label, token_hash, prefix, created_at) "
+                     "VALUES (1, 'old', 'h', 'ehrb_x', '2025-01-01 00:00:00')")
+    db = Database(path)
+    try:
+        from sqlmodel import select
+
+        from ehr_backup.models import ApiToken
+        with db.reading() as s:
+            assert [t.scope for t in s.exec(select(ApiToken)).all()] == ["admin"]
+    finally:
+        db.dispose()
