@@ -149,6 +149,9 @@ def _parser() -> argparse.ArgumentParser:
     x = t.add_parser("create", help="create a token for USER; it is printed once, as the last line")
     x.add_argument("user", metavar="USER")
     x.add_argument("--label", default="", help="what the token is for")
+    x.add_argument("--scope", choices=("admin", "metrics"), default="admin",
+                   help="admin (default): the user's full API rights; metrics: only GET /metrics, e.g. for a "
+                        "Prometheus server (refused by every other route)")
     x = t.add_parser("revoke", help="revoke a token by its id (see `token list`)")
     x.add_argument("token_id", metavar="TOKEN_ID", type=int)
     t.add_parser("list", help="list tokens (never their values)").add_argument("--json", action="store_true")
@@ -471,13 +474,13 @@ def _accounts(service: Any, args: argparse.Namespace, actor: Actor) -> Any:
             auth.update_user(actor, args.name, disabled=args.user_command == "disable")
         return {"user": args.name, "done": args.user_command}
     if args.token_command == "create":
-        return {"token": auth.create_token(actor, args.user, args.label)}
+        return {"token": auth.create_token(actor, args.user, args.label, args.scope), "scope": args.scope}
     if args.token_command == "revoke":
         auth.revoke_token(actor, args.token_id)
         return {"revoked": args.token_id}
     names = {u.id: u.username for u in auth.users()}
     return {"tokens": [{"id": t.id, "prefix": t.prefix, "user": names.get(t.user_id), "label": t.label,
-                        "revoked": t.revoked_at is not None} for t in auth.tokens()]}
+                        "scope": t.scope, "revoked": t.revoked_at is not None} for t in auth.tokens()]}
 
 
 def _demo(settings: Settings, args: argparse.Namespace) -> int:
@@ -573,7 +576,8 @@ def _print_human(args: argparse.Namespace, result: Any) -> None:
     elif cmd == "audit":
         print(json.dumps(result))
     elif cmd == "token" and args.token_command == "create":
-        print("API token (shown once; store it now):")
+        print(f"API token{' for GET /metrics only' if result['scope'] == 'metrics' else ''} "
+              "(shown once; store it now):")
         print(result["token"])
     elif cmd == "user" and args.user_command == "list":
         for u in result["users"]:
@@ -584,7 +588,7 @@ def _print_human(args: argparse.Namespace, result: Any) -> None:
     elif cmd == "token" and args.token_command == "list":
         for t in result["tokens"]:
             print(f"{t['id']:>4}  {t['prefix']}…  {t['user']:<20} {'revoked' if t['revoked'] else 'active':<8} "
-                  f"{_printable(t['label'])}")
+                  f"{t['scope']:<8} {_printable(t['label'])}")
     else:
         print(json.dumps(result))
 

@@ -65,6 +65,9 @@ VARIABLES = {
                             "BACKUP_ENCRYPTION_KEY; keep either away from the data directory)",
     "EHR_BACKUP_AUDIT_SYSLOG": "also send the audit log's head to syslog after every entry: off (default), "
                                "local (/dev/log) or HOST:PORT (UDP)",
+    "EHR_BACKUP_METRICS_PUBLIC": "1: GET /metrics answers without a token (e.g. behind a firewall that only lets "
+                                 "the Prometheus server in); 0 (default): an administrator's token or session, "
+                                 "or a metrics token (`ehr-backup token create USER --scope metrics`)",
 }
 
 
@@ -158,6 +161,7 @@ class Settings:
     max_body_kb: int = 64
     read_timeout: int = 20
     run_scheduler: bool = True
+    metrics_public: bool = False
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -186,6 +190,7 @@ class Settings:
             keep_previous_hours=_int(env, "EHR_BACKUP_KEEP_PREVIOUS_HOURS", 72, 0, 24 * 365),
             verify_after_backup=_flag(env, "EHR_BACKUP_VERIFY_AFTER_BACKUP", True),
             run_scheduler=_flag(env, "EHR_BACKUP_SCHEDULER", True),
+            metrics_public=_flag(env, "EHR_BACKUP_METRICS_PUBLIC", False),
             reverify_days=_int(env, "EHR_BACKUP_REVERIFY_DAYS", 30, 1, 3650),
             fill_warn_days=_int(env, "EHR_BACKUP_FILL_WARN_DAYS", 14, 0, 3650),
             safety_keep_days=_int(env, "EHR_BACKUP_SAFETY_KEEP_DAYS", 30, 0, 36500),

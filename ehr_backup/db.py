@@ -25,6 +25,7 @@ ADDED_COLUMNS = [
     ("backups", "pinned", "BOOLEAN NOT NULL DEFAULT 0"),
     ("backups", "pin_reason", "VARCHAR"),
     ("backups", "schedule", "VARCHAR"),
+    ("api_tokens", "scope", "VARCHAR NOT NULL DEFAULT 'admin'"),
 ]
 
 

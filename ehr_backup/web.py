@@ -21,6 +21,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.middleware.base import BaseHTTPMiddleware, RequestResponseEndpoint
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from . import monitoring
 from .api import SESSION_COOKIE, ApiContext, authenticate, build_router, error_response
 from .audit import Actor
 from .auth import AuthService, Principal
@@ -196,6 +197,7 @@ def build(settings: Settings | None = None) -> WebContext:
     app.add_middleware(BrowserNonce)
     app.add_middleware(ClientAddress, proxies=settings.trusted_proxies)
     app.include_router(build_router(api_ctx))
+    app.include_router(monitoring.build_router(api_ctx))  # /metrics, /healthz, /readyz
 
     async def on_backup_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, BackupError)
