@@ -88,7 +88,7 @@ class JobManager:
             if self._after is not None:
                 try:
                     self._after(job)
-                except Exception:  # noqa: BLE001 - a hook never changes how the job ended
+                except Exception:  # a hook never changes how the job ended
                     log.warning("after-job hook failed for job %s", job.id, exc_info=True)
 
     def get(self, job_id: str) -> Job | None:

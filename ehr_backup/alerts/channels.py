@@ -11,7 +11,6 @@ import hashlib
 import hmac
 import json
 import smtplib
-import socket
 import ssl
 import time
 import urllib.error
@@ -33,6 +32,8 @@ TRIES = 4
 FIRST_DELAY = 1.0  # then 2, 4 … seconds
 MAX_TOTAL = 30.0  # a webhook never holds the alert thread longer than this, retries included
 TIMEOUT = 10.0
+FOOTER = ("EHR Backup sends this alert when a backup, verification, drill or scheduled run fails, a backup is "
+          "overdue, storage runs low, or the audit log does not verify; and once more when it is resolved.")
 TITLES = {"backup.failed": "Backup failed", "backup.overdue": "Backup overdue", "verify.failed": "Verification failed",
           "drill.failed": "Restore drill failed", "storage.low": "Storage low", "schedule.failed": "Scheduled run failed",
           "audit.broken": "Audit log does not verify", "test": "Test alert"}
@@ -77,12 +78,11 @@ class Message:
     def body(self) -> str:
         """The email body: what, when, where, the error and the link."""
         c = self.condition
-        lines = [self.subject().removeprefix("[EHR Backup] "), "", self.text(), "",
-                 f"Event:    {self.event}" + (f" ({c.event})" if self.kind == "resolved" else ""),
+        event = f"Event:    {self.event}" + (f" ({c.event})" if self.kind == "resolved" else "")
+        lines = [self.subject().removeprefix("[EHR Backup] "), "", self.text(), "", event,
                  f"Database: {c.database or '-'}", f"Location: {c.location or '-'}",
                  f"Since:    {_iso(c.since)}", f"Sent at:  {_iso(self.at)}", f"Open:     {self.link}", "",
-                 "EHR Backup sends this alert when a backup, verification, drill or scheduled run fails, a backup is "
-                 "overdue, storage runs low, or the audit log does not verify; and once more when it is resolved."]
+                 FOOTER]
         return "\n".join(lines) + "\n"
 
 
@@ -172,9 +172,11 @@ def send_email(host: str, port: int, security: str, user: str, password: str | N
         return Outcome(False, 1, f"the SMTP server said {exc.smtp_code}: {clean_message(_text(exc.smtp_error), 200)}")
     except smtplib.SMTPRecipientsRefused:
         return Outcome(False, 1, "the SMTP server refused every recipient")
+    except ssl.SSLCertVerificationError as exc:
+        return Outcome(False, 1, f"the SMTP server's certificate is not trusted: {clean_message(exc.verify_message, 200)}")
     except ssl.SSLError as exc:
         return Outcome(False, 1, f"TLS with the SMTP server failed: {clean_message(exc.reason or exc, 200)}")
-    except (smtplib.SMTPException, OSError, socket.timeout) as exc:
+    except (smtplib.SMTPException, OSError) as exc:
         return Outcome(False, 1, f"cannot send through {host}:{port}: {clean_message(exc, 200) or exc.__class__.__name__}")
     return Outcome(True, 1)
 

@@ -12,6 +12,7 @@ import logging
 import re
 from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime, timedelta
+from itertools import pairwise
 from typing import TYPE_CHECKING, Any
 
 from .. import cron, demo
@@ -45,7 +46,7 @@ def expected_interval(expressions: Iterable[tuple[str, str]], now: datetime) -> 
     best: timedelta | None = None
     for expression, zone in expressions:
         runs = cron.next_runs(expression, zone, now, 8)
-        gaps = [b - a for a, b in zip(runs, runs[1:], strict=False)]
+        gaps = [b - a for a, b in pairwise(runs)]
         if gaps:
             gap = max(gaps)
             best = gap if best is None else min(best, gap)
@@ -198,6 +199,6 @@ def _parse(text: Any) -> datetime | None:
     if isinstance(text, datetime):
         return as_utc(text)
     try:
-        return as_utc(datetime.fromisoformat(str(text).replace("Z", "+00:00"))) if text else None
+        return as_utc(datetime.fromisoformat(str(text))) if text else None
     except ValueError:
         return None
