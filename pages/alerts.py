@@ -137,47 +137,45 @@ def register(ctx: WebContext) -> None:
 
 def _add_forms(ps: PageSession, reload: Any) -> None:
     alerts = ps.ctx.service.alerts
-    with ui.expansion("Add an email channel").classes("w-full"):
-        with ui.row().classes("items-end gap-3"):
-            to = tid(ui.input("Recipients (comma-separated)").classes("w-72"), "email-recipients")
-            host = tid(ui.input("SMTP host"), "email-host")
-            port = tid(ui.number("Port", value=587, min=1, max=65535, format="%d").classes("w-24"), "email-port")
-            security = tid(ui.select({"starttls": "STARTTLS", "tls": "TLS", "none": "none (local relay)"},
-                                     value="starttls", label="Security"), "email-security")
-            user = tid(ui.input("SMTP user (optional)"), "email-user")
-            password = tid(ui.input("SMTP password", password=True), "email-password")
-            sender = tid(ui.input("From (optional)"), "email-sender")
+    with ui.expansion("Add an email channel").classes("w-full"), ui.row().classes("items-end gap-3"):
+        to = tid(ui.input("Recipients (comma-separated)").classes("w-72"), "email-recipients")
+        host = tid(ui.input("SMTP host"), "email-host")
+        port = tid(ui.number("Port", value=587, min=1, max=65535, format="%d").classes("w-24"), "email-port")
+        security = tid(ui.select({"starttls": "STARTTLS", "tls": "TLS", "none": "none (local relay)"},
+                                 value="starttls", label="Security"), "email-security")
+        user = tid(ui.input("SMTP user (optional)"), "email-user")
+        password = tid(ui.input("SMTP password", password=True), "email-password")
+        sender = tid(ui.input("From (optional)"), "email-sender")
 
-            @guarded(ps, "add an email alert channel")
-            async def add_email() -> None:
-                await run.io_bound(lambda: alerts.add_email(
-                    ps.actor, to.value or "", smtp_host=host.value or "", smtp_port=int(port.value or 587),
-                    smtp_user=user.value or None, security=security.value or "starttls",
-                    password=password.value or None, sender=sender.value or None))
-                password.value = ""
-                ui.notify("Email channel added", type="positive")
-                await reload()
+        @guarded(ps, "add an email alert channel")
+        async def add_email() -> None:
+            await run.io_bound(lambda: alerts.add_email(
+                ps.actor, to.value or "", smtp_host=host.value or "", smtp_port=int(port.value or 587),
+                smtp_user=user.value or None, security=security.value or "starttls",
+                password=password.value or None, sender=sender.value or None))
+            password.value = ""
+            ui.notify("Email channel added", type="positive")
+            await reload()
 
-            tid(ui.button("Add email", on_click=add_email), "add-email")
-    with ui.expansion("Add a webhook").classes("w-full"):
-        with ui.row().classes("items-end gap-3"):
-            url = tid(ui.input("URL").classes("w-96"), "webhook-url")
-            secret = tid(ui.input("Signing secret (empty: make one)", password=True), "webhook-secret")
+        tid(ui.button("Add email", on_click=add_email), "add-email")
+    with ui.expansion("Add a webhook").classes("w-full"), ui.row().classes("items-end gap-3"):
+        url = tid(ui.input("URL").classes("w-96"), "webhook-url")
+        secret = tid(ui.input("Signing secret (empty: make one)", password=True), "webhook-secret")
 
-            @guarded(ps, "add a webhook alert channel")
-            async def add_webhook() -> None:
-                given = secret.value or None
-                made = await run.io_bound(alerts.add_webhook, ps.actor, url.value or "", given)
-                secret.value = ""
-                if made is not None and given is None:
-                    with ui.dialog() as d, tid(ui.card(), "webhook-secret-dialog"):
-                        ui.label("The receiver checks X-EHR-Backup-Signature with this secret. Copy it now: it "
-                                 "will not be shown again.")
-                        tid(ui.input(value=made["secret"]).props("readonly").classes("w-[32rem] font-mono"),
-                            "webhook-secret-value")
-                        ui.button("Done", on_click=d.close)
-                    d.open()
-                ui.notify("Webhook added", type="positive")
-                await reload()
+        @guarded(ps, "add a webhook alert channel")
+        async def add_webhook() -> None:
+            given = secret.value or None
+            made = await run.io_bound(alerts.add_webhook, ps.actor, url.value or "", given)
+            secret.value = ""
+            if made is not None and given is None:
+                with ui.dialog() as d, tid(ui.card(), "webhook-secret-dialog"):
+                    ui.label("The receiver checks X-EHR-Backup-Signature with this secret. Copy it now: it "
+                             "will not be shown again.")
+                    tid(ui.input(value=made["secret"]).props("readonly").classes("w-[32rem] font-mono"),
+                        "webhook-secret-value")
+                    ui.button("Done", on_click=d.close)
+                d.open()
+            ui.notify("Webhook added", type="positive")
+            await reload()
 
-            tid(ui.button("Add webhook", on_click=add_webhook), "add-webhook")
+        tid(ui.button("Add webhook", on_click=add_webhook), "add-webhook")

@@ -56,7 +56,7 @@ class Inbox:
         self.envelopes: list[tuple[str, list[str]]] = []
         self.received = threading.Event()
 
-    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:  # noqa: N802 - aiosmtpd's name
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
         self.messages.append(message_from_bytes(envelope.content))
         self.envelopes.append((envelope.mail_from, list(envelope.rcpt_tos)))
         self.received.set()
@@ -138,7 +138,7 @@ def webhook_receiver(secret: str, statuses: list[int] | None = None) -> Iterator
     receiver = Receiver(secret, list(statuses or []))
 
     class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:  # noqa: N802 - http.server's name
+        def do_POST(self) -> None:
             body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
             expected = "sha256=" + hmac.new(receiver.secret.encode(), body, hashlib.sha256).hexdigest()
             signed = hmac.compare_digest(self.headers.get("X-EHR-Backup-Signature", ""), expected)

@@ -314,3 +314,27 @@ def test_the_cli_adds_lists_tests_and_shows_the_history(alert_env: dict[str, str
         assert checked.returncode == 0 and "no open alerts" in checked.stdout
     refused = cli("add-email", "ops@example.org", "--smtp-host", "127.0.0.1", "--smtp-user", "u", stdin="")
     assert refused.returncode == 2 and "give the SMTP password" in refused.stderr
+
+
+def test_a_job_that_ends_wakes_the_alert_loop_which_sends_at_once(alerting: BackupService,
+                                                                  failing: BackupService) -> None:
+    import threading
+    import time
+
+    from ehr_backup.jobs import JobManager
+    with webhook_receiver(SECRET) as hook:
+        alerting.alerts.add_webhook(ACTOR, hook.url, SECRET)
+        stop = threading.Event()
+        loop = threading.Thread(target=alerting.alerts.serve, args=(stop, 3600.0), daemon=True)
+        loop.start()  # its first periodic look is 15 s away: only the poke can make it send sooner
+        try:
+            jobs = JobManager(after=lambda job: alerting.alerts.poke())
+            job = jobs.start(failing.prepare_create(ACTOR, description="nightly"), "tester")
+            assert job.done.wait(60) and job.status == "failed"
+            deadline = time.monotonic() + 10
+            while not hook.got and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert hook.events() == [("backup.failed", "new")]
+        finally:
+            stop.set()
+            loop.join(10)
