@@ -13,6 +13,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from . import __version__
+from .api_alerts import add_routes as add_alert_routes
 from .audit import Actor
 from .auth import AuthService, Principal, require_admin
 from .clientaddr import client_address
@@ -367,6 +368,8 @@ def build_router(ctx: ApiContext) -> APIRouter:
         found.cancel()
         ctx.service.audit.record(who.actor(), "cancel", found.task.target, "ok", found.kind)
         return found.as_dict()
+
+    add_alert_routes(router, ctx, admin)  # ehr_backup/api_alerts.py
 
     @router.get("/openapi.json", include_in_schema=False)
     async def openapi(who: Admin) -> dict[str, Any]:

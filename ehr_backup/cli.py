@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from . import __version__, cli_schedules, demo
+from . import __version__, cli_alerts, cli_schedules, demo
 from .audit import Actor
 from .config import VARIABLES, Settings
 from .errors import BackupError, InvalidInput, RowCountsDiffer
@@ -117,6 +117,7 @@ def _parser() -> argparse.ArgumentParser:
 
     _rotation_commands(cmd)
     cli_schedules.add_commands(cmd)
+    cli_alerts.add_commands(cmd)
 
     c = cmd("decrypt", "decrypt a backup file to plain SQL with only the file and the key")
     c.add_argument("file", metavar="FILE")
@@ -278,7 +279,7 @@ def run(argv: list[str] | None = None) -> int:
         service.reconcile()
         if args.command == "scheduler":
             return cli_schedules.serve(service, args)
-        result = _dispatch(service, args)
+        result = cli_alerts.then_check(service, args.command, lambda: _dispatch(service, args))
     except RowCountsDiffer as exc:
         if as_json:
             print(json.dumps(exc.report, indent=2, ensure_ascii=False))
@@ -340,6 +341,8 @@ def _dispatch(service: Any, args: argparse.Namespace) -> Any:
                              policy=policy, dry_run=args.dry_run, include_discovered=args.include_discovered)
     if args.command == "schedule":
         return cli_schedules.dispatch(service, args, actor)
+    if args.command == "alerts":
+        return cli_alerts.dispatch(service, args, actor)
     if args.command == "pin":
         return service.pin(actor, args.backup_id, args.reason)
     if args.command == "unpin":
@@ -559,6 +562,8 @@ def _print_human(args: argparse.Namespace, result: Any) -> None:
         _print_prune(result)
     elif cmd == "schedule":
         cli_schedules.print_human(args, result)
+    elif cmd == "alerts":
+        cli_alerts.print_human(args, result)
     elif cmd in ("pin", "unpin"):
         print(f"{cmd}ned {result['id']}" + (f": {_printable(result['pinReason'])}" if result["pinned"] else ""))
     elif cmd == "decrypt":

@@ -15,6 +15,7 @@ from typing import IO, Any
 from sqlalchemy.exc import IntegrityError
 
 from . import __version__, clusterinfo, demo, paths, pg, pins, safedir, storage
+from .alerts.service import Alerts
 from .audit import Actor, AuditLog
 from .audit_anchor import FIELD as AUDIT_ANCHOR_FIELD
 from .audit_anchor import find_anchors
@@ -91,6 +92,7 @@ class BackupService:
         self.storage_status = StorageStatus(self)
         self.rotation = Rotation(self)
         self.schedules = Schedules(self)
+        self.alerts = Alerts(self)  # ehr_backup/alerts/: channels, checks, history
 
     # ----- configuration -----------------------------------------------------------------------------
     def connection(self) -> ConnInfo:

@@ -182,7 +182,7 @@ def build(settings: Settings | None = None) -> WebContext:
     service = BackupService(settings)
     service.reconcile()
     auth = AuthService(service.db, service.audit, settings)
-    jobs = JobManager(render=lambda r: render_result(r, service))
+    jobs = JobManager(render=lambda r: render_result(r, service), after=lambda job: service.alerts.poke())
     ctx = WebContext(settings, service, auth, jobs, settings.data_dir / "setup-token",
                      Scheduler(service, start=jobs.start))
 
@@ -228,6 +228,7 @@ def build(settings: Settings | None = None) -> WebContext:
     _flush_refusals_periodically(auth)
     if settings.run_scheduler:
         _run_schedules(ctx.scheduler)
+        _run_alert_checks(service)
     app.on_shutdown(service.db.dispose)
     link = _setup_link(ctx)
     if link:
@@ -291,6 +292,20 @@ def _run_schedules(scheduler: Scheduler) -> None:
     def start() -> None:
         stop.clear()
         threading.Thread(target=scheduler.serve, args=(stop,), name="scheduler", daemon=True).start()
+
+    app.on_startup(start)
+    app.on_shutdown(stop.set)
+
+
+def _run_alert_checks(service: BackupService) -> None:
+    """Check for alerts on a thread of its own while the app is up (every few minutes, and after each job)."""
+    from nicegui import app
+
+    stop = threading.Event()
+
+    def start() -> None:
+        stop.clear()
+        threading.Thread(target=service.alerts.serve, args=(stop,), name="alerts", daemon=True).start()
 
     app.on_startup(start)
     app.on_shutdown(stop.set)
