@@ -14,7 +14,7 @@ from ehr_backup.storage import LOCATIONS
 from .frame import PageSession, guarded, local_time, tid
 from .schedule_dialog import ScheduleDialog, zoned
 
-Reload = Callable[[], Awaitable[Any]]
+Reload = Callable[..., Awaitable[Any]]
 OUTCOME_COLORS = {"succeeded": "positive", "failed": "negative", "skipped": "warning"}
 
 
@@ -47,9 +47,11 @@ def schedules_section(ps: PageSession, host: ui.element, watch: Callable[[Job], 
                 tid(ui.button("New schedule", icon="add_alarm", on_click=new).props("outline"), "schedule-new")
             listing()
 
-    async def load() -> None:
-        state["rows"] = await run.io_bound(service.schedule_list)
-        listing.refresh()
+    async def load(redraw: bool = False) -> None:
+        rows = await run.io_bound(service.schedule_list)
+        if rows is not None and (redraw or rows != state["rows"]):  # as the backup list: unchanged stays put
+            state["rows"] = rows
+            listing.refresh()
 
     card.load = load  # type: ignore[attr-defined]
     return card
@@ -81,7 +83,7 @@ def _schedule_row(ps: PageSession, row: dict[str, Any], host: ui.element, watch:
                     ui.notify(f"Schedule {name} {'enabled' if e.value else 'disabled'}", type="positive")
             except BackupError as exc:
                 ui.notify(exc.message, type="negative", multi_line=True)
-            await load()  # the switch shows what is stored, refused or not
+            await load(True)  # the switch shows what is stored, refused or not
 
         tid(ui.switch("Enabled", value=row["enabled"], on_change=toggle), f"schedule-enabled-{name}")
         with tid(ui.column().classes("gap-0 grow w-40"), f"schedule-outcome-{name}"):
