@@ -291,6 +291,11 @@ def build_router(ctx: ApiContext) -> APIRouter:
         """Unpin a backup."""
         return await asyncio.to_thread(ctx.service.unpin, who.actor(), body.backupId)
 
+    @router.get("/dashboard")
+    async def dashboard(who: Admin) -> dict[str, Any]:
+        """Per database: freshness against its schedule, last verification and drill, open alerts, next run."""
+        return {"databases": await asyncio.to_thread(ctx.service.dashboard)}
+
     @router.get("/schedules")
     async def schedules(who: Admin) -> dict[str, Any]:
         """Every schedule: reading in words, next five runs, last outcome (failing until a run succeeds)."""

@@ -578,6 +578,12 @@ class BackupService:
                                    dry_run=dry_run, include_discovered=include_discovered, expect=expect,
                                    schedule_policies=schedule_policies)
 
+    def dashboard(self) -> Sequence[dict[str, Any]]:
+        """Per database: freshness (green/amber/red), last good backup, verification, drill, alerts, next run."""
+        from .dashboard import overview
+
+        return overview(self)
+
     # ----- schedules (ehr_backup/schedules.py; they run in ehr_backup/scheduler.py) ----------------------
     def schedule_list(self) -> Sequence[dict[str, Any]]:
         """Every schedule with its reading, next runs and last outcome."""
