@@ -13,13 +13,14 @@ from ehr_backup.jobs import Job
 from ehr_backup.storage import LOCATIONS
 from ehr_backup.web import WebContext
 
+from .dashboard import dashboard_card
 from .frame import PageSession, admin_page, guarded, human_size, local_time, tid
 from .jobpanel import JobPanel
 from .kept import kept_databases
 from .restore_dialog import RestoreDialog
-from .storage import storage_card
 from .rotation import rotation_button, rotation_cell
 from .schedules import schedules_section
+from .storage import storage_card
 
 STATUS_COLORS = {"completed": "positive", "running": "info", "failed": "negative", "cancelled": "grey",
                  "missing": "warning", "discovered": "orange"}
@@ -44,6 +45,7 @@ def register(ctx: WebContext) -> None:
             await kept.load()
             await storage.load()
             await schedules.load()
+            await dashboard.load()
 
         def job_done(job: Job) -> None:
             if job.status == "succeeded":
@@ -69,6 +71,8 @@ def register(ctx: WebContext) -> None:
                              "for real use.").classes("bg-orange-100 p-3 rounded w-full"), "demo-banner")
             dialogs = ui.element()  # dialogs live here, outside the list that refreshes under them
             state["dialogs"] = dialogs
+            dashboard = dashboard_card(ps)
+            dashboard()
             _create_card(ps, state, watch)
             jobs_box = ui.column().classes("w-full gap-2")
 
