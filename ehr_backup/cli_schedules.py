@@ -172,6 +172,7 @@ def serve(service: Any, args: argparse.Namespace) -> int:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
+    service.drills.ensure_default_schedule()  # once per installation: weekly-drill (EHR_BACKUP_DRILL_SCHEDULE)
     count = len(service.schedule_list())
     print(f"ehr-backup scheduler: {count} schedule{'s' if count != 1 else ''}; stop with SIGTERM or Ctrl-C",
           flush=True)

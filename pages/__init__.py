@@ -7,10 +7,11 @@ from typing import Any
 
 def register(ctx: Any) -> None:
     """Register every page."""
-    from . import audit, backups, login, modules, users
+    from . import audit, backups, drill_report, login, modules, users
 
     login.register(ctx)
     modules.register(ctx)
     backups.register(ctx)
     audit.register(ctx)
     users.register(ctx)
+    drill_report.register(ctx)

@@ -214,7 +214,8 @@ def test_a_drill_killed_while_loading_leaves_no_scratch_database_after_the_next_
     assert service.audit.entries(action="drill.drop-scratch")[0].outcome == "ok"
 
 
-def test_the_default_weekly_drill_schedule_is_made_once_and_stays_removed(service: BackupService) -> None:
+def test_the_default_weekly_drill_schedule_is_made_once_and_stays_removed(env: dict[str, str]) -> None:
+    service = BackupService(Settings.from_env({**env, "EHR_BACKUP_DRILL_SCHEDULE": ""}))
     assert service.drills.ensure_default_schedule()
     [s] = service.schedule_list()
     assert (s["name"], s["kind"], s["cron"]) == ("weekly-drill", "drill", "0 5 * * 0")
