@@ -125,8 +125,9 @@ def render_pdf(report: dict[str, Any]) -> bytes:
         line(f"{label}: {value}", 10)
     pdf.ln(2)
     line("Phases (seconds)", 12, True, 7)
-    for name, seconds in (report.get("phases") or {}).items():
-        line(f"{name}: {seconds}")
+    phases = report.get("phases") or {}
+    for name in (n for n in ("authenticate", "load", "check") if n in phases):  # the order they ran in
+        line(f"{name}: {phases[name]}")
     pdf.ln(2)
     tables = report.get("tables") or {}
     line(f"Tables ({len(tables)}): rows recorded at backup time vs rows in the restored copy", 12, True, 7)

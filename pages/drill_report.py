@@ -15,6 +15,7 @@ from ehr_backup.web import WebContext
 from .frame import PageSession, admin_page, guarded, local_time, tid
 
 API = "/api/admin/backup"
+PHASES = ("authenticate", "load", "check")  # the order they run in
 
 
 def register(ctx: WebContext) -> None:
@@ -55,7 +56,7 @@ def _report(ps: PageSession, drill: dict[str, Any]) -> None:
              ("App version", (ev.get("app") or {}).get("version")),
              ("Scratch database", f"{drill['scratchDatabase']} ({'dropped' if drill['scratchDropped'] else 'NOT dropped yet'})"),
              ("Recovery time", "—" if drill["recoverySeconds"] is None else f"{drill['recoverySeconds']} s"),
-             ("Phases", ", ".join(f"{k} {v} s" for k, v in (ev.get("phases") or {}).items()) or "—"),
+             ("Phases", ", ".join(f"{k} {ev['phases'][k]} s" for k in PHASES if k in (ev.get("phases") or {})) or "—"),
              ("Report SHA-256 (JSON / PDF)", f"{drill['report']['jsonSha256']} / {drill['report']['pdfSha256']}")]
     with tid(ui.grid(columns="14rem 1fr").classes("w-full gap-x-4 gap-y-1"), "drill-facts"):
         for label, value in facts:

@@ -236,3 +236,36 @@ def test_a_scheduled_drill_takes_the_newest_verified_backup_of_each_database(ser
     [run] = service.schedule_get("drills")["runs"]
     assert run["status"] == "succeeded", run["message"]
     assert [d["backupId"] for d in service.drill_list()] == [newest.id]
+
+
+def test_the_drill_command_prints_json_exits_1_on_failure_and_verifies_reports(service: BackupService,
+                                                                              env: dict[str, str]) -> None:
+    run_sql(env["DATABASE_URL"], TABLES)
+    record = service.create(ACTOR, description="cli drill")
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "ehr_backup.cli", *args], env=cli_env(env), text=True,
+                              capture_output=True, timeout=300)
+
+    added = cli("drill", "check", "add", "count", "--sql", "SELECT count(*) FROM notes", "--expect", "7")
+    assert added.returncode == 0, added.stderr
+    assert cli("drill", "check", "add", "x", "--sql", "SELECT 1").returncode == 2  # neither --expect nor live
+    assert "count: SELECT count(*) FROM notes" in cli("drill", "check", "list").stdout
+    ok = cli("drill", record.id, "--json")
+    assert ok.returncode == 0, ok.stderr
+    result = json.loads(ok.stdout)
+    assert result["outcome"] == "passed" and result["recoverySeconds"] > 0
+    assert result["tables"]["public.patients"] == {"expected": 25, "restored": 25, "ok": True}
+    assert Path(result["report"]["pdf"]).is_file() and Path(result["report"]["json"]).is_file()
+    checked = cli("drill", "verify-report", result["report"]["pdf"])
+    assert checked.returncode == 0 and "ok" in checked.stdout
+    altered = Path(result["report"]["pdf"]).with_name("copy.pdf")
+    altered.write_bytes(Path(result["report"]["pdf"]).read_bytes() + b"\n% appended\n")
+    refused = cli("drill", "verify-report", str(altered))
+    assert refused.returncode == 1 and "altered" in refused.stderr
+    assert cli("drill", "check", "remove", "count").returncode == 0
+    assert cli("drill", "check", "add", "count", "--sql", "SELECT count(*) FROM notes", "--expect", "8").returncode == 0
+    failed = cli("drill", record.id)
+    assert failed.returncode == 1 and "FAILED" in failed.stdout and "checks failed" in failed.stderr
+    listed = json.loads(cli("drill", "list", "--json").stdout)["drills"]
+    assert [d["outcome"] for d in listed] == ["failed", "passed"]
