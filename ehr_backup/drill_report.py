@@ -92,6 +92,7 @@ def _latin(text: Any) -> str:
 def render_pdf(report: dict[str, Any]) -> bytes:
     """The report as a PDF: summary, phases, the table-by-table comparison, the checks."""
     from fpdf import FPDF  # imported here: only drills need it
+    from fpdf.enums import WrapMode
 
     pdf = FPDF(format="A4")
     pdf.set_title(_latin(f"Restore drill {report.get('drillId')}"))
@@ -103,7 +104,7 @@ def render_pdf(report: dict[str, Any]) -> bytes:
     def line(text: Any, size: int = 10, bold: bool = False, h: float = 5) -> None:
         pdf.set_font("Helvetica", "B" if bold else "", size)
         pdf.set_x(pdf.l_margin)
-        pdf.multi_cell(width, h, _latin(text), new_x="LMARGIN", new_y="NEXT", wrapmode="CHAR")
+        pdf.multi_cell(width, h, _latin(text), new_x="LMARGIN", new_y="NEXT", wrapmode=WrapMode.CHAR)
 
     outcome = str(report.get("outcome", "")).upper()
     line(f"Restore drill evidence report - {outcome}", 16, True, 9)
@@ -111,8 +112,8 @@ def render_pdf(report: dict[str, Any]) -> bytes:
     pdf.ln(2)
     b = report.get("backup") or {}
     s = report.get("server") or {}
-    for label, value in (("Drill", report.get("drillId")), ("Drill ran", f"{report.get('startedAt')} to "
-                                                                           f"{report.get('finishedAt')} (UTC)"),
+    ran = f"{report.get('startedAt')} to {report.get('finishedAt')} (UTC)"
+    for label, value in (("Drill", report.get("drillId")), ("Drill ran", ran),
                          ("Run by", report.get("actor")), ("Backup id", b.get("id")),
                          ("Backup file SHA-256", b.get("sha256")), ("Database", b.get("database")),
                          ("Backup made", f"{b.get('createdAt')} by {b.get('createdBy')}"),

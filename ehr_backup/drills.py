@@ -15,6 +15,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 import psycopg
+from sqlalchemy import or_
 from sqlmodel import col, select
 
 from . import __version__, pg
@@ -292,7 +293,8 @@ class Drills:
     def reconcile(self, alive: Any) -> dict[str, int]:
         """Drop scratch databases left by drills that died, and mark those drills failed."""
         with self.s.db.reading() as s:
-            rows = list(s.exec(select(Drill).where((Drill.outcome == "running") | (col(Drill.scratch_dropped).is_(False)))))
+            rows = list(s.exec(select(Drill).where(or_(col(Drill.outcome) == "running",
+                                                      col(Drill.scratch_dropped).is_(False)))))
         dropped = 0
         identity = target = None
         for row in rows:

@@ -618,7 +618,7 @@ class BackupService:
         result: dict[str, Any] = self.prepare_drill(actor, backup_id).run()
         return result
 
-    def drill_list(self, limit: int = 200) -> list[dict[str, Any]]:
+    def drill_list(self, limit: int = 200) -> Sequence[dict[str, Any]]:
         """The newest drills, newest first."""
         return [drill_view(d) for d in self.drills.all(limit)]
 
@@ -654,7 +654,7 @@ class BackupService:
         self.audit.record(actor, "drill.verify-report", _safe_target(str(path)), "ok", f"audit entry {result['auditEntry']}")
         return {**result, "file": str(path)}
 
-    def drill_checks(self) -> list[dict[str, Any]]:
+    def drill_checks(self) -> Sequence[dict[str, Any]]:
         """The check queries every drill runs."""
         return [drill_check_view(c) for c in self.drills.checks.all()]
 

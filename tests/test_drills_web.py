@@ -12,7 +12,7 @@ from ehr_backup.config import Settings
 from ehr_backup.service import BackupService
 
 from .conftest import ACTOR, run_sql
-from .web_helpers import eventually, login
+from .web_helpers import login
 
 API = "/api/admin/backup"
 TABLES = "CREATE TABLE patients (id int); INSERT INTO patients SELECT generate_series(1, 12);"
