@@ -269,3 +269,19 @@ def test_the_drill_command_prints_json_exits_1_on_failure_and_verifies_reports(s
     assert failed.returncode == 1 and "FAILED" in failed.stdout and "checks failed" in failed.stderr
     listed = json.loads(cli("drill", "list", "--json").stdout)["drills"]
     assert [d["outcome"] for d in listed] == ["failed", "passed"]
+
+
+def test_a_drill_can_run_on_a_separate_drill_server(env: dict[str, str], cluster) -> None:
+    db = env["DATABASE_URL"]
+    run_sql(db, TABLES)
+    svc = BackupService(Settings.from_env({**env, "EHR_BACKUP_DRILL_URL": cluster.url()}))
+    try:
+        record = svc.create(ACTOR, description="elsewhere")
+        result = svc.drill(ACTOR, record.id)
+        assert result["outcome"] == "passed", result["message"]
+        assert json.loads(Path(result["report"]["json"]).read_bytes())["server"]["display"].endswith(
+            f":{cluster.port}")
+        assert query(cluster.url(), "SELECT count(*) FROM pg_database WHERE datname LIKE '%\\_\\_drill\\_%'") == [(0,)]
+        assert drill_dbs(db.rsplit("/", 1)[1]) == []
+    finally:
+        svc.db.dispose()
