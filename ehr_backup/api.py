@@ -13,6 +13,7 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from . import __version__
+from .api_alerts import add_routes as add_alert_routes
 from .audit import Actor
 from .auth import AuthService, Principal, require_admin
 from .clientaddr import client_address
@@ -290,6 +291,11 @@ def build_router(ctx: ApiContext) -> APIRouter:
         """Unpin a backup."""
         return await asyncio.to_thread(ctx.service.unpin, who.actor(), body.backupId)
 
+    @router.get("/dashboard")
+    async def dashboard(who: Admin) -> dict[str, Any]:
+        """Per database: freshness against its schedule, last verification and drill, open alerts, next run."""
+        return {"databases": await asyncio.to_thread(ctx.service.dashboard)}
+
     @router.get("/schedules")
     async def schedules(who: Admin) -> dict[str, Any]:
         """Every schedule: reading in words, next five runs, last outcome (failing until a run succeeds)."""
@@ -386,6 +392,7 @@ def build_router(ctx: ApiContext) -> APIRouter:
         data, name = await asyncio.to_thread(ctx.service.drill_report_file, who.actor(), drill_id, kind)
         return Response(data, media_type="application/pdf" if kind == "pdf" else "application/json", headers={
             "Content-Disposition": f'attachment; filename="{name}"', "Cache-Control": "no-store"})
+    add_alert_routes(router, ctx, admin)  # ehr_backup/api_alerts.py
 
     @router.get("/openapi.json", include_in_schema=False)
     async def openapi(who: Admin) -> dict[str, Any]:

@@ -31,6 +31,9 @@ TOKEN_PREFIX = "ehrb_"
 TICKET_SECONDS = 60
 TOUCH_SECONDS = 5
 WRONG_CREDENTIALS = "wrong user name or password"
+# what an API token may do: admin, whatever its user may (an administrator: everything); metrics, only read
+# GET /metrics (a Prometheus server's token; refused everywhere else, whoever its user is)
+SCOPES = ("admin", "metrics")
 
 
 @dataclass(frozen=True)
@@ -42,6 +45,7 @@ class Principal:
     is_admin: bool
     via: str  # "session" | "token" | "cli"
     address: str = ""
+    scope: str = "admin"  # a token's scope (see SCOPES); sessions and the CLI have the user's full rights
 
     def actor(self) -> Actor:
         """The audit actor for this principal."""
@@ -309,20 +313,22 @@ class AuthService:
         return entry.token
 
     # ----- API tokens --------------------------------------------------------------------------------
-    def create_token(self, actor: Actor, username: str, label: str = "") -> str:
-        """Create an API token for a user; the token is returned once and stored hashed."""
+    def create_token(self, actor: Actor, username: str, label: str = "", scope: str = "admin") -> str:
+        """Create an API token for a user (scope: see SCOPES); the token is returned once and stored hashed."""
         label = clean_text(label, 100, "the label")
+        if scope not in SCOPES:
+            raise InvalidInput(f"a token's scope is one of {', '.join(SCOPES)}")
         token = TOKEN_PREFIX + secrets.token_urlsafe(32)
-        self._audit.record(actor, "token.create", username, "started", label)
+        self._audit.record(actor, "token.create", username, "started", f"scope={scope} {label}".rstrip())
         try:
             with self._db.writing() as s:
                 user = self._user(s, username)
                 s.add(ApiToken(user_id=user.id or 0, label=label, token_hash=_digest(token), prefix=token[:12],
-                               created_at=utcnow()))
+                               created_at=utcnow(), scope=scope))
         except BackupError as exc:
             self._audit.record(actor, "token.create", username[:64], "refused", exc.message)
             raise
-        self._audit.record(actor, "token.create", username, "ok", f"{token[:12]}… {label}")
+        self._audit.record(actor, "token.create", username, "ok", f"{token[:12]}… scope={scope} {label}".rstrip())
         return token
 
     def revoke_token(self, actor: Actor, token_id: int) -> None:
@@ -364,11 +370,18 @@ class AuthService:
                 if live is not None:
                     live.last_used_at = utcnow()
                     s.add(live)
-        return Principal(user.id or 0, user.username, user.is_admin, "token", address)
+        return Principal(user.id or 0, user.username, user.is_admin, "token", address, row.scope or "admin")
 
 
 def require_admin(principal: Principal) -> Principal:
-    """Raise Forbidden unless the principal is an administrator."""
+    """Raise Forbidden unless the principal is an administrator acting with full rights (not a metrics token)."""
+    if principal.scope != "admin":
+        raise Forbidden("this token may only read /metrics")
     if not principal.is_admin:
         raise Forbidden("administrators only")
     return principal
+
+
+def may_read_metrics(principal: Principal) -> bool:
+    """Whether the principal may read /metrics: a metrics token (of any enabled user), or an administrator."""
+    return principal.scope == "metrics" or (principal.scope == "admin" and principal.is_admin)

@@ -7,10 +7,12 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import select as sa_select
-from sqlmodel import col, select
+from sqlmodel import col, func, select
 
 from .db import Database
-from .models import BackupRecord, Status
+from .models import BackupRecord, BackupTally, Status
+
+TALLIED = (Status.COMPLETED, Status.FAILED, Status.CANCELLED)  # the outcomes a run of ours ends with
 
 
 def utcnow() -> datetime:
@@ -77,11 +79,32 @@ class Catalogue:
             return set(s.exec(select(BackupRecord.id)).all())
 
     def delete(self, backup_id: str) -> None:
-        """Remove a record."""
+        """Remove a record; a finished run of ours is added to its database's tally (see BackupTally)."""
         with self._db.writing() as s:
             row = s.get(BackupRecord, backup_id)
             if row is not None:
+                if row.origin == "catalogue" and row.status in TALLIED:
+                    tally = s.exec(select(BackupTally).where(BackupTally.database == row.database,
+                                                             BackupTally.outcome == row.status)).first()
+                    tally = tally or BackupTally(database=row.database, outcome=row.status)
+                    tally.count += 1
+                    s.add(tally)
                 s.delete(row)
+
+    def outcome_counts(self) -> dict[tuple[str, str], int]:
+        """Runs of ours by (database, outcome) ever finished: the rows held plus the tallies of deleted ones."""
+        counts: dict[tuple[str, str], int] = {}
+        with self._db.reading() as s:
+            rows = s.execute(sa_select(BackupRecord.database, BackupRecord.status, func.count())  # type: ignore[call-overload]
+                             .where(BackupRecord.origin == "catalogue", col(BackupRecord.status).in_(TALLIED))
+                             .group_by(BackupRecord.database, BackupRecord.status)).all()
+            tallies = s.exec(select(BackupTally)).all()
+        for database, status, n in rows:
+            counts[(database, status)] = counts.get((database, status), 0) + int(n)
+        for tally in tallies:
+            key = (tally.database, tally.outcome)
+            counts[key] = counts.get(key, 0) + tally.count
+        return counts
 
     def fail_interrupted(self, *, reason: str, alive: Callable[[str], bool]) -> list[str]:
         """Mark rows left RUNNING by a crash (whose job is not alive) as FAILED; return their ids."""

@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from . import __version__, cli_drills, cli_schedules, demo
+from . import __version__, cli_alerts, cli_drills, cli_schedules, demo
 from .audit import Actor
 from .config import VARIABLES, Settings
 from .drills import DrillFailed
@@ -119,6 +119,7 @@ def _parser() -> argparse.ArgumentParser:
     _rotation_commands(cmd)
     cli_schedules.add_commands(cmd)
     cli_drills.add_commands(cmd)
+    cli_alerts.add_commands(cmd)
 
     c = cmd("decrypt", "decrypt a backup file to plain SQL with only the file and the key")
     c.add_argument("file", metavar="FILE")
@@ -151,6 +152,9 @@ def _parser() -> argparse.ArgumentParser:
     x = t.add_parser("create", help="create a token for USER; it is printed once, as the last line")
     x.add_argument("user", metavar="USER")
     x.add_argument("--label", default="", help="what the token is for")
+    x.add_argument("--scope", choices=("admin", "metrics"), default="admin",
+                   help="admin (default): the user's full API rights; metrics: only GET /metrics, e.g. for a "
+                        "Prometheus server (refused by every other route)")
     x = t.add_parser("revoke", help="revoke a token by its id (see `token list`)")
     x.add_argument("token_id", metavar="TOKEN_ID", type=int)
     t.add_parser("list", help="list tokens (never their values)").add_argument("--json", action="store_true")
@@ -277,7 +281,7 @@ def run(argv: list[str] | None = None) -> int:
         service.reconcile()
         if args.command == "scheduler":
             return cli_schedules.serve(service, args)
-        result = _dispatch(service, args)
+        result = cli_alerts.then_check(service, args.command, lambda: _dispatch(service, args))
     except RowCountsDiffer as exc:
         if as_json:
             print(json.dumps(exc.report, indent=2, ensure_ascii=False))
@@ -345,6 +349,8 @@ def _dispatch(service: Any, args: argparse.Namespace) -> Any:
         return cli_schedules.dispatch(service, args, actor)
     if args.command == "drill":
         return cli_drills.dispatch(service, args, actor)
+    if args.command == "alerts":
+        return cli_alerts.dispatch(service, args, actor)
     if args.command == "pin":
         return service.pin(actor, args.backup_id, args.reason)
     if args.command == "unpin":
@@ -479,13 +485,13 @@ def _accounts(service: Any, args: argparse.Namespace, actor: Actor) -> Any:
             auth.update_user(actor, args.name, disabled=args.user_command == "disable")
         return {"user": args.name, "done": args.user_command}
     if args.token_command == "create":
-        return {"token": auth.create_token(actor, args.user, args.label)}
+        return {"token": auth.create_token(actor, args.user, args.label, args.scope), "scope": args.scope}
     if args.token_command == "revoke":
         auth.revoke_token(actor, args.token_id)
         return {"revoked": args.token_id}
     names = {u.id: u.username for u in auth.users()}
     return {"tokens": [{"id": t.id, "prefix": t.prefix, "user": names.get(t.user_id), "label": t.label,
-                        "revoked": t.revoked_at is not None} for t in auth.tokens()]}
+                        "scope": t.scope, "revoked": t.revoked_at is not None} for t in auth.tokens()]}
 
 
 def _demo(settings: Settings, args: argparse.Namespace) -> int:
@@ -566,6 +572,8 @@ def _print_human(args: argparse.Namespace, result: Any) -> None:
         cli_schedules.print_human(args, result)
     elif cmd == "drill":
         cli_drills.print_human(args, result)
+    elif cmd == "alerts":
+        cli_alerts.print_human(args, result)
     elif cmd in ("pin", "unpin"):
         print(f"{cmd}ned {result['id']}" + (f": {_printable(result['pinReason'])}" if result["pinned"] else ""))
     elif cmd == "decrypt":
@@ -583,7 +591,8 @@ def _print_human(args: argparse.Namespace, result: Any) -> None:
     elif cmd == "audit":
         print(json.dumps(result))
     elif cmd == "token" and args.token_command == "create":
-        print("API token (shown once; store it now):")
+        print(f"API token{' for GET /metrics only' if result['scope'] == 'metrics' else ''} "
+              "(shown once; store it now):")
         print(result["token"])
     elif cmd == "user" and args.user_command == "list":
         for u in result["users"]:
@@ -594,7 +603,7 @@ def _print_human(args: argparse.Namespace, result: Any) -> None:
     elif cmd == "token" and args.token_command == "list":
         for t in result["tokens"]:
             print(f"{t['id']:>4}  {t['prefix']}…  {t['user']:<20} {'revoked' if t['revoked'] else 'active':<8} "
-                  f"{_printable(t['label'])}")
+                  f"{t['scope']:<8} {_printable(t['label'])}")
     else:
         print(json.dumps(result))
 

@@ -163,7 +163,7 @@ def serve(service: Any, args: argparse.Namespace) -> int:
     if not args.poll > 0:
         raise InvalidInput("--poll must be a positive number of seconds")
     logging.getLogger("ehr_backup").setLevel(logging.INFO)
-    jobs = JobManager()
+    jobs = JobManager(after=lambda job: service.alerts.poke())
     scheduler = Scheduler(service, start=jobs.start)
     stop = threading.Event()
 
@@ -178,6 +178,8 @@ def serve(service: Any, args: argparse.Namespace) -> int:
           flush=True)
     worker = threading.Thread(target=scheduler.serve, args=(stop, args.poll), name="scheduler", daemon=True)
     worker.start()
+    alerts = threading.Thread(target=service.alerts.serve, args=(stop,), name="alerts", daemon=True)
+    alerts.start()  # the headless scheduler checks for alerts, as the web app does
     while not stop.wait(1.0):
         pass
     worker.join(timeout=30)

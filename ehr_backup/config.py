@@ -45,6 +45,14 @@ VARIABLES = {
     "EHR_BACKUP_SCHEDULER": "1 (default): the web app runs the schedules; 0 when `ehr-backup scheduler` runs them "
                             "instead (both at once is safe: each due run happens once)",
     "EHR_BACKUP_FILL_WARN_DAYS": "warn when a location is forecast to fill within this many days (default 14)",
+    "EHR_BACKUP_ALERT_REPEAT_HOURS": "send an alert that is still open again after this many hours (default 24)",
+    "EHR_BACKUP_ALERT_CHECK_MINUTES": "how often the process that runs the schedules checks for alerts (default 5; "
+                                      "also right after each backup, verification or scheduled run)",
+    "EHR_BACKUP_MAX_BACKUP_AGE_HOURS": "alert when the configured database has no successful backup this many "
+                                       "hours old and no backup schedule says otherwise (default 0: off)",
+    "EHR_BACKUP_PUBLIC_URL": "the app's address as people reach it, for the link in alerts, e.g. "
+                             "https://backup.example.org (default: http://EHR_BACKUP_HOST:EHR_BACKUP_PORT)",
+    "EHR_BACKUP_SMTP_PASSWORD": "the SMTP password of email alert channels that have a user but no stored password",
     "EHR_BACKUP_KEEP_PREVIOUS_HOURS": "how long a database replaced by a restore is kept for rollback before it is "
                                       "dropped (default 72; checked at start-up)",
     "EHR_BACKUP_SAFETY_KEEP_DAYS": "rotation removes safety backups (taken before a recreate restore) older than "
@@ -70,6 +78,9 @@ VARIABLES = {
     "EHR_BACKUP_DRILL_SCHEDULE": "cron expression of the `weekly-drill` schedule created once at the first start "
                                  "(default `0 5 * * 0`, Sundays 05:00); off: create none",
     "EHR_BACKUP_DRILL_CHECK_TIMEOUT": "seconds a drill's check query may run (default 30)",
+    "EHR_BACKUP_METRICS_PUBLIC": "1: GET /metrics answers without a token (e.g. behind a firewall that only lets "
+                                 "the Prometheus server in); 0 (default): an administrator's token or session, "
+                                 "or a metrics token (`ehr-backup token create USER --scope metrics`)",
 }
 
 
@@ -149,6 +160,11 @@ class Settings:
     verify_after_backup: bool = True
     reverify_days: int = 30
     fill_warn_days: int = 14
+    alert_repeat_hours: int = 24
+    alert_check_minutes: int = 5
+    max_backup_age_hours: int = 0  # 0: off
+    public_url: str | None = None
+    smtp_password: str | None = field(default=None, repr=False)
     safety_keep_days: int = 30
     pg_bin: str | None = None
     min_free_mb: int = 1024
@@ -166,6 +182,7 @@ class Settings:
     drill_url: str | None = field(default=None, repr=False)
     drill_schedule: str | None = "0 5 * * 0"  # None: no default drill schedule
     drill_check_timeout: int = 30
+    metrics_public: bool = False
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -194,8 +211,14 @@ class Settings:
             keep_previous_hours=_int(env, "EHR_BACKUP_KEEP_PREVIOUS_HOURS", 72, 0, 24 * 365),
             verify_after_backup=_flag(env, "EHR_BACKUP_VERIFY_AFTER_BACKUP", True),
             run_scheduler=_flag(env, "EHR_BACKUP_SCHEDULER", True),
+            metrics_public=_flag(env, "EHR_BACKUP_METRICS_PUBLIC", False),
             reverify_days=_int(env, "EHR_BACKUP_REVERIFY_DAYS", 30, 1, 3650),
             fill_warn_days=_int(env, "EHR_BACKUP_FILL_WARN_DAYS", 14, 0, 3650),
+            alert_repeat_hours=_int(env, "EHR_BACKUP_ALERT_REPEAT_HOURS", 24, 1, 24 * 365),
+            alert_check_minutes=_int(env, "EHR_BACKUP_ALERT_CHECK_MINUTES", 5, 1, 24 * 60),
+            max_backup_age_hours=_int(env, "EHR_BACKUP_MAX_BACKUP_AGE_HOURS", 0, 0, 24 * 3650),
+            public_url=_public_url(env.get("EHR_BACKUP_PUBLIC_URL", "")),
+            smtp_password=env.get("EHR_BACKUP_SMTP_PASSWORD") or None,
             safety_keep_days=_int(env, "EHR_BACKUP_SAFETY_KEEP_DAYS", 30, 0, 36500),
             pg_bin=env.get("EHR_BACKUP_PG_BIN") or None,
             min_free_mb=_int(env, "EHR_BACKUP_MIN_FREE_MB", 1024, 0, 10**9),
@@ -235,3 +258,11 @@ def _drill_schedule(raw: str) -> str | None:
     if value.lower() in ("0", "off", "no", "false", "none"):
         return None
     return value or "0 5 * * 0"
+def _public_url(raw: str) -> str | None:
+    """Validate EHR_BACKUP_PUBLIC_URL: an http(s) address, or None."""
+    value = raw.strip().rstrip("/")
+    if not value:
+        return None
+    if not value.startswith(("http://", "https://")) or any(c.isspace() for c in value) or "@" in value:
+        raise ConfigError("EHR_BACKUP_PUBLIC_URL must be an http:// or https:// address without credentials")
+    return value

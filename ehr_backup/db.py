@@ -15,6 +15,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import Session, SQLModel, create_engine
 
 from . import models  # noqa: F401 - registers the tables
+from .alerts import tables as _alert_tables  # noqa: F401 - registers the alert tables
 from .errors import StorageError
 
 # Columns added after a table was first created: create_all makes new tables, never new columns,
@@ -25,6 +26,7 @@ ADDED_COLUMNS = [
     ("backups", "pinned", "BOOLEAN NOT NULL DEFAULT 0"),
     ("backups", "pin_reason", "VARCHAR"),
     ("backups", "schedule", "VARCHAR"),
+    ("api_tokens", "scope", "VARCHAR NOT NULL DEFAULT 'admin'"),
 ]
 
 

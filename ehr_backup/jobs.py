@@ -52,10 +52,11 @@ class Job:
 class JobManager:
     """Start tasks on threads and keep the most recent jobs for inspection."""
 
-    def __init__(self, render: Any = None) -> None:
+    def __init__(self, render: Any = None, after: Any = None) -> None:
         self._jobs: dict[str, Job] = {}
         self._lock = threading.Lock()
         self._render = render or (lambda r: r)
+        self._after = after  # called with each finished job (the alert check is poked); must not block
 
     def start(self, task: Task, started_by: str) -> Job:
         """Run a prepared task in the background."""
@@ -84,6 +85,11 @@ class JobManager:
         finally:
             job.finished = time.time()
             job.done.set()
+            if self._after is not None:
+                try:
+                    self._after(job)
+                except Exception:  # a hook never changes how the job ended
+                    log.warning("after-job hook failed for job %s", job.id, exc_info=True)
 
     def get(self, job_id: str) -> Job | None:
         """A job by id."""

@@ -100,6 +100,7 @@ class ApiToken(SQLModel, table=True):
     created_at: datetime
     last_used_at: datetime | None = None
     revoked_at: datetime | None = None
+    scope: str = "admin"  # admin: the user's full API rights; metrics: GET /metrics only (for Prometheus)
 
 
 class WebSession(SQLModel, table=True):
@@ -266,3 +267,14 @@ class AppSetting(SQLModel, table=True):
     key: str = Field(primary_key=True)
     value: str = ""
     updated_at: datetime
+class BackupTally(SQLModel, table=True):
+    """Backups of a database that ended with an outcome and were deleted since: with the catalogue's rows,
+    the run counts /metrics reports stay counters (they never go down when rotation deletes a backup)."""
+
+    __tablename__ = "backup_tallies"
+    __table_args__ = (UniqueConstraint("database", "outcome"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    database: str
+    outcome: str  # completed | failed | cancelled
+    count: int = 0

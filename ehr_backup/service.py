@@ -15,6 +15,7 @@ from typing import IO, Any
 from sqlalchemy.exc import IntegrityError
 
 from . import __version__, clusterinfo, demo, drill_report, paths, pg, pins, safedir, storage
+from .alerts.service import Alerts
 from .audit import Actor, AuditLog
 from .audit_anchor import FIELD as AUDIT_ANCHOR_FIELD
 from .audit_anchor import find_anchors
@@ -95,6 +96,7 @@ class BackupService:
         self.rotation = Rotation(self)
         self.schedules = Schedules(self)
         self.drills = Drills(self)
+        self.alerts = Alerts(self)  # ehr_backup/alerts/: channels, checks, history
 
     # ----- configuration -----------------------------------------------------------------------------
     def connection(self) -> ConnInfo:
@@ -580,6 +582,12 @@ class BackupService:
         return self.rotation.prune(actor, database=database, location=location, schedule=schedule, policy=policy,
                                    dry_run=dry_run, include_discovered=include_discovered, expect=expect,
                                    schedule_policies=schedule_policies)
+
+    def dashboard(self) -> Sequence[dict[str, Any]]:
+        """Per database: freshness (green/amber/red), last good backup, verification, drill, alerts, next run."""
+        from .dashboard import overview
+
+        return overview(self)
 
     # ----- schedules (ehr_backup/schedules.py; they run in ehr_backup/scheduler.py) ----------------------
     def schedule_list(self) -> Sequence[dict[str, Any]]:

@@ -21,6 +21,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.middleware.base import BaseHTTPMiddleware, RequestResponseEndpoint
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from . import monitoring
 from .api import SESSION_COOKIE, ApiContext, authenticate, build_router, error_response
 from .audit import Actor
 from .auth import AuthService, Principal
@@ -182,7 +183,7 @@ def build(settings: Settings | None = None) -> WebContext:
     service.reconcile()
     service.drills.ensure_default_schedule()  # once per installation: weekly-drill (EHR_BACKUP_DRILL_SCHEDULE)
     auth = AuthService(service.db, service.audit, settings)
-    jobs = JobManager(render=lambda r: render_result(r, service))
+    jobs = JobManager(render=lambda r: render_result(r, service), after=lambda job: service.alerts.poke())
     ctx = WebContext(settings, service, auth, jobs, settings.data_dir / "setup-token",
                      Scheduler(service, start=jobs.start))
 
@@ -197,6 +198,7 @@ def build(settings: Settings | None = None) -> WebContext:
     app.add_middleware(BrowserNonce)
     app.add_middleware(ClientAddress, proxies=settings.trusted_proxies)
     app.include_router(build_router(api_ctx))
+    app.include_router(monitoring.build_router(api_ctx))  # /metrics, /healthz, /readyz
 
     async def on_backup_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, BackupError)
@@ -227,6 +229,7 @@ def build(settings: Settings | None = None) -> WebContext:
     _flush_refusals_periodically(auth)
     if settings.run_scheduler:
         _run_schedules(ctx.scheduler)
+        _run_alert_checks(service)
     app.on_shutdown(service.db.dispose)
     link = _setup_link(ctx)
     if link:
@@ -290,6 +293,20 @@ def _run_schedules(scheduler: Scheduler) -> None:
     def start() -> None:
         stop.clear()
         threading.Thread(target=scheduler.serve, args=(stop,), name="scheduler", daemon=True).start()
+
+    app.on_startup(start)
+    app.on_shutdown(stop.set)
+
+
+def _run_alert_checks(service: BackupService) -> None:
+    """Check for alerts on a thread of its own while the app is up (every few minutes, and after each job)."""
+    from nicegui import app
+
+    stop = threading.Event()
+
+    def start() -> None:
+        stop.clear()
+        threading.Thread(target=service.alerts.serve, args=(stop,), name="alerts", daemon=True).start()
 
     app.on_startup(start)
     app.on_shutdown(stop.set)

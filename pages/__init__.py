@@ -7,7 +7,7 @@ from typing import Any
 
 def register(ctx: Any) -> None:
     """Register every page."""
-    from . import audit, backups, drill_report, login, modules, users
+    from . import alerts, audit, backups, drill_report, login, modules, users
 
     login.register(ctx)
     modules.register(ctx)
@@ -15,3 +15,4 @@ def register(ctx: Any) -> None:
     audit.register(ctx)
     users.register(ctx)
     drill_report.register(ctx)
+    alerts.register(ctx)

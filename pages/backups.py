@@ -38,8 +38,10 @@ def register(ctx: WebContext) -> None:
 
         async def reload() -> None:
             location = None if state["location"] == "all" else state["location"]
-            state["rows"] = await run.io_bound(service.list, location=location) or []
-            backup_list.refresh()
+            rows = await run.io_bound(service.list, location=location) or []
+            if rows != state["rows"]:  # redraw only a changed list: a click on a button being replaced is lost
+                state["rows"] = rows
+                backup_list.refresh()
             await kept.load()
             await storage.load()
             await schedules.load()

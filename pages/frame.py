@@ -110,7 +110,7 @@ def header(ps: PageSession, title: str, origin: str) -> None:
         ui.space()
         if ps.principal.is_admin:
             for label, path in (("Backups", "/admin/backup"), ("Audit log", "/admin/audit"),
-                                ("Users", "/admin/users")):
+                                ("Users", "/admin/users"), ("Alerts", "/admin/alerts")):
                 tid(ui.link(label, f"{path}?from={origin}").classes(f"{accent['text']} no-underline"),
                     f"nav-{label.split()[0].lower()}")
         ui.label(f"{ps.principal.username}{' (admin)' if ps.principal.is_admin else ''}")

@@ -14,39 +14,44 @@ from ehr_backup.storage import LOCATIONS
 from .frame import PageSession, guarded, local_time, tid
 from .schedule_dialog import ScheduleDialog, zoned
 
-Reload = Callable[[], Awaitable[Any]]
+Reload = Callable[..., Awaitable[Any]]
 OUTCOME_COLORS = {"succeeded": "positive", "failed": "negative", "skipped": "warning"}
 
 
 def schedules_section(ps: PageSession, host: ui.element, watch: Callable[[Job], Any]) -> Any:
-    """A refreshable card of the schedules (dialogs go in `host`, Run now's job to `watch`); `.load()` redraws."""
+    """The schedules card (dialogs go in `host`, Run now's job to `watch`); `.load()` fetches and redraws its list."""
     service = ps.ctx.service
     state: dict[str, Any] = {"rows": None}
-
-    async def load() -> None:
-        state["rows"] = await run.io_bound(service.schedule_list)
-        card.refresh()
 
     async def new() -> None:
         if await ps.check("new schedule"):
             await ScheduleDialog(ps, host, load).open()
 
     @ui.refreshable
+    def listing() -> None:
+        rows = state["rows"]
+        if rows is None:
+            ui.label("Loading…").classes("text-sm")
+        elif not rows:
+            tid(ui.label("No schedules yet: backups are made only when someone asks."), "no-schedules")
+        for row in rows or []:
+            _schedule_row(ps, row, host, watch, load)
+
     def card() -> None:
         with tid(ui.card().classes("w-full"), "schedules-section"):
             with ui.row().classes("items-center w-full"):
                 ui.label("Schedules").classes("text-lg font-bold")
                 ui.space()
+                # outside the part that redraws: the list reloads whenever a job ends, and a click on a
+                # button being replaced would be lost
                 tid(ui.button("New schedule", icon="add_alarm", on_click=new).props("outline"), "schedule-new")
-            rows = state["rows"]
-            if rows is None:
-                ui.label("Loading…").classes("text-sm")
-                return
-            if not rows:
-                tid(ui.label("No schedules yet: backups are made only when someone asks."), "no-schedules")
-                return
-            for row in rows:
-                _schedule_row(ps, row, host, watch, load)
+            listing()
+
+    async def load(redraw: bool = False) -> None:
+        rows = await run.io_bound(service.schedule_list)
+        if rows is not None and (redraw or rows != state["rows"]):  # as the backup list: unchanged stays put
+            state["rows"] = rows
+            listing.refresh()
 
     card.load = load  # type: ignore[attr-defined]
     return card
@@ -79,7 +84,7 @@ def _schedule_row(ps: PageSession, row: dict[str, Any], host: ui.element, watch:
                     ui.notify(f"Schedule {name} {'enabled' if e.value else 'disabled'}", type="positive")
             except BackupError as exc:
                 ui.notify(exc.message, type="negative", multi_line=True)
-            await load()  # the switch shows what is stored, refused or not
+            await load(True)  # the switch shows what is stored, refused or not
 
         tid(ui.switch("Enabled", value=row["enabled"], on_change=toggle), f"schedule-enabled-{name}")
         with tid(ui.column().classes("gap-0 grow w-40"), f"schedule-outcome-{name}"):
@@ -93,6 +98,8 @@ def _schedule_row(ps: PageSession, row: dict[str, Any], host: ui.element, watch:
                 if started.handle is not None:
                     watch(started.handle)
                     ui.notify(f"Schedule {name} started", type="info")
+                else:
+                    ui.notify(f"Schedule {name} could not start: its last outcome says why", type="warning")
                 await load()  # a run that could not start is recorded as failed: show it
 
             @guarded(ps, f"edit schedule {name}")

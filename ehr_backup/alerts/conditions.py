@@ -1,0 +1,204 @@
+"""Collect the facts alerts are about: failed backups, verifications, drills and scheduled runs, overdue
+backups, low or filling storage, and an audit chain that does not verify.
+
+Each collector reads what the service already knows; one that fails is logged and skipped, so a broken
+check never hides the others. Messages carry catalogue errors, with credentials in URLs and conninfo
+strings blanked, and never dump contents.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Callable, Iterable, Sequence
+from datetime import datetime, timedelta
+from itertools import pairwise
+from typing import TYPE_CHECKING, Any
+
+from .. import cron, demo
+from ..catalogue import as_utc
+from ..errors import BackupError
+from ..models import Status
+from ..pg import ConnInfo
+from .state import Condition
+
+if TYPE_CHECKING:
+    from ..service import BackupService
+
+log = logging.getLogger("ehr_backup.alerts")
+MAX_MESSAGE = 600
+MIN_GRACE = timedelta(hours=1)  # a scheduled backup may take a while, and be retried, before it is late
+_URL_CREDENTIALS = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^/\s@]*@")
+_KEY_VALUES = re.compile(r"(?i)\b(password|passwd|pwd|secret|token|key|sslpassword)\s*[=:]\s*\S+")
+
+
+def clean_message(text: Any, limit: int = MAX_MESSAGE) -> str:
+    """An error for a message: one line, printable, bounded, with credentials in URLs or key=value blanked."""
+    value = str(text or "")
+    value = _URL_CREDENTIALS.sub(r"\1***@", value)
+    value = _KEY_VALUES.sub(lambda m: f"{m.group(1)}=***", value)
+    value = " ".join("".join(c if c.isprintable() else " " for c in value).split())
+    return value[:limit]
+
+
+def expected_interval(expressions: Iterable[tuple[str, str]], now: datetime) -> timedelta | None:
+    """The longest gap between consecutive fire times of the most frequent schedule (cron, zone), or None."""
+    best: timedelta | None = None
+    for expression, zone in expressions:
+        runs = cron.next_runs(expression, zone, now, 8)
+        gaps = [b - a for a, b in pairwise(runs)]
+        if gaps:
+            gap = max(gaps)
+            best = gap if best is None else min(best, gap)
+    return best
+
+
+def grace(interval: timedelta) -> timedelta:
+    """How late a scheduled backup may be before it is overdue: a quarter of the interval, at least an hour."""
+    return max(MIN_GRACE, interval / 4)
+
+
+def overdue(database: str, last_success: datetime | None, reference: datetime | None,
+            interval: timedelta | None, max_age: timedelta | None, now: datetime) -> Condition | None:
+    """Pure: the overdue condition of a database, from its schedule's interval (else a maximum age)."""
+    if interval is not None:
+        allowed, why = interval + grace(interval), "its schedule"
+    elif max_age is not None:
+        allowed, why = max_age, "EHR_BACKUP_MAX_BACKUP_AGE_HOURS"
+    else:
+        return None
+    start = last_success or reference
+    if start is None or now - start <= allowed:
+        return None
+    hours = allowed.total_seconds() / 3600
+    last = f"the last one finished {start:%Y-%m-%d %H:%M} UTC" if last_success else "there has been none yet"
+    return Condition(f"backup.overdue:{database}", "backup.overdue",
+                     f"no successful backup of {database} within {hours:.1f} hours (expected by {why}); {last}",
+                     start + allowed, database=database)
+
+
+class Collector:
+    """The current conditions of one installation."""
+
+    def __init__(self, service: BackupService) -> None:
+        self.s = service
+
+    def collect(self, now: datetime) -> list[Condition]:
+        """Every condition that holds now."""
+        out: list[Condition] = []
+        checks: Sequence[Callable[[datetime], list[Condition]]] = (
+            self.backups, self.verifications, self.drills, self.overdue, self.storage, self.schedules, self.audit)
+        for check in checks:
+            try:
+                out.extend(check(now))
+            except (BackupError, OSError, ValueError) as exc:
+                log.warning("alert check %s skipped: %s", check.__name__, clean_message(getattr(exc, "message", exc)))
+        return out
+
+    def backups(self, now: datetime) -> list[Condition]:
+        """The newest attempt at backing up a database failed."""
+        seen: set[str] = set()
+        out = []
+        for r in self.s.catalogue.all():  # newest first
+            if r.kind == "safety" or r.status not in (Status.COMPLETED, Status.FAILED) or r.database in seen:
+                continue
+            seen.add(r.database)
+            if r.status == Status.FAILED:
+                at = as_utc(r.finished_at) or as_utc(r.created_at) or now
+                out.append(Condition(f"backup.failed:{r.database}", "backup.failed",
+                                     f"backup {r.id} of {r.database} failed at {at:%Y-%m-%d %H:%M} UTC"
+                                     f"{' while ' + r.step if r.step else ''}: {clean_message(r.error)}",
+                                     at, database=r.database, location=r.location))
+        return out
+
+    def verifications(self, now: datetime) -> list[Condition]:
+        """A stored backup whose latest verification failed."""
+        out = []
+        for r in self.s.catalogue.all():
+            if r.verify_ok is False and r.status in (Status.COMPLETED, Status.DISCOVERED):
+                at = as_utc(r.verified_at) or now
+                out.append(Condition(f"verify.failed:{r.id}", "verify.failed",
+                                     f"verification of backup {r.id} of {r.database} failed at "
+                                     f"{at:%Y-%m-%d %H:%M} UTC: {clean_message(r.verify_message)}",
+                                     at, database=r.database, location=r.location))
+        return out
+
+    def drills(self, now: datetime) -> list[Condition]:
+        """The newest restore drill of a database failed (when drills exist in this version)."""
+        drills = getattr(self.s, "drills", None)
+        if drills is None or not hasattr(drills, "latest"):
+            return []
+        out = []
+        for d in drills.latest():
+            if d.get("outcome") != "failed":
+                continue
+            at = _parse(d.get("at")) or now
+            database = str(d.get("database") or "")
+            out.append(Condition(f"drill.failed:{database}", "drill.failed",
+                                 f"restore drill of backup {d.get('backupId')} ({database}) failed at "
+                                 f"{at:%Y-%m-%d %H:%M} UTC: {clean_message(d.get('message'))}", at, database=database))
+        return out
+
+    def configured_database(self) -> str | None:
+        """The configured database's name, without starting the demo cluster."""
+        url = self.s.settings.database_url or demo.database_url(self.s.settings.data_dir)
+        return ConnInfo.parse(url).dbname if url else None
+
+    def overdue(self, now: datetime) -> list[Condition]:
+        """No successful backup of the configured database within its expected interval."""
+        database = self.configured_database()
+        if database is None:
+            return []
+        scheduled = [s for s in self.s.schedules.all() if s.enabled and s.kind == "backup"]
+        interval = expected_interval(((s.cron, s.timezone) for s in scheduled), now)
+        hours = self.s.settings.max_backup_age_hours
+        good = [r for r in self.s.catalogue.all(database=database) if r.status == Status.COMPLETED]
+        last = max((as_utc(r.finished_at) or as_utc(r.created_at) for r in good), default=None)  # type: ignore[type-var]
+        reference = min((as_utc(s.created_at) for s in scheduled), default=None)  # type: ignore[type-var]
+        found = overdue(database, last, reference, interval, timedelta(hours=hours) if hours else None, now)
+        return [found] if found else []
+
+    def storage(self, now: datetime) -> list[Condition]:
+        """A location below its free-space threshold or forecast to fill soon."""
+        out = []
+        for loc in self.s.status().get("locations", []):
+            if not loc.get("warnings"):
+                continue
+            name = loc["key"] if loc["key"] != "custom" else f"custom:{loc['path']}"
+            out.append(Condition(f"storage.low:{name}", "storage.low",
+                                 f"backup location {name} ({loc['path']}): {'; '.join(loc['warnings'])}",
+                                 now, location=name))
+        return out
+
+    def schedules(self, now: datetime) -> list[Condition]:
+        """A schedule whose newest finished run failed (until a run succeeds)."""
+        database = self.configured_database() or ""
+        out = []
+        for s in self.s.schedule_list():
+            if not s.get("failing"):
+                continue
+            last = s.get("lastRun") or {}
+            at = _parse(last.get("finishedAt")) or now
+            out.append(Condition(f"schedule.failed:{s['name']}", "schedule.failed",
+                                 f"the scheduled {s['kind']} {s['name']} failed at {at:%Y-%m-%d %H:%M} UTC: "
+                                 f"{clean_message(s.get('failure'))}", at,
+                                 database=database if s["kind"] == "backup" else "", location=s.get("location") or ""))
+        return out
+
+    def audit(self, now: datetime) -> list[Condition]:
+        """The audit log's hash chain does not verify."""
+        report = self.s.verify_audit()
+        if report.ok:
+            return []
+        where = f" (first bad entry {report.first_bad})" if report.first_bad is not None else ""
+        return [Condition("audit.broken", "audit.broken",
+                          f"the audit log does not verify{where}: {clean_message(report.reason)}", now)]
+
+
+def _parse(text: Any) -> datetime | None:
+    if isinstance(text, datetime):
+        return as_utc(text)
+    try:
+        return as_utc(datetime.fromisoformat(str(text))) if text else None
+    except ValueError:
+        return None

@@ -1,0 +1,86 @@
+"""REST routes under /api/admin/backup/alerts: channels, test, check, open alerts, history (admin only).
+
+No `from __future__ import annotations`: FastAPI must see the route signatures' real types.
+"""
+
+import asyncio
+from collections.abc import Callable
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Depends, Query, Request
+from pydantic import BaseModel, ConfigDict, Field
+
+from .auth import Principal
+
+
+class WebhookBody(BaseModel):
+    """POST /alerts/webhooks: the URL, and a secret (made and returned once when left out)."""
+
+    model_config = ConfigDict(extra="forbid")
+    url: str = Field(max_length=2000)
+    secret: str | None = Field(default=None, max_length=500)
+
+
+class EmailBody(BaseModel):
+    """POST /alerts/emails: recipients and the SMTP server; the password is stored encrypted."""
+
+    model_config = ConfigDict(extra="forbid")
+    recipients: list[str] = Field(max_length=20)
+    smtpHost: str = Field(max_length=253)
+    smtpPort: int | None = Field(default=None, ge=1, le=65535)
+    smtpUser: str | None = Field(default=None, max_length=200)
+    smtpPassword: str | None = Field(default=None, max_length=500)
+    security: Literal["starttls", "tls", "none"] = "starttls"
+    sender: str | None = Field(default=None, max_length=320)
+
+
+def add_routes(router: APIRouter, ctx: Any, admin: Callable[[Request], Principal]) -> None:
+    """Add the alert routes to the admin router (`admin`: the dependency that finds the administrator)."""
+    Admin = Annotated[Principal, Depends(admin)]
+
+    @router.get("/alerts")
+    async def alerts(who: Admin) -> dict[str, Any]:
+        """Channels (secrets only as set / not set), open alerts and the thresholds in force."""
+        a = ctx.service.alerts
+        return await asyncio.to_thread(lambda: {"channels": a.channels(), "open": a.open_alerts(),
+                                                "thresholds": a.thresholds()})
+
+    @router.post("/alerts/webhooks", status_code=201)
+    async def add_webhook(body: WebhookBody, who: Admin) -> dict[str, Any]:
+        """Add a signed JSON webhook; a secret made here is in the answer, once."""
+        return await asyncio.to_thread(ctx.service.alerts.add_webhook, who.actor(), body.url, body.secret)
+
+    @router.post("/alerts/emails", status_code=201)
+    async def add_email(body: EmailBody, who: Admin) -> dict[str, Any]:
+        """Add an email channel."""
+        return await asyncio.to_thread(lambda: ctx.service.alerts.add_email(
+            who.actor(), body.recipients, smtp_host=body.smtpHost, smtp_port=body.smtpPort, smtp_user=body.smtpUser,
+            security=body.security, password=body.smtpPassword, sender=body.sender))
+
+    @router.delete("/alerts/channels/{channel_id}")
+    async def remove_channel(channel_id: int, who: Admin) -> dict[str, Any]:
+        """Remove a channel (its history stays)."""
+        await asyncio.to_thread(ctx.service.alerts.remove, who.actor(), channel_id)
+        return {"removed": channel_id}
+
+    @router.post("/alerts/test")
+    async def test(who: Admin) -> dict[str, Any]:
+        """Send a test alert to every channel; each outcome is in the answer and the history."""
+        return await asyncio.to_thread(ctx.service.alerts.test, who.actor())
+
+    @router.post("/alerts/check")
+    async def check(who: Admin) -> dict[str, Any]:
+        """Check the conditions now and send what is due (409 while another check runs)."""
+        result: dict[str, Any] = await asyncio.to_thread(ctx.service.alerts.check)
+        ctx.service.audit.record(who.actor(), "alert-check", "alerts", "ok", f"{len(result['open'])} open")
+        return result
+
+    @router.get("/alerts/open")
+    async def open_alerts(who: Admin) -> dict[str, Any]:
+        """Alerts open now (as of the last check)."""
+        return {"open": await asyncio.to_thread(ctx.service.alerts.open_alerts)}
+
+    @router.get("/alerts/history")
+    async def history(who: Admin, limit: int = Query(default=100, ge=1, le=2000)) -> dict[str, Any]:
+        """Alerts sent or failed to send, newest first."""
+        return {"history": await asyncio.to_thread(ctx.service.alerts.history, limit)}
