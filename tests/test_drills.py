@@ -285,3 +285,23 @@ def test_a_drill_can_run_on_a_separate_drill_server(env: dict[str, str], cluster
         assert drill_dbs(db.rsplit("/", 1)[1]) == []
     finally:
         svc.db.dispose()
+
+
+def test_metrics_and_alerts_read_the_real_drills(service: BackupService, env: dict[str, str]) -> None:
+    from ehr_backup import metrics
+
+    from .test_metrics import parse, value
+    run_sql(env["DATABASE_URL"], TABLES)
+    good = service.create(ACTOR, description="good")
+    passed = service.drill(ACTOR, good.id)
+    s = parse(metrics.render(metrics.make_registry(service, list)).decode())
+    assert value(s, "ehr_backup_last_drill_success", database=good.database) == 1
+    assert value(s, "ehr_backup_last_drill_recovery_seconds", database=good.database) == passed["recoverySeconds"]
+    bad = service.create(ACTOR, description="bad")
+    reseal(service, bad.id, lambda t: t["tableRowCounts"].update({"public.notes": 1}))
+    with pytest.raises(DrillFailed):
+        service.drill(ACTOR, bad.id)
+    s = parse(metrics.render(metrics.make_registry(service, list)).decode())
+    assert value(s, "ehr_backup_last_drill_success", database=good.database) == 0
+    [latest] = service.drills.latest()
+    assert latest["backupId"] == bad.id and "public.notes" in latest["message"]
