@@ -9,7 +9,7 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Body, Depends, Query, Request
 from fastapi.openapi.utils import get_openapi
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from . import __version__
@@ -153,7 +153,7 @@ class ScheduleFields(BaseModel):
     """The fields of a schedule that can be set (PATCH: only those given change)."""
 
     model_config = ConfigDict(extra="forbid")
-    kind: Literal["backup", "verify"] | None = None
+    kind: Literal["backup", "verify", "drill"] | None = None
     cron: str | None = Field(default=None, max_length=200)
     timezone: str | None = Field(default=None, max_length=64)
     location: Literal["default", "desktop", "documents", "downloads", "custom"] | None = None
@@ -374,6 +374,24 @@ def build_router(ctx: ApiContext) -> APIRouter:
         ctx.service.audit.record(who.actor(), "cancel", found.task.target, "ok", found.kind)
         return found.as_dict()
 
+    @router.post("/drill", status_code=202)
+    async def drill(body: IdBody, who: Admin, wait: Wait = False) -> Any:
+        """Restore drill: the backup restored into a scratch database, compared, checked, dropped; a report."""
+        task = await asyncio.to_thread(ctx.service.prepare_drill, who.actor(), body.backupId)
+        return await finish(ctx.jobs.start(task, who.username), wait)
+
+    @router.get("/drills")
+    async def drills(who: Admin) -> dict[str, Any]:
+        """The newest drills with outcome, recovery time and report hashes; `latest`: per database."""
+        return {"drills": await asyncio.to_thread(ctx.service.drill_list),
+                "latest": await asyncio.to_thread(ctx.service.drills.latest)}
+
+    @router.get("/drills/{drill_id}/report.{kind}")
+    async def drill_report(drill_id: int, kind: Literal["pdf", "json"], who: Admin) -> Response:
+        """A drill's evidence report as PDF or JSON (its SHA-256 is in the audit log)."""
+        data, name = await asyncio.to_thread(ctx.service.drill_report_file, who.actor(), drill_id, kind)
+        return Response(data, media_type="application/pdf" if kind == "pdf" else "application/json", headers={
+            "Content-Disposition": f'attachment; filename="{name}"', "Cache-Control": "no-store"})
     add_alert_routes(router, ctx, admin)  # ehr_backup/api_alerts.py
 
     @router.get("/openapi.json", include_in_schema=False)

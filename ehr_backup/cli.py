@@ -12,9 +12,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from . import __version__, cli_alerts, cli_schedules, demo
+from . import __version__, cli_alerts, cli_drills, cli_schedules, demo
 from .audit import Actor
 from .config import VARIABLES, Settings
+from .drills import DrillFailed
 from .errors import BackupError, InvalidInput, RowCountsDiffer
 from .keys import generate_key
 from .pipeline import Progress
@@ -117,6 +118,7 @@ def _parser() -> argparse.ArgumentParser:
 
     _rotation_commands(cmd)
     cli_schedules.add_commands(cmd)
+    cli_drills.add_commands(cmd)
     cli_alerts.add_commands(cmd)
 
     c = cmd("decrypt", "decrypt a backup file to plain SQL with only the file and the key")
@@ -287,6 +289,10 @@ def run(argv: list[str] | None = None) -> int:
             _print_comparison(exc.report)
         print(f"ehr-backup: error: {exc.message}", file=sys.stderr)
         return 1
+    except DrillFailed as exc:
+        cli_drills.print_failed(exc.report, as_json)
+        print(f"ehr-backup: error: {exc.message}", file=sys.stderr)
+        return 1
     except VerifyFailed as exc:
         if as_json:
             print(json.dumps(exc.result, indent=2, ensure_ascii=False))
@@ -341,6 +347,8 @@ def _dispatch(service: Any, args: argparse.Namespace) -> Any:
                              policy=policy, dry_run=args.dry_run, include_discovered=args.include_discovered)
     if args.command == "schedule":
         return cli_schedules.dispatch(service, args, actor)
+    if args.command == "drill":
+        return cli_drills.dispatch(service, args, actor)
     if args.command == "alerts":
         return cli_alerts.dispatch(service, args, actor)
     if args.command == "pin":
@@ -562,6 +570,8 @@ def _print_human(args: argparse.Namespace, result: Any) -> None:
         _print_prune(result)
     elif cmd == "schedule":
         cli_schedules.print_human(args, result)
+    elif cmd == "drill":
+        cli_drills.print_human(args, result)
     elif cmd == "alerts":
         cli_alerts.print_human(args, result)
     elif cmd in ("pin", "unpin"):

@@ -59,8 +59,9 @@ def add_commands(cmd: Any) -> None:
 
 
 def _options(p: argparse.ArgumentParser, *, defaults: bool) -> None:
-    p.add_argument("--kind", choices=KINDS, help="backup (default) or verify: re-read a share of the stored "
-                                                 "backups each run (EHR_BACKUP_REVERIFY_DAYS)")
+    p.add_argument("--kind", choices=KINDS, help="backup (default); verify: re-read a share of the stored "
+                                                 "backups each run (EHR_BACKUP_REVERIFY_DAYS); drill: restore the "
+                                                 "newest verified backup of each database into a scratch database")
     p.add_argument("--location", choices=LOCATIONS, help="where the backups go (default: default)")
     p.add_argument("--path", help="directory for --location custom")
     p.add_argument("--compression", choices=["gzip", "zstd"], help="default: EHR_BACKUP_COMPRESSION or gzip")
@@ -121,9 +122,9 @@ def dispatch(service: Any, args: argparse.Namespace, actor: Actor) -> Any:
     """Do one `schedule …` action."""
     action = args.schedule_command
     if action == "add":
-        if args.kind != "verify" and not args.description:
+        if args.kind not in ("verify", "drill") and not args.description:
             raise InvalidInput("give --description, e.g. --description 'Nightly {date}'")
-        name = args.name or _default_name(service, args.description or "reverify")
+        name = args.name or _default_name(service, args.description or ("drill" if args.kind == "drill" else "reverify"))
         return service.schedule_create(actor, name, **_fields(service, args, None))
     if action == "list":
         return {"schedules": service.schedule_list()}
@@ -171,6 +172,7 @@ def serve(service: Any, args: argparse.Namespace) -> int:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
+    service.drills.ensure_default_schedule()  # once per installation: weekly-drill (EHR_BACKUP_DRILL_SCHEDULE)
     count = len(service.schedule_list())
     print(f"ehr-backup scheduler: {count} schedule{'s' if count != 1 else ''}; stop with SIGTERM or Ctrl-C",
           flush=True)
@@ -203,7 +205,8 @@ def print_human(args: argparse.Namespace, result: Any) -> None:
         print("no schedules (add one with `ehr-backup schedule add`)")
     for s in rows:
         state = "enabled" if s["enabled"] else "DISABLED"
-        what = "verify stored backups" if s["kind"] == "verify" else f"backup to {s['location']}"
+        what = {"verify": "verify stored backups", "drill": "drill the newest verified backups"}.get(
+            s["kind"], f"backup to {s['location']}")
         print(f"{s['name']}: {s['reading']} ({s['cron']}, {s['timezone']}), {what}, {state}")
         if s["kind"] == "backup":
             policy = s["policy"]

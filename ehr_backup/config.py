@@ -73,6 +73,11 @@ VARIABLES = {
                             "BACKUP_ENCRYPTION_KEY; keep either away from the data directory)",
     "EHR_BACKUP_AUDIT_SYSLOG": "also send the audit log's head to syslog after every entry: off (default), "
                                "local (/dev/log) or HOST:PORT (UDP)",
+    "EHR_BACKUP_DRILL_URL": "PostgreSQL server restore drills make their scratch database on "
+                            "(postgresql://user:pass@host:port/postgres; default: DATABASE_URL's server)",
+    "EHR_BACKUP_DRILL_SCHEDULE": "cron expression of the `weekly-drill` schedule created once at the first start "
+                                 "(default `0 5 * * 0`, Sundays 05:00); off: create none",
+    "EHR_BACKUP_DRILL_CHECK_TIMEOUT": "seconds a drill's check query may run (default 30)",
     "EHR_BACKUP_METRICS_PUBLIC": "1: GET /metrics answers without a token (e.g. behind a firewall that only lets "
                                  "the Prometheus server in); 0 (default): an administrator's token or session, "
                                  "or a metrics token (`ehr-backup token create USER --scope metrics`)",
@@ -174,6 +179,9 @@ class Settings:
     max_body_kb: int = 64
     read_timeout: int = 20
     run_scheduler: bool = True
+    drill_url: str | None = field(default=None, repr=False)
+    drill_schedule: str | None = "0 5 * * 0"  # None: no default drill schedule
+    drill_check_timeout: int = 30
     metrics_public: bool = False
 
     @classmethod
@@ -224,6 +232,9 @@ class Settings:
             trusted_proxies=parse_networks(env.get("EHR_BACKUP_TRUSTED_PROXIES", "")),
             max_body_kb=_int(env, "EHR_BACKUP_MAX_BODY_KB", 64, 1, 1024 * 1024),
             read_timeout=_int(env, "EHR_BACKUP_READ_TIMEOUT", 20, 1, 600),
+            drill_url=env.get("EHR_BACKUP_DRILL_URL") or None,
+            drill_schedule=_drill_schedule(env.get("EHR_BACKUP_DRILL_SCHEDULE", "")),
+            drill_check_timeout=_int(env, "EHR_BACKUP_DRILL_CHECK_TIMEOUT", 30, 1, 3600),
         )
 
 
@@ -241,6 +252,12 @@ def _syslog(raw: str) -> str | None:
     return value
 
 
+def _drill_schedule(raw: str) -> str | None:
+    """EHR_BACKUP_DRILL_SCHEDULE: the default drill schedule's cron expression, or None when off."""
+    value = raw.strip()
+    if value.lower() in ("0", "off", "no", "false", "none"):
+        return None
+    return value or "0 5 * * 0"
 def _public_url(raw: str) -> str | None:
     """Validate EHR_BACKUP_PUBLIC_URL: an http(s) address, or None."""
     value = raw.strip().rstrip("/")

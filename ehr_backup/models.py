@@ -181,7 +181,7 @@ class Schedule(SQLModel, table=True):
 
     id: int | None = Field(default=None, primary_key=True)
     name: str = Field(unique=True, index=True)
-    kind: str = "backup"  # backup | verify
+    kind: str = "backup"  # backup | verify | drill
     cron: str
     timezone: str
     location: str = "default"
@@ -218,6 +218,55 @@ class ScheduleRun(SQLModel, table=True):
     owner: str = ""  # the process running it (host:pid), to tell a dead run from a live one
 
 
+class Drill(SQLModel, table=True):
+    """One restore drill: a backup restored into a scratch database, checked, and the scratch dropped."""
+
+    __tablename__ = "drills"
+
+    id: int | None = Field(default=None, primary_key=True)
+    backup_id: str = Field(index=True)
+    database: str = Field(default="", index=True)  # the backed-up database the backup is of
+    server: str = ""  # identity of the server the scratch database is made on (pg.server_identity)
+    server_display: str = ""  # user@host:port, for people
+    scratch: str = ""  # the scratch database's name, recorded before it is created
+    scratch_dropped: bool = False
+    actor: str = ""
+    started_at: datetime = Field(index=True)
+    finished_at: datetime | None = None
+    outcome: str = Field(default="running", index=True)  # running | passed | failed
+    recovery_s: float | None = None  # authenticate + load + check
+    authenticate_s: float | None = None
+    load_s: float | None = None
+    check_s: float | None = None
+    message: str = ""
+    report_json: str | None = None  # paths under <data_dir>/drill-reports/
+    report_pdf: str | None = None
+    report_sha256: str | None = None  # of the JSON report
+    report_pdf_sha256: str | None = None
+
+
+class DrillCheck(SQLModel, table=True):
+    """An admin-defined check query run against every drill's scratch database."""
+
+    __tablename__ = "drill_checks"
+
+    id: int | None = Field(default=None, primary_key=True)
+    name: str = Field(unique=True, index=True)
+    sql: str
+    expect: str | None = None  # the expected value as text; None with compare_live
+    compare_live: bool = False  # expect what the same query gives on the live database
+    created_at: datetime
+    created_by: str = ""
+
+
+class AppSetting(SQLModel, table=True):
+    """A small key/value fact of this installation (e.g. that a default schedule was created once)."""
+
+    __tablename__ = "app_settings"
+
+    key: str = Field(primary_key=True)
+    value: str = ""
+    updated_at: datetime
 class BackupTally(SQLModel, table=True):
     """Backups of a database that ended with an outcome and were deleted since: with the catalogue's rows,
     the run counts /metrics reports stay counters (they never go down when rotation deletes a backup)."""

@@ -198,6 +198,9 @@ class Scheduler:
             if sched.kind == "verify":
                 inner = Task("verify", f"schedule {sched.name}",
                              lambda progress, cancel: service.reverify_tonight(SCHEDULER), [])
+            elif sched.kind == "drill":  # the newest verified backup of each database (ehr_backup/drills.py)
+                inner = Task("drill", f"schedule {sched.name}",
+                             lambda progress, cancel: service.drills.run_scheduled(SCHEDULER, progress, cancel), [])
             else:
                 when = (as_utc(run.due_at) or self.clock()).astimezone(cron.zone(sched.timezone))
                 description = render(sched.description, when, sched.name, service.connection().dbname)
@@ -235,6 +238,8 @@ class Scheduler:
         if sched.kind == "verify":
             verified, failed = (result.get("verified", 0), result.get("failed", 0)) if isinstance(result, dict) else (0, 0)
             return f"re-verified {verified + failed} backups: {verified} good, {failed} failed"
+        if sched.kind == "drill":
+            return f"drilled {result.get('drilled', 0)} backups: all passed" if isinstance(result, dict) else "drilled"
         said = f"made {getattr(result, 'id', 'a backup')}"
         policy = policy_of(sched)
         if policy is None:

@@ -26,7 +26,7 @@ if TYPE_CHECKING:
     from .service import BackupService
 
 NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
-KINDS = ("backup", "verify")
+KINDS = ("backup", "verify", "drill")
 PLACEHOLDERS = ("date", "time", "datetime", "weekday", "schedule", "database")
 MAX_TEMPLATE = 200
 MAX_RETRIES = 10
@@ -129,7 +129,7 @@ class Schedules:
         out: dict[str, Any] = {}
         out["kind"] = merged["kind"]
         if out["kind"] not in KINDS:
-            raise InvalidInput("a schedule's kind is backup or verify")
+            raise InvalidInput("a schedule's kind is backup, verify or drill")
         if merged["cron"] is None:
             raise InvalidInput("give a cron expression, e.g. `30 2 * * *` for 02:30 every day")
         out["cron"] = cron.normalize(merged["cron"])
@@ -285,7 +285,7 @@ def run_view(run: ScheduleRun) -> dict[str, Any]:
 
 
 def _summary(sched: Schedule) -> str:
-    what = "verify" if sched.kind == "verify" else f"backup to {sched.location}"
+    what = sched.kind if sched.kind in ("verify", "drill") else f"backup to {sched.location}"
     return f"{what} at `{sched.cron}` ({sched.timezone}), {'enabled' if sched.enabled else 'disabled'}"
 
 

@@ -14,7 +14,7 @@ from typing import IO, Any
 
 from sqlalchemy.exc import IntegrityError
 
-from . import __version__, clusterinfo, demo, paths, pg, pins, safedir, storage
+from . import __version__, clusterinfo, demo, drill_report, paths, pg, pins, safedir, storage
 from .alerts.service import Alerts
 from .audit import Actor, AuditLog
 from .audit_anchor import FIELD as AUDIT_ANCHOR_FIELD
@@ -24,6 +24,9 @@ from .catalogue import Catalogue, as_utc, utcnow
 from .compression import EXTENSIONS, check
 from .config import Settings
 from .db import Database
+from .drill_checks import view as drill_check_view
+from .drills import Drills
+from .drills import view as drill_view
 from .errors import BackupError, Busy, Cancelled, ConfigError, InvalidInput, NotFound, Pinned, StorageError
 from .fileformat import OpenedFile, peek_header
 from .keys import KEY_ID_RE, KeyRing, load_keyring
@@ -92,6 +95,7 @@ class BackupService:
         self.storage_status = StorageStatus(self)
         self.rotation = Rotation(self)
         self.schedules = Schedules(self)
+        self.drills = Drills(self)
         self.alerts = Alerts(self)  # ehr_backup/alerts/: channels, checks, history
 
     # ----- configuration -----------------------------------------------------------------------------
@@ -264,7 +268,8 @@ class BackupService:
                                   f"started by {entry.actor} (entry {entry.seq}); the program stopped before "
                                   "it finished")
         kept = self.restores.reconcile(alive)
-        return {"failed": failed, "removedTemporaryFiles": removed, **kept}
+        drills = self.drills.reconcile(alive)
+        return {"failed": failed, "removedTemporaryFiles": removed, **kept, **drills}
 
     # ----- create ------------------------------------------------------------------------------------
     def prepare_create(self, actor: Actor, *, description: str, location: str = "default",
@@ -468,7 +473,7 @@ class BackupService:
                 "pinned": bool(r.pinned), "pinReason": r.pin_reason, "keptBy": [*kept_by], "schedule": r.schedule,
                 # a file found on disk and not verified yet: its description, creator and database are
                 # what its unauthenticated header claims
-                "unverified": r.status == Status.DISCOVERED}
+                "unverified": r.status == Status.DISCOVERED, "lastDrill": self.drills.last_for(r.id)}
 
     def get(self, backup_id: str) -> BackupRecord:
         """The catalogued backup with this id (ids are validated, never used as paths directly)."""
@@ -610,6 +615,65 @@ class BackupService:
                          description: str | None = None) -> dict[str, Any]:
         """The reading in words and the next five runs of an expression being typed."""
         return self.schedules.preview(expression, timezone, description)
+
+    # ----- restore drills (ehr_backup/drills.py, drill_report.py, drill_checks.py) -----------------------
+    def prepare_drill(self, actor: Actor, backup_id: str) -> Task:
+        """Reserve the drill server; the task restores the backup into a scratch database, checks, drops it."""
+        return self.drills.prepare(actor, backup_id)
+
+    def drill(self, actor: Actor, backup_id: str) -> dict[str, Any]:
+        """Drill now; the result (DrillFailed when the drill failed)."""
+        result: dict[str, Any] = self.prepare_drill(actor, backup_id).run()
+        return result
+
+    def drill_list(self, limit: int = 200) -> Sequence[dict[str, Any]]:
+        """The newest drills, newest first."""
+        return [drill_view(d) for d in self.drills.all(limit)]
+
+    def drill_get(self, drill_id: int) -> dict[str, Any]:
+        """One drill with its full report (the JSON written for it)."""
+        row = self.drills.get(drill_id)
+        report = json.loads(drill_report.read(Path(row.report_json))) if row.report_json else None
+        return {**drill_view(row), "evidence": report}
+
+    def drill_report_file(self, actor: Actor, drill_id: int, kind: str) -> tuple[bytes, str]:
+        """A drill report's bytes (kind json or pdf) and its file name, for a download (audited)."""
+        row = self.drills.get(drill_id)
+        path = row.report_pdf if kind == "pdf" else row.report_json
+        if kind not in ("pdf", "json") or not path:
+            raise NotFound(f"drill {drill_id} has no {kind} report")
+        data = drill_report.read(Path(path))
+        self.audit.record(actor, "drill.report", str(drill_id), "ok", f"{kind} downloaded")
+        return data, Path(path).name
+
+    def verify_drill_report(self, actor: Actor, path: Path) -> dict[str, Any]:
+        """Check a report file against the hashes the audit chain recorded for drills (ReportAltered if not)."""
+        data = drill_report.read(path)
+        chain = self.verify_audit()
+        if not chain.ok:
+            raise BackupError(f"the audit chain does not verify ({chain.reason}); it cannot vouch for any report")
+        recorded = [(e.seq or 0, e.target, e.detail) for e in self.audit.entries(action="drill")
+                    if e.outcome in ("ok", "failed")]
+        try:
+            result = drill_report.verify_file(data, recorded)
+        except BackupError as exc:
+            self.audit.record(actor, "drill.verify-report", _safe_target(str(path)), "failed", exc.message)
+            raise
+        self.audit.record(actor, "drill.verify-report", _safe_target(str(path)), "ok", f"audit entry {result['auditEntry']}")
+        return {**result, "file": str(path)}
+
+    def drill_checks(self) -> Sequence[dict[str, Any]]:
+        """The check queries every drill runs."""
+        return [drill_check_view(c) for c in self.drills.checks.all()]
+
+    def drill_check_add(self, actor: Actor, name: str, sql: str, *, expect: str | None = None,
+                        compare_live: bool = False) -> dict[str, Any]:
+        """Add a check query (one SELECT returning one value) with an expected value or compare_live."""
+        return drill_check_view(self.drills.checks.add(actor, name, sql, expect=expect, compare_live=compare_live))
+
+    def drill_check_remove(self, actor: Actor, name: str) -> None:
+        """Remove a check query."""
+        self.drills.checks.remove(actor, name)
 
     def pin(self, actor: Actor, backup_id: str, reason: str) -> dict[str, Any]:
         """Pin a backup (with a reason, e.g. a legal hold): rotation and Delete leave it alone."""

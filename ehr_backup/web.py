@@ -181,6 +181,7 @@ def build(settings: Settings | None = None) -> WebContext:
     settings = settings or Settings.from_env()
     service = BackupService(settings)
     service.reconcile()
+    service.drills.ensure_default_schedule()  # once per installation: weekly-drill (EHR_BACKUP_DRILL_SCHEDULE)
     auth = AuthService(service.db, service.audit, settings)
     jobs = JobManager(render=lambda r: render_result(r, service), after=lambda job: service.alerts.poke())
     ctx = WebContext(settings, service, auth, jobs, settings.data_dir / "setup-token",

@@ -7,11 +7,12 @@ from typing import Any
 
 def register(ctx: Any) -> None:
     """Register every page."""
-    from . import alerts, audit, backups, login, modules, users
+    from . import alerts, audit, backups, drill_report, login, modules, users
 
     login.register(ctx)
     modules.register(ctx)
     backups.register(ctx)
     audit.register(ctx)
     users.register(ctx)
+    drill_report.register(ctx)
     alerts.register(ctx)

@@ -16,6 +16,7 @@ from ehr_backup.web import WebContext
 from .dashboard import dashboard_card
 from .frame import PageSession, admin_page, guarded, human_size, local_time, tid
 from .jobpanel import JobPanel
+from .drill_report import follow_drill
 from .kept import kept_databases
 from .restore_dialog import RestoreDialog
 from .rotation import rotation_button, rotation_cell
@@ -270,6 +271,17 @@ def _backup_row(ps: PageSession, row: dict[str, Any], watch: Callable[[Job], Any
             b = tid(ui.button(icon=icon, on_click=handler).props("flat dense").tooltip(label), f"{name}-{bid}")
             if not usable:
                 b.disable()
+        @guarded(ps, f"drill {bid}")
+        async def drill() -> None:  # restore into a scratch database, check, drop; then a link to the report
+            task = await run.io_bound(service.prepare_drill, ps.actor, bid)
+            if task is not None:
+                job = ps.ctx.jobs.start(task, ps.principal.username)
+                follow_drill(watch(job).card, job)
+
+        drill_button = tid(ui.button(icon="fact_check", on_click=drill).props("flat dense")
+                           .tooltip("Drill: restore into a scratch database and check"), f"drill-{bid}")
+        if not usable:
+            drill_button.disable()
         restore = tid(ui.button(icon="settings_backup_restore",
                                 on_click=lambda: RestoreDialog(ps, row, reload, dialogs).open()).props("flat dense")
                       .tooltip("Restore"), f"restore-{bid}")

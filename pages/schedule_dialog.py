@@ -55,7 +55,8 @@ class ScheduleDialog:
                                 "schedule-name")
                 if schedule:
                     self.name.disable()  # the name identifies its runs and the backups it made
-                self.kind = tid(ui.select({"backup": "Make a backup", "verify": "Re-verify backups"},
+                self.kind = tid(ui.select({"backup": "Make a backup", "verify": "Re-verify backups",
+                                           "drill": "Restore drill"},
                                           value=s.get("kind", "backup"), label="What").classes("w-48"),
                                 "schedule-kind")
                 self.enabled = tid(ui.switch("Enabled", value=s.get("enabled", True)), "schedule-enabled")

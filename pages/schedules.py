@@ -64,11 +64,12 @@ def _schedule_row(ps: PageSession, row: dict[str, Any], host: ui.element, watch:
     with tid(ui.row().classes("w-full items-center gap-3 border-t pt-2"), f"schedule-row-{name}"):
         with ui.column().classes("gap-0 w-32"):
             ui.label(name).classes("font-bold break-all")
-            ui.label("re-verifies backups" if row["kind"] == "verify" else "makes a backup").classes("text-xs")
+            ui.label({"verify": "re-verifies backups", "drill": "drills the newest verified backups"}.get(
+                row["kind"], "makes a backup")).classes("text-xs")
         with ui.column().classes("gap-0 w-52"):
             tid(ui.label(row["reading"]), f"schedule-reading-{name}")
             ui.label(f"{row['cron']} · {row['timezone']}").classes("text-xs font-mono text-grey-8")
-        where = "—" if row["kind"] == "verify" else LOCATIONS.get(row["location"], row["location"])
+        where = "—" if row["kind"] in ("verify", "drill") else LOCATIONS.get(row["location"], row["location"])
         ui.label(where + (f": {row['customPath']}" if row["customPath"] else "")).classes("w-24 break-all text-sm")
         with ui.column().classes("gap-0 w-44"):
             ui.label("next run").classes("text-xs text-grey-8")

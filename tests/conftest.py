@@ -101,6 +101,7 @@ def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, make_db: Callable[[], s
         "EHR_BACKUP_THREADS": "2",
         "EHR_BACKUP_CUSTOM_ROOTS": str(tmp_path),  # tests make their custom locations in tmp_path
         "HOME": str(home),
+        "EHR_BACKUP_DRILL_SCHEDULE": "off",  # tests expect no schedule they did not make (test_drills.py turns it on)
     }
     return values
 
