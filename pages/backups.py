@@ -14,9 +14,9 @@ from ehr_backup.storage import LOCATIONS
 from ehr_backup.web import WebContext
 
 from .dashboard import dashboard_card
+from .drill_report import follow_drill
 from .frame import PageSession, admin_page, guarded, human_size, local_time, tid
 from .jobpanel import JobPanel
-from .drill_report import follow_drill
 from .kept import kept_databases
 from .restore_dialog import RestoreDialog
 from .rotation import rotation_button, rotation_cell
@@ -252,7 +252,15 @@ def _backup_row(ps: PageSession, row: dict[str, Any], watch: Callable[[Job], Any
     tid(ui.badge(status, color=STATUS_COLORS.get(row["status"], "grey")), f"status-{bid}")
     verified = "—" if row["verifyOk"] is None else \
         (f"✔ {local_time(row['verifiedAt'])}" if row["verifyOk"] else f"✘ {row['verifyMessage']}")
-    tid(ui.label(verified).classes("text-sm"), f"verified-{bid}")
+    with ui.column().classes("gap-0"):
+        tid(ui.label(verified).classes("text-sm"), f"verified-{bid}")
+        drill = row.get("lastDrill")
+        if drill:
+            passed = drill["outcome"] == "passed"
+            seconds = drill.get("recoverySeconds")
+            took = f", {seconds:.1f} s" if passed and isinstance(seconds, int | float) else ""
+            tid(ui.label(f"drill {'passed' if passed else 'FAILED'}{took}")
+                .classes("text-xs" if passed else "text-xs text-negative"), f"drill-state-{bid}")
     rotation_cell(ps, row, reload, dialogs)
     usable = row["status"] in ("completed", "discovered")
     with ui.row().classes("gap-1 no-wrap"):

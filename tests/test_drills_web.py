@@ -70,6 +70,8 @@ async def test_the_drill_button_runs_a_drill_and_links_to_its_report_page(user: 
     await user.should_see(marker="drill-report-link", retries=600)
     link = user.find(marker="drill-report-link").elements.pop()
     assert "(passed)" in link.text
+    await user.should_see(marker=f"drill-state-{bid}", retries=100)  # the list shows the backup's drill state
+    assert user.find(marker=f"drill-state-{bid}").elements.pop().text.startswith("drill passed, ")
     await user.open(link.props["href"])
     await user.should_see(marker="drill-outcome")
     assert user.find(marker="drill-outcome").elements.pop().text == "PASSED"

@@ -180,43 +180,10 @@ async def test_metrics_are_open_without_a_token_only_when_configured(public_metr
     assert (await user.http_client.get("/api/admin/backup/list")).status_code == 401
 
 
-# ----- the drill metrics --------------------------------------------------------------------------------
-# STAND-IN: drills are built by another part of issue 9 (service.drills with latest()). Until it is merged,
-# these tests give the collector a small stand-in object of the agreed shape; the lead switches them to the
-# real drills afterwards.
+# ----- a source that cannot be read (the real drills are tested in tests/test_drills.py) --------------
 
-class StandInDrills:
-    """The agreed interface: latest() -> [{database, backupId, at, outcome, recoverySeconds, message}]."""
-
-    def __init__(self, items: list[dict[str, Any]]) -> None:
-        self.items = items
-
-    def latest(self) -> list[dict[str, Any]]:
-        return self.items
-
-
-def test_drill_metrics_show_the_newest_drill_per_database_stand_in(service: BackupService) -> None:
-    if getattr(service, "drills", None) is not None:
-        pytest.skip("real drills are present: switch this test to them")
-    service.drills = StandInDrills([  # type: ignore[attr-defined]
-        {"database": "ehr", "backupId": "b1", "at": "2026-03-01T02:00:00Z", "outcome": "failed",
-         "recoverySeconds": 50.0, "message": "row counts differ"},
-        {"database": "ehr", "backupId": "b2", "at": "2026-03-08T02:00:00Z", "outcome": "passed",
-         "recoverySeconds": 42.5, "message": ""},
-        {"database": "lab", "backupId": "b3", "at": "2026-03-08T03:00:00Z", "outcome": "failed",
-         "recoverySeconds": None, "message": "check query failed"}])
-    s = parse(metrics.render(metrics.make_registry(service, list)).decode())
-    at = datetime(2026, 3, 8, 2, tzinfo=UTC).timestamp()
-    assert value(s, "ehr_backup_last_drill_timestamp_seconds", database="ehr") == at
-    assert value(s, "ehr_backup_last_drill_success", database="ehr") == 1
-    assert value(s, "ehr_backup_last_drill_recovery_seconds", database="ehr") == 42.5
-    assert value(s, "ehr_backup_last_drill_success", database="lab") == 0
-    assert value(s, "ehr_backup_last_drill_recovery_seconds", database="lab") is None
-    assert value(s, "ehr_backup_metrics_source_up", source="drills") == 1
-
-
-def test_a_source_that_fails_is_reported_and_the_rest_still_scraped_stand_in(service: BackupService,
-                                                                             caplog: pytest.LogCaptureFixture) -> None:
+def test_a_source_that_fails_is_reported_and_the_rest_still_scraped(service: BackupService,
+                                                                   caplog: pytest.LogCaptureFixture) -> None:
     class Broken:
         def latest(self) -> list[dict[str, Any]]:
             raise RuntimeError("drills table missing")
