@@ -43,10 +43,10 @@ def register(ctx: WebContext) -> None:
             if rows != state["rows"]:  # redraw only a changed list: a click on a button being replaced is lost
                 state["rows"] = rows
                 backup_list.refresh()
+            await dashboard.load()  # first: it is at the top
             await kept.load()
             await storage.load()
             await schedules.load()
-            await dashboard.load()
 
         def job_done(job: Job) -> None:
             if job.status == "succeeded":

@@ -23,14 +23,16 @@ def backups(web_env: dict[str, str]) -> Iterator[BackupService]:
 
 
 def text(user: User, marker: str) -> str:
-    return user.find(marker=marker).elements.pop().text
+    """The element's text, or "" while it is not on the page (yet)."""
+    found = user.find(marker=marker).elements
+    return found.pop().text if found else ""
 
 
 async def test_dashboard_shows_freshness_verification_and_next_run(user: User, accounts,
                                                                    backups: BackupService) -> None:
     database = backups.connection().dbname
     await login(user, next_="/admin/backup")
-    await user.should_see(marker=f"dashboard-status-{database}", retries=100)
+    await user.should_see(marker=f"dashboard-status-{database}", retries=600)
     assert text(user, f"dashboard-status-{database}") == "Overdue"  # nothing backed up yet
     await user.should_see("No good backup yet")
 
