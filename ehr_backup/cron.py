@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 from cron_descriptor import ExpressionDescriptor, Options
-from croniter import CroniterError, croniter
+from croniter import CroniterBadDateError, CroniterError, croniter
 
 from .errors import InvalidInput
 from .retention import zone
@@ -38,9 +38,13 @@ def normalize(expression: str) -> str:
     if len(fields) != 5:
         raise InvalidInput(f"a cron expression has five fields ({FIELDS}); {text[:60]!r} has {len(fields)}")
     try:
-        croniter(text, datetime(2026, 1, 1, tzinfo=UTC))
+        it = croniter(text, datetime(2026, 1, 1, tzinfo=UTC))
     except (CroniterError, ValueError, KeyError, TypeError) as exc:
         raise InvalidInput(f"invalid cron expression {text[:60]!r}: {_why(exc)}") from None
+    try:
+        it.get_next(datetime)
+    except (CroniterBadDateError, ValueError, KeyError, TypeError):  # e.g. 0 0 31 2 * (31 February)
+        raise InvalidInput(f"the cron expression {text[:60]!r} never fires (no date matches it)") from None
     return text
 
 
@@ -66,8 +70,11 @@ def fires(expression: str, timezone: str, after: datetime) -> Iterator[datetime]
     text = normalize(expression)
     tz = zone(timezone)
     fixed_hour = text.split(" ")[1] != "*"
-    it = croniter(text, after.astimezone(tz))
-    previous_wall: datetime | None = None
+    start = after.astimezone(tz)
+    it = croniter(text, start)
+    # seeded with `after`: a scheduler asking again from the run it just took (01:30 summer time) must not
+    # be given the repeated 01:30 of winter time as a new run
+    previous_wall: datetime | None = start.replace(tzinfo=None, second=0, microsecond=0)
     while True:
         when: datetime = it.get_next(datetime)
         wall = when.replace(tzinfo=None)

@@ -17,11 +17,12 @@ redundant proven copies and the records of failed runs); safety backups follow t
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, tzinfo
 from typing import Any
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
 from .errors import InvalidInput
 
@@ -82,10 +83,17 @@ class RetentionPolicy:
         return cls(**{names[k]: v for k, v in data.items()})
 
 
+@functools.cache
+def _iana_names() -> frozenset[str]:
+    return frozenset(available_timezones()) - {"localtime", "posixrules", "Factory"}
+
+
 def zone(name: str) -> ZoneInfo:
     """The IANA time zone of that name, or a clear InvalidInput."""
     if not isinstance(name, str) or not 0 < len(name) <= 64:
         raise InvalidInput("a time zone must be an IANA name such as Europe/Berlin")
+    if name not in _iana_names():  # "localtime", "posixrules" and paths are files, not IANA zones
+        raise InvalidInput(f"unknown time zone {name[:64]!r}: use an IANA name such as Europe/Berlin")
     try:
         return ZoneInfo(name)
     except (ZoneInfoNotFoundError, ValueError, OSError):

@@ -11,7 +11,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.exc import IntegrityError
-from sqlmodel import col, select
+from sqlmodel import col, delete, select
 
 from . import cron
 from .audit import Actor
@@ -30,6 +30,7 @@ KINDS = ("backup", "verify", "drill")
 PLACEHOLDERS = ("date", "time", "datetime", "weekday", "schedule", "database")
 MAX_TEMPLATE = 200
 MAX_RETRIES = 10
+KEEP_RUNS = 500  # runs kept per schedule (a year and more of nightly runs); older ones are forgotten
 RETRY_DELAY = (10, 86_400)
 FIELDS = ("kind", "cron", "timezone", "location", "custom_path", "compression", "description", "policy",
           "enabled", "retries", "retry_delay_s")
@@ -151,6 +152,8 @@ class Schedules:
         if out["kind"] == "backup":
             self.service.resolve_location(location, custom)  # refuses unknown keys and unsafe custom paths
         out["location"], out["custom_path"] = location, custom
+        if out["kind"] != "backup" and fields.get("policy") is not None:
+            raise InvalidInput(f"rotation applies to backup schedules; a {out['kind']} schedule makes no backups")
         out["policy"] = check_policy(merged["policy"], tz) if out["kind"] == "backup" else None
         return out
 
@@ -175,6 +178,11 @@ class Schedules:
             return list(s.exec(select(ScheduleRun).where(ScheduleRun.schedule == name)
                                .order_by(col(ScheduleRun.id).desc()).limit(limit)))
 
+    def _newest(self, name: str, statuses: tuple[str, ...]) -> ScheduleRun | None:
+        with self.db.reading() as s:
+            return s.exec(select(ScheduleRun).where(ScheduleRun.schedule == name, col(ScheduleRun.status).in_(statuses))
+                          .order_by(col(ScheduleRun.id).desc()).limit(1)).first()
+
     def preview(self, expression: str, timezone: str | None = None, description: str | None = None,
                 now: datetime | None = None) -> dict[str, Any]:
         """What a schedule being typed would do: its reading, the next five runs, an example description."""
@@ -195,15 +203,16 @@ class Schedules:
     def view(self, sched: Schedule, now: datetime | None = None) -> dict[str, Any]:
         """The public JSON form: settings, reading, next runs, last outcome."""
         now = now or self.clock()
-        runs = self.runs(sched.name, 50)
-        finished = [r for r in runs if r.status in ("succeeded", "failed", "skipped")]
-        last = finished[0] if finished else None
-        last_ok = next((r for r in runs if r.status == "succeeded"), None)
-        failing = next((r for r in runs if r.status in ("succeeded", "failed")), None)
-        waiting = next((r for r in runs if r.status == "waiting"), None)
-        running = next((r for r in runs if r.status == "running"), None)
-        nexts = cron.next_runs(sched.cron, sched.timezone, max(now, as_utc(sched.fired_until) or now))
-        return {"name": sched.name, "kind": sched.kind, "cron": sched.cron, "reading": cron.describe(sched.cron),
+        last = self._newest(sched.name, ("succeeded", "failed", "skipped"))
+        last_ok = self._newest(sched.name, ("succeeded",))
+        failing = self._newest(sched.name, ("succeeded", "failed"))  # skipped runs do not end a failure
+        waiting = self._newest(sched.name, ("waiting",))
+        running = self._newest(sched.name, ("running",))
+        try:
+            nexts = cron.next_runs(sched.cron, sched.timezone, max(now, as_utc(sched.fired_until) or now))
+        except BackupError:  # stored by an older version that accepted it: shown, never run
+            nexts = []
+        return {"name": sched.name, "kind": sched.kind, "cron": sched.cron, "reading": _reading(sched.cron),
                 "timezone": sched.timezone, "location": sched.location, "customPath": sched.custom_path,
                 "compression": sched.compression, "description": sched.description,
                 "policy": json.loads(sched.policy) if sched.policy else None, "enabled": sched.enabled,
@@ -271,10 +280,24 @@ class Schedules:
             sched = s.exec(select(Schedule).where(Schedule.name == name)).first()
             if sched is not None:
                 s.delete(sched)
-            for run in s.exec(select(ScheduleRun).where(ScheduleRun.schedule == name, ScheduleRun.status == "waiting")):
-                run.status, run.message = "skipped", "the schedule was removed"
-                s.add(run)
+            # a schedule made later under this name starts with no history (a run in flight finds its row gone)
+            s.exec(delete(ScheduleRun).where(col(ScheduleRun.schedule) == name))
         self.service.audit.record(actor, "schedule-remove", name, "ok")
+
+
+def _reading(expression: str) -> str:
+    try:
+        return cron.describe(expression)
+    except BackupError as exc:
+        return f"never runs: {exc.message}"
+
+
+def trim_runs(s: Any, name: str, keep: int = KEEP_RUNS) -> None:
+    """Forget all but a schedule's newest `keep` runs (in session `s`); the audit log keeps every one."""
+    old = s.exec(select(ScheduleRun.id).where(ScheduleRun.schedule == name)
+                 .order_by(col(ScheduleRun.id).desc()).offset(keep)).all()
+    if old:
+        s.exec(delete(ScheduleRun).where(col(ScheduleRun.id).in_(old)))
 
 
 def run_view(run: ScheduleRun) -> dict[str, Any]:

@@ -103,3 +103,31 @@ def test_names_and_templates() -> None:
                       ("Nightly {", "unmatched brace"), ("", "give a description")):
         with pytest.raises(InvalidInput, match=says):
             check_template(bad)
+
+
+def test_an_expression_that_never_fires_is_refused() -> None:
+    for never in ("0 0 31 2 *", "0 0 30 2 *", "0 0 31 4,6,9,11 *"):
+        with pytest.raises(InvalidInput, match="never fires"):
+            cron.normalize(never)
+    assert cron.normalize("0 0 29 2 *") == "0 0 29 2 *"  # leap days exist
+
+
+def test_localtime_and_other_non_iana_names_are_refused() -> None:
+    for name in ("localtime", "posixrules", "../../etc/passwd", "Europe/Nowhere"):
+        with pytest.raises(InvalidInput, match="unknown time zone"):
+            cron.next_runs("30 2 * * *", name, at("2026-11-30 00:00"))
+
+
+def test_a_scheduler_ticking_through_the_fall_back_night_runs_a_fixed_time_once() -> None:
+    # each tick asks again from the run it took, as the scheduler does with `fired_until`; hourly jobs
+    # keep every real hour (23:00 to 07:00 with 01:00 twice)
+    for expression, expected in (("30 1 * * *", 1), ("15 1-2 * * *", 2), ("0 * * * *", 10)):
+        fired_until, runs = at("2026-10-31 22:00", NY), []
+        t = at("2026-10-31 22:00", NY).astimezone(UTC)
+        while t < at("2026-11-01 08:00", NY).astimezone(UTC):
+            d = due(expression, NY, fired_until, t)
+            if d is not None:
+                runs.append(d.at)
+                fired_until = d.at
+            t += timedelta(minutes=5)
+        assert len(runs) == expected, (expression, local([r.astimezone(ZoneInfo(NY)) for r in runs]))

@@ -409,3 +409,58 @@ def test_the_web_app_runs_a_run_missed_while_it_was_down_when_it_starts(tmp_path
         assert [b["schedule"] for b in server._service.list()] == ["nightly"]
     finally:
         server.stop()
+
+
+def test_a_broken_stored_schedule_does_not_stop_the_others(service: BackupService, scheduler: Scheduler,
+                                                           clock: Clock) -> None:
+    from ehr_backup.models import Schedule
+
+    nightly(service, "b-good")
+    with service.db.writing() as s:  # as an older version could have stored it: 31 February never comes
+        s.add(Schedule(name="a-bad", cron="0 0 31 2 *", timezone="UTC", created_at=T0, updated_at=T0,
+                       fired_until=T0))
+    clock.to("2026-11-30 02:30")
+    assert [st.schedule for st in scheduler.tick()] == ["b-good"]
+    views = {v["name"]: v for v in service.schedule_list()}
+    assert views["a-bad"]["nextRuns"] == [] and views["a-bad"]["reading"].startswith("never runs")
+    assert 1 <= scheduler.seconds_to_next(poll=30) <= 30.5
+
+
+def test_a_schedule_made_again_under_a_removed_name_starts_without_history(
+        service: BackupService, scheduler: Scheduler, clock: Clock, env: dict[str, str]) -> None:
+    nightly(service, retries=0)
+    backups = Path(env["EHR_BACKUP_DEFAULT_DIR"])
+    shutil.rmtree(backups, ignore_errors=True)
+    backups.write_text("x")
+    clock.to("2026-11-30 02:30")
+    scheduler.tick()
+    assert service.schedule_get("nightly")["failing"]
+    service.schedule_remove(ACTOR, "nightly")
+    backups.unlink()
+    nightly(service)
+    view = service.schedule_get("nightly")
+    assert not view["failing"] and view["lastRun"] is None and view["runs"] == []
+
+
+def test_failing_stays_shown_after_many_skipped_runs_and_old_runs_are_forgotten(
+        service: BackupService, scheduler: Scheduler, clock: Clock) -> None:
+    from ehr_backup import schedules as schedules_module
+
+    nightly(service)
+    with service.db.writing() as s:
+        s.add(ScheduleRun(schedule="nightly", due_at=T0, status="failed", started_at=T0, finished_at=T0,
+                          message="disk full"))
+        for n in range(60):  # a hung run made the next ones skip
+            s.add(ScheduleRun(schedule="nightly", due_at=T0 + timedelta(minutes=n + 1), status="skipped",
+                              started_at=T0, finished_at=T0, message="skipped"))
+    view = service.schedule_get("nightly")
+    assert view["failing"] and view["failure"] == "disk full" and view["lastRun"]["status"] == "skipped"
+    with service.db.writing() as s:
+        schedules_module.trim_runs(s, "nightly", keep=10)
+    assert len(service.schedules.runs("nightly", 1000)) == 10
+
+
+def test_a_verify_schedule_refuses_a_rotation_policy(service: BackupService) -> None:
+    with pytest.raises(InvalidInput, match="rotation applies to backup schedules"):
+        service.schedule_create(ACTOR, "v", kind="verify", cron="0 4 * * *", timezone="UTC", description="d",
+                                policy={"daily": 3})
