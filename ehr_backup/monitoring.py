@@ -14,7 +14,7 @@ from .api import SESSION_COOKIE, ApiContext
 from .audit import Actor
 from .auth import Principal, may_read_metrics
 from .clientaddr import client_address
-from .errors import Forbidden, Unauthenticated
+from .errors import BackupError, Forbidden, Unauthenticated
 from .health import Readiness
 
 
@@ -49,6 +49,24 @@ def authorize_metrics(ctx: ApiContext, request: Request) -> None:
         raise
 
 
+def _is_admin(ctx: ApiContext, request: Request) -> bool:
+    """Whether the request carries an administrator's token or session (nothing is refused or audited)."""
+    header = request.headers.get("authorization", "")
+    cookie = request.cookies.get(SESSION_COOKIE)
+    if not header and not cookie:
+        return False
+    try:
+        scheme, _, token = header.partition(" ")
+        address = client_address(request)
+        if header:
+            principal = ctx.auth.token(token.strip(), address) if scheme.lower() == "bearer" and token else None
+        else:
+            principal = ctx.auth.session(cookie or "", address)
+    except BackupError:
+        return False
+    return principal is not None and principal.is_admin and getattr(principal, "scope", "admin") == "admin"
+
+
 def build_router(ctx: ApiContext) -> APIRouter:
     """The monitoring routes over one service; a registry and a readiness cache of their own per app."""
     registry = metrics.make_registry(ctx.service, lambda: [job.kind for job in ctx.jobs.active()])
@@ -68,9 +86,12 @@ def build_router(ctx: ApiContext) -> APIRouter:
         return JSONResponse({"status": "ok"})
 
     @router.api_route("/readyz", methods=["GET", "HEAD"], include_in_schema=False)
-    async def readyz() -> JSONResponse:
-        """Whether a backup could run now: each check by name; 503 naming the failing ones."""
+    async def readyz(request: Request) -> JSONResponse:
+        """Whether a backup could run now: each check by name; 503 naming the failing ones. The details
+        (the database's user@host, folder paths) only for an administrator."""
         status, body = await asyncio.to_thread(readiness.report)
+        if not await asyncio.to_thread(_is_admin, ctx, request):
+            body = {**body, "checks": {name: {"ok": c["ok"]} for name, c in body["checks"].items()}}
         return JSONResponse(body, status_code=status)
 
     return router

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from nicegui.testing import User
 
+from ehr_backup.audit import Actor
 from ehr_backup.health import Readiness
 from ehr_backup.service import BackupService
 
@@ -45,8 +46,13 @@ def unreachable_database(web_env: dict[str, str], monkeypatch: pytest.MonkeyPatc
 
 
 async def test_readyz_is_503_naming_an_unreachable_database_without_its_password(unreachable_database,
-                                                                                 user: User) -> None:
-    r = await user.http_client.get("/readyz")
+                                                                                 user: User, accounts) -> None:
+    anonymous = await user.http_client.get("/readyz")
+    assert anonymous.status_code == 503 and anonymous.json()["failing"] == ["database"]
+    assert anonymous.json()["checks"]["database"] == {"ok": False}  # the details are for administrators
+    assert "127.0.0.1" not in anonymous.text
+    token = accounts.create_token(Actor("t"), "alice")
+    r = await user.http_client.get("/readyz", headers={"Authorization": f"Bearer {token}"})
     assert r.status_code == 503
     body = r.json()
     assert body["status"] == "not ready" and body["failing"] == ["database"]
@@ -64,8 +70,10 @@ def location_is_a_file(web_env: dict[str, str], monkeypatch: pytest.MonkeyPatch,
     return path
 
 
-async def test_readyz_is_503_naming_a_location_that_cannot_be_written(location_is_a_file: Path, user: User) -> None:
-    r = await user.http_client.get("/readyz")
+async def test_readyz_is_503_naming_a_location_that_cannot_be_written(location_is_a_file: Path, user: User,
+                                                                     accounts) -> None:
+    token = accounts.create_token(Actor("t"), "alice")
+    r = await user.http_client.get("/readyz", headers={"Authorization": f"Bearer {token}"})
     assert r.status_code == 503
     body = r.json()
     assert body["failing"] == ["location:default"]
