@@ -10,10 +10,18 @@ and only a role with that mark is ever dropped, so a role that existed before is
 
 from __future__ import annotations
 
-from typing import Any
+import json
+from typing import TYPE_CHECKING, Any
 
 import psycopg
 from psycopg import sql
+
+from .errors import BackupError
+from .models import Drill
+from .pg import ConnInfo, connect
+
+if TYPE_CHECKING:
+    from .db import Database
 
 POWERLESS = ("NOLOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS INHERIT "
              "CONNECTION LIMIT 0")
@@ -58,6 +66,58 @@ def drop(conn: psycopg.Connection, name: str, scratch: str) -> tuple[bool, str |
     except psycopg.Error as exc:
         return False, f"role {name} could not be dropped: {_first_line(exc)}"
     return True, None
+
+
+def pending(db: Database, drill_id: int | None) -> list[str]:
+    """The roles a drill made and has not dropped yet (recorded on its row)."""
+    with db.reading() as s:
+        row = s.get(Drill, drill_id)
+    return list(json.loads(row.roles_pending)) if row is not None and row.roles_pending else []
+
+
+def _record(db: Database, drill_id: int | None, names: list[str]) -> None:
+    with db.writing() as s:
+        row = s.get(Drill, drill_id)
+        if row is not None:
+            row.roles_pending = json.dumps(names) if names else ""
+            s.add(row)
+
+
+def make_all(db: Database, conn: psycopg.Connection, row: Drill, recorded: dict[str, Any]) -> list[str]:
+    """Create the roles the backup's objects need and the server lacks, each recorded first; report notes."""
+    notes = []
+    for name in missing(conn, recorded):
+        _record(db, row.id, [*pending(db, row.id), name])  # before it exists: a crash leaves a trace
+        why = create(conn, name, row.scratch)
+        if why is None:
+            notes.append(f"role {name}, which the backup's objects belong to, was created for the drill: "
+                         "NOLOGIN, without password or privileges; dropped afterwards")
+        else:
+            _record(db, row.id, [n for n in pending(db, row.id) if n != name])
+            notes.append(f"role {name} was not created: {why}")
+    return notes
+
+
+def drop_all(db: Database, target: ConnInfo, row: Drill) -> list[str]:
+    """Drop the roles a drill made (once its scratch database is gone); report notes."""
+    names = pending(db, row.id)
+    if not names:
+        return []
+    left: list[str] = []
+    notes: list[str] = []
+    try:
+        with connect(target) as conn:
+            for name in names:
+                settled, note = drop(conn, name, row.scratch)
+                notes.append(note or f"role {name} was dropped")
+                if not settled:
+                    left.append(name)
+    except BackupError as exc:
+        left, notes = names, [f"roles {', '.join(names)} were not dropped: {exc.message}"]
+    _record(db, row.id, left)
+    if left:
+        notes.append(f"the next start-up drops roles {', '.join(left)}")
+    return notes
 
 
 def _first_line(exc: psycopg.Error) -> str:

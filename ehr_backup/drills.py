@@ -10,7 +10,6 @@ is the restore's own (ehr_backup/restore): the same loader, the same row countin
 
 from __future__ import annotations
 
-import json
 import logging
 import secrets
 import threading
@@ -174,7 +173,7 @@ class Drills:
         finally:
             progress.phase = "dropping the scratch database"
             dropped = self._drop(row, target)
-            facts["notes"] += self._drop_roles(row, target) if dropped else []
+            facts["notes"] += drill_roles.drop_all(self.s.db, target, row) if dropped else []
         return self._finish(actor, record, row, target, passed, message, phases, tables, checks, facts, dropped,
                             error, progress)
 
@@ -187,7 +186,7 @@ class Drills:
             facts["serverVersion"] = str(v[0]) if v else None
             recorded = trailer.get("globals")
             if recorded and (recorded.get("server") or "") != row.server:  # another server: roles it needs
-                self._make_roles(conn, row, recorded, facts)
+                facts["notes"] += drill_roles.make_all(self.s.db, conn, row, recorded)
             database.create(conn, row.scratch, trailer.get("database"))
         ctx = Context(target=target.with_dbname(row.scratch), server=row.server, kept=self.s.restores.kept,
                       backup_id=record.id, jobs=default_jobs(), roles=False, progress=progress, cancel=cancel,
@@ -204,47 +203,6 @@ class Drills:
         except BackupError:
             return None
         return live.with_dbname(record.database) if record.database and record.database != live.dbname else live
-
-    def _make_roles(self, conn: psycopg.Connection, row: Drill, recorded: dict[str, Any],
-                    facts: dict[str, Any]) -> None:
-        """Create the roles the backup's objects need and the server lacks: powerless, each recorded first."""
-        for name in drill_roles.missing(conn, recorded):
-            self._update(row.id, roles_pending=json.dumps([*self._pending(row.id), name]))  # before it exists
-            why = drill_roles.create(conn, name, row.scratch)
-            if why is None:
-                facts["notes"].append(f"role {name}, which the backup's objects belong to, was created for the "
-                                      "drill: NOLOGIN, without password or privileges; dropped afterwards")
-            else:
-                left = [n for n in self._pending(row.id) if n != name]
-                self._update(row.id, roles_pending=json.dumps(left) if left else "")
-                facts["notes"].append(f"role {name} was not created: {why}")
-
-    def _pending(self, drill_id: int | None) -> list[str]:
-        """The roles a drill made and has not dropped yet."""
-        with self.s.db.reading() as s:
-            row = s.get(Drill, drill_id)
-        return list(json.loads(row.roles_pending)) if row is not None and row.roles_pending else []
-
-    def _drop_roles(self, row: Drill, target: ConnInfo) -> list[str]:
-        """Drop the roles this drill made (once its scratch database is gone); notes for the report."""
-        pending = self._pending(row.id)
-        if not pending:
-            return []
-        left: list[str] = []
-        notes: list[str] = []
-        try:
-            with connect(target) as conn:
-                for name in pending:
-                    settled, note = drill_roles.drop(conn, name, row.scratch)
-                    notes.append(note or f"role {name} was dropped")
-                    if not settled:
-                        left.append(name)
-        except BackupError as exc:
-            left, notes = pending, [f"roles {', '.join(pending)} were not dropped: {exc.message}"]
-        self._update(row.id, roles_pending=json.dumps(left) if left else "")
-        if left:
-            notes.append(f"the next start-up drops roles {', '.join(left)}")
-        return notes
 
     def _may_drop(self, row: Drill) -> bool:
         """Whether the row's scratch name may be dropped WITH (FORCE); a damaged row is refused and left."""
@@ -393,9 +351,9 @@ class Drills:
                     self.s.audit.record(SYSTEM, "drill.drop-scratch", row.scratch, "failed", exc.message)
                     continue
                 if row.scratch_dropped and row.roles_pending:  # roles only once nothing of theirs is left
-                    notes = self._drop_roles(row, target)
+                    notes = drill_roles.drop_all(self.s.db, target, row)
                     self.s.audit.record(SYSTEM, "drill.drop-roles", row.scratch,
-                                        "failed" if self._pending(row.id) else "ok",
+                                        "failed" if drill_roles.pending(self.s.db, row.id) else "ok",
                                         f"left by drill {row.id}: " + "; ".join(notes))
             if row.outcome == "running":
                 message = "interrupted: the program stopped during the drill"

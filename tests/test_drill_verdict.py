@@ -9,7 +9,14 @@ import pytest
 
 from ehr_backup.drill_checks import CheckResult, check_sql
 from ehr_backup.drill_report import ReportAltered, audit_detail, render_pdf, to_json, verify_file
-from ehr_backup.drill_verdict import compare_tables, is_scratch, may_drop, newest_verified, scratch_name, verdict
+from ehr_backup.drill_verdict import (
+    compare_tables,
+    is_scratch,
+    may_drop,
+    newest_verified,
+    scratch_name,
+    verdict,
+)
 from ehr_backup.errors import InvalidInput
 from ehr_backup.models import BackupRecord
 from ehr_backup.restore.counts import TableCount
