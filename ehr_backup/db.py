@@ -27,6 +27,7 @@ ADDED_COLUMNS = [
     ("backups", "pin_reason", "VARCHAR"),
     ("backups", "schedule", "VARCHAR"),
     ("api_tokens", "scope", "VARCHAR NOT NULL DEFAULT 'admin'"),
+    ("drills", "roles_pending", "VARCHAR NOT NULL DEFAULT ''"),
 ]
 
 

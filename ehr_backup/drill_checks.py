@@ -83,7 +83,10 @@ class CheckResult:
 def run_query(info: ConnInfo, query: str, timeout_s: int) -> str | None:
     """Run one check query read-only with a statement timeout; its single value as text."""
     try:
-        with psycopg.connect(info.conninfo(), autocommit=False, connect_timeout=10) as conn:
+        # read-only and time-limited for the whole session from its start, not only for the transaction
+        options = f"{info.params.get('options', '')} -c default_transaction_read_only=on " \
+                  f"-c statement_timeout={timeout_s}s -c lock_timeout={timeout_s}s".strip()
+        with psycopg.connect(info.conninfo(), autocommit=False, connect_timeout=10, options=options) as conn:
             conn.execute("SET TRANSACTION READ ONLY")
             conn.execute("SELECT set_config('statement_timeout', %s, true), set_config('lock_timeout', %s, true)",
                          (f"{timeout_s}s", f"{timeout_s}s"))

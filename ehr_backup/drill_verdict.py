@@ -3,6 +3,7 @@ and which backups a scheduled drill takes. No database, no clock."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -22,8 +23,14 @@ def scratch_name(database: str, token: str) -> str:
 
 
 def is_scratch(name: str) -> bool:
-    """Whether a database name is one a drill makes (never the live database's own name)."""
-    return SCRATCH_KIND in name
+    """Whether a database name is one a drill makes: `…__drill_` and 8 hex digits at its end."""
+    return isinstance(name, str) and re.search(r"__drill_[0-9a-f]{8}\Z", name) is not None
+
+
+def may_drop(scratch: str, live: Iterable[str | None]) -> bool:
+    """Whether a recorded scratch name may be dropped WITH (FORCE): it has the scratch shape and is none of
+    the live databases' names (a damaged drill row must never drop a real database)."""
+    return is_scratch(scratch) and scratch not in {n for n in live if n}
 
 
 def compare_tables(recorded: Mapping[str, int], loaded: Iterable[Loaded],

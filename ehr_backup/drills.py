@@ -2,13 +2,15 @@
 dropping it again, with an evidence report whose hashes go into the audit chain.
 
 Record, then work: the scratch database's name is recorded (and a lock held) before it is created, so
-a drill killed half-way leaves a trace that the next start-up (`reconcile`) drops. One drill per server
+a drill killed half-way leaves a trace that the next start-up (`reconcile`) drops; likewise each role a
+drill makes (powerless, see drill_roles) is recorded before it exists and dropped when the drill ends. One drill per server
 at a time; the scratch database is `<db>__drill_<random>`, never the live database's name. The loading
 is the restore's own (ehr_backup/restore): the same loader, the same row counting.
 """
 
 from __future__ import annotations
 
+import logging
 import secrets
 import threading
 import time
@@ -18,13 +20,13 @@ import psycopg
 from sqlalchemy import or_
 from sqlmodel import col, select
 
-from . import __version__, pg
+from . import __version__, drill_roles, pg
 from .audit import Actor
 from .catalogue import as_utc, utcnow
 from .drill_checks import CheckResult, DrillChecks, run_checks
 from .drill_report import Written, audit_detail
 from .drill_report import write as write_report
-from .drill_verdict import compare_tables, is_scratch, newest_verified, scratch_name, verdict
+from .drill_verdict import compare_tables, is_scratch, may_drop, newest_verified, scratch_name, verdict
 from .errors import BackupError, Busy, Cancelled, InvalidInput, NotFound
 from .locks import DatabaseLock
 from .models import AppSetting, BackupRecord, Drill, Status
@@ -33,12 +35,12 @@ from .pipeline import Progress
 from .restore import database
 from .restore.counts import count_tables
 from .restore.operation import check_matches_catalogue, default_jobs
-from .restore.roles import ensure_roles
 from .restore.run import Context, load
 
 if TYPE_CHECKING:
     from .service import BackupService, Task
 
+log = logging.getLogger(__name__)
 SYSTEM = Actor("system")
 DEFAULT_SCHEDULE = "weekly-drill"
 DEFAULT_SCHEDULE_FLAG = "default-drill-schedule-created"
@@ -120,6 +122,19 @@ class Drills:
 
     def _run(self, actor: Actor, record: BackupRecord, row: Drill, target: ConnInfo, progress: Progress,
              cancel: threading.Event) -> dict[str, Any]:
+        """Run the drill; whatever stops it, it ends recorded (failed, audited) rather than stuck running."""
+        try:
+            return self._attempt(actor, record, row, target, progress, cancel)
+        except Exception as exc:
+            if self.get(row.id or 0).outcome == "running":  # not settled by _finish: an unexpected error
+                message = exc.message if isinstance(exc, BackupError) else f"internal error: {type(exc).__name__}"
+                log.warning("drill %s of %s stopped: %s", row.id, record.id, message, exc_info=True)
+                self._update(row.id, outcome="failed", finished_at=utcnow(), message=message)
+                self.s.audit.record(actor, "drill", record.id, "failed", f"drill {row.id}: {message}")
+            raise
+
+    def _attempt(self, actor: Actor, record: BackupRecord, row: Drill, target: ConnInfo, progress: Progress,
+                 cancel: threading.Event) -> dict[str, Any]:
         """Authenticate, load into the scratch database, compare and check; always drop it; report."""
         phases: dict[str, float] = {}
         tables: dict[str, dict[str, Any]] = {}
@@ -158,6 +173,7 @@ class Drills:
         finally:
             progress.phase = "dropping the scratch database"
             dropped = self._drop(row, target)
+            facts["notes"] += drill_roles.drop_all(self.s.db, target, row) if dropped else []
         return self._finish(actor, record, row, target, passed, message, phases, tables, checks, facts, dropped,
                             error, progress)
 
@@ -170,7 +186,7 @@ class Drills:
             facts["serverVersion"] = str(v[0]) if v else None
             recorded = trailer.get("globals")
             if recorded and (recorded.get("server") or "") != row.server:  # another server: roles it needs
-                facts["notes"] += ensure_roles(conn, recorded).get("notes", [])
+                facts["notes"] += drill_roles.make_all(self.s.db, conn, row, recorded)
             database.create(conn, row.scratch, trailer.get("database"))
         ctx = Context(target=target.with_dbname(row.scratch), server=row.server, kept=self.s.restores.kept,
                       backup_id=record.id, jobs=default_jobs(), roles=False, progress=progress, cancel=cancel,
@@ -188,8 +204,22 @@ class Drills:
             return None
         return live.with_dbname(record.database) if record.database and record.database != live.dbname else live
 
+    def _may_drop(self, row: Drill) -> bool:
+        """Whether the row's scratch name may be dropped WITH (FORCE); a damaged row is refused and left."""
+        try:
+            live = self.s.connection().dbname
+        except BackupError:
+            live = None
+        if may_drop(row.scratch, (live, row.database)):
+            return True
+        log.warning("drill %s: refusing to drop %r: not a scratch database's name (a damaged drill row); left",
+                    row.id, row.scratch)
+        return False
+
     def _drop(self, row: Drill, target: ConnInfo) -> bool:
         """Drop the scratch database; if that fails it stays recorded for the next start-up."""
+        if not self._may_drop(row):
+            return False
         try:
             with connect(target) as conn:
                 database.drop(conn, row.scratch, target)
@@ -291,31 +321,40 @@ class Drills:
 
     # ----- start-up and schedules ------------------------------------------------------------------------
     def reconcile(self, alive: Any) -> dict[str, int]:
-        """Drop scratch databases left by drills that died, and mark those drills failed."""
+        """Drop scratch databases and roles left by drills that died, and mark those drills failed."""
         with self.s.db.reading() as s:
             rows = list(s.exec(select(Drill).where(or_(col(Drill.outcome) == "running",
-                                                      col(Drill.scratch_dropped).is_(False)))))
+                                                      col(Drill.scratch_dropped).is_(False),
+                                                      col(Drill.roles_pending) != ""))))
         dropped = 0
         identity = target = None
         for row in rows:
             if alive(scratch_key(row.server, row.scratch)):
                 continue  # a drill in another process is working on it
-            if not row.scratch_dropped:
+            if not row.scratch_dropped or row.roles_pending:
                 try:
                     if target is None:
                         target = self.server()
                         identity = pg.server_identity(target)
                     if row.server != identity:
                         continue  # made on another server than the one configured now: left recorded
-                    with connect(target) as conn:
-                        database.drop(conn, row.scratch, target)
+                    if not row.scratch_dropped and self._may_drop(row):
+                        with connect(target) as conn:
+                            database.drop(conn, row.scratch, target)
+                        self._update(row.id, scratch_dropped=True)
+                        row.scratch_dropped = True
+                        self.s.audit.record(SYSTEM, "drill.drop-scratch", row.scratch, "ok",
+                                            f"left by drill {row.id} of {row.backup_id}, which stopped before it "
+                                            "finished")
+                        dropped += 1
                 except BackupError as exc:
                     self.s.audit.record(SYSTEM, "drill.drop-scratch", row.scratch, "failed", exc.message)
                     continue
-                self._update(row.id, scratch_dropped=True)
-                self.s.audit.record(SYSTEM, "drill.drop-scratch", row.scratch, "ok",
-                                    f"left by drill {row.id} of {row.backup_id}, which stopped before it finished")
-                dropped += 1
+                if row.scratch_dropped and row.roles_pending:  # roles only once nothing of theirs is left
+                    notes = drill_roles.drop_all(self.s.db, target, row)
+                    self.s.audit.record(SYSTEM, "drill.drop-roles", row.scratch,
+                                        "failed" if drill_roles.pending(self.s.db, row.id) else "ok",
+                                        f"left by drill {row.id}: " + "; ".join(notes))
             if row.outcome == "running":
                 message = "interrupted: the program stopped during the drill"
                 self._update(row.id, outcome="failed", finished_at=utcnow(), message=message)

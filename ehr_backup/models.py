@@ -243,6 +243,9 @@ class Drill(SQLModel, table=True):
     report_pdf: str | None = None
     report_sha256: str | None = None  # of the JSON report
     report_pdf_sha256: str | None = None
+    # roles the drill made on the drill server and has not dropped yet (JSON list), recorded before each
+    # is created so a crash leaves a trace that reconcile settles
+    roles_pending: str = ""
 
 
 class DrillCheck(SQLModel, table=True):

@@ -9,7 +9,14 @@ import pytest
 
 from ehr_backup.drill_checks import CheckResult, check_sql
 from ehr_backup.drill_report import ReportAltered, audit_detail, render_pdf, to_json, verify_file
-from ehr_backup.drill_verdict import compare_tables, is_scratch, newest_verified, scratch_name, verdict
+from ehr_backup.drill_verdict import (
+    compare_tables,
+    is_scratch,
+    may_drop,
+    newest_verified,
+    scratch_name,
+    verdict,
+)
 from ehr_backup.errors import InvalidInput
 from ehr_backup.models import BackupRecord
 from ehr_backup.restore.counts import TableCount
@@ -25,6 +32,12 @@ def test_scratch_names_keep_the_suffix_within_63_bytes_and_are_never_the_live_na
     name = scratch_name("é" * 40, "0a1b2c3d")
     assert len(name.encode()) <= 63 and name.endswith("__drill_0a1b2c3d") and is_scratch(name)
     assert not is_scratch("clinic")
+
+
+def test_only_a_scratch_shaped_name_that_is_no_live_database_may_be_dropped() -> None:
+    assert may_drop("clinic__drill_0a1b2c3d", ["clinic", None])
+    assert not may_drop("clinic", ["other"]) and not may_drop("clinic__drill_", [])
+    assert not may_drop("clinic__drill_0a1b2c3d_x", []) and not may_drop("a__drill_0a1b2c3d", ["a__drill_0a1b2c3d"])
 
 
 def test_tables_match_only_when_recorded_dumped_and_restored_agree() -> None:

@@ -305,3 +305,115 @@ def test_metrics_and_alerts_read_the_real_drills(service: BackupService, env: di
     assert value(s, "ehr_backup_last_drill_success", database=good.database) == 0
     [latest] = service.drills.latest()
     assert latest["backupId"] == bad.id and "public.notes" in latest["message"]
+
+
+def other_cluster_backup(env: dict[str, str], cluster, owner: str, shared: str) -> str:
+    """A backup, in this installation's catalogue, of a database of another cluster whose owner is a
+    login superuser with a password there, and whose table is granted to a role the main server has too."""
+    run_sql(cluster.url(), f"CREATE ROLE {owner} SUPERUSER LOGIN PASSWORD 'other-cluster-secret'; "
+                           f"CREATE ROLE {shared} NOLOGIN")
+    run_sql(cluster.url(), f"CREATE DATABASE otherdb OWNER {owner}")
+    run_sql(cluster.url("otherdb"), f"SET ROLE {owner}; {TABLES} GRANT SELECT ON patients TO {shared}")
+    other = BackupService(Settings.from_env({**env, "DATABASE_URL": cluster.url("otherdb")}))
+    try:
+        return other.create(ACTOR, description="of another cluster").id
+    finally:
+        other.db.dispose()
+
+
+def roles_named(*names: str) -> list[tuple]:
+    return query(ADMIN_URL, "SELECT rolname, rolcanlogin, rolsuper, rolpassword IS NULL FROM pg_authid "
+                            f"WHERE rolname IN ({', '.join(repr(n) for n in names)}) ORDER BY rolname")
+
+
+def test_a_drill_of_another_clusters_backup_leaves_no_role_behind_and_never_a_login_one(
+        service: BackupService, env: dict[str, str], cluster) -> None:
+    token = os.urandom(4).hex()
+    owner, shared = f"drill_owner_{token}", f"drill_shared_{token}"
+    run_sql(ADMIN_URL, f"CREATE ROLE {shared} NOLOGIN")  # existed on the drill server before: never dropped
+    try:
+        backup_id = other_cluster_backup(env, cluster, owner, shared)
+        result = service.drill(ACTOR, backup_id)
+        assert result["outcome"] == "passed", result["message"]
+        assert roles_named(owner, shared) == [(shared, False, False, True)]
+        notes = json.loads(Path(result["report"]["json"]).read_bytes())["notes"]
+        assert any(owner in n and "NOLOGIN" in n for n in notes) and f"role {owner} was dropped" in notes
+        assert not any(shared in n for n in notes)
+        assert query(ADMIN_URL, "SELECT count(*) FROM pg_database WHERE datname LIKE 'otherdb\\_\\_drill\\_%'") == [(0,)]
+    finally:
+        run_sql(ADMIN_URL, f"DROP ROLE IF EXISTS {owner}; DROP ROLE IF EXISTS {shared}")
+
+
+CRASH = """import os, sys
+from ehr_backup import drills
+from ehr_backup.audit import Actor
+from ehr_backup.config import Settings
+from ehr_backup.service import BackupService
+drills.load = lambda *a, **k: os._exit(9)  # the process dies once the scratch database and roles exist
+BackupService(Settings.from_env(os.environ)).drill(Actor("crash"), sys.argv[1])
+"""
+
+
+def test_roles_a_dead_drill_made_are_powerless_and_dropped_by_the_next_start(
+        service: BackupService, env: dict[str, str], cluster) -> None:
+    token = os.urandom(4).hex()
+    owner, shared = f"drill_owner_{token}", f"drill_shared_{token}"
+    run_sql(ADMIN_URL, f"CREATE ROLE {shared} NOLOGIN")
+    try:
+        backup_id = other_cluster_backup(env, cluster, owner, shared)
+        died = subprocess.run([sys.executable, "-c", CRASH, backup_id], env=cli_env(env), capture_output=True,
+                              text=True, timeout=120, check=False)
+        assert died.returncode == 9, died.stderr
+        assert roles_named(owner, shared) == [(owner, False, False, True), (shared, False, False, True)]
+        assert service.reconcile()["droppedDrillDatabases"] == 1
+        assert roles_named(owner, shared) == [(shared, False, False, True)]
+        [row] = service.drill_list()
+        assert row["outcome"] == "failed" and row["scratchDropped"]
+        assert service.audit.entries(action="drill.drop-roles")[0].outcome == "ok"
+    finally:
+        run_sql(ADMIN_URL, f"DROP ROLE IF EXISTS {owner}; DROP ROLE IF EXISTS {shared}")
+
+
+def test_a_drill_whose_report_cannot_be_rendered_ends_failed_and_audited(
+        service: BackupService, env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> None:
+    from ehr_backup import drill_report
+    run_sql(env["DATABASE_URL"], TABLES)
+    record = service.create(ACTOR, description="report breaks")
+
+    def broken(report: dict) -> bytes:  # fault injection: the PDF library fails
+        raise ValueError("fpdf broke")
+
+    monkeypatch.setattr(drill_report, "render_pdf", broken)
+    with pytest.raises(ValueError):
+        service.drill(ACTOR, record.id)
+    [row] = service.drill_list()
+    assert row["outcome"] == "failed" and row["message"] == "internal error: ValueError" and row["finishedAt"]
+    assert row["scratchDropped"] and drill_dbs(record.database) == []
+    last = service.audit.entries(action="drill")[0]
+    assert last.outcome == "failed" and "internal error: ValueError" in last.detail
+
+
+def test_start_up_never_drops_a_database_a_damaged_drill_row_names(
+        service: BackupService, env: dict[str, str], caplog: pytest.LogCaptureFixture) -> None:
+    from ehr_backup import pg
+    from ehr_backup.catalogue import utcnow
+    from ehr_backup.models import Drill
+    live = env["DATABASE_URL"].rsplit("/", 1)[1]
+    identity = pg.server_identity(service.drills.server())
+    with service.db.writing() as s:
+        s.add(Drill(backup_id="x", database=live, server=identity, scratch=live, started_at=utcnow()))
+    assert service.reconcile()["droppedDrillDatabases"] == 0
+    assert query(ADMIN_URL, f"SELECT count(*) FROM pg_database WHERE datname = '{live}'") == [(1,)]
+    assert any(r.levelname == "WARNING" and "refusing to drop" in r.getMessage() for r in caplog.records)
+    [row] = service.drill_list()
+    assert not row["scratchDropped"] and row["outcome"] == "failed"
+
+
+def test_check_queries_run_in_read_only_sessions(service: BackupService, env: dict[str, str]) -> None:
+    run_sql(env["DATABASE_URL"], TABLES)
+    record = service.create(ACTOR, description="read only")
+    service.drill_check_add(ACTOR, "ro", "SELECT current_setting('default_transaction_read_only')", expect="on")
+    service.drill_check_add(ACTOR, "ro-live", "SELECT current_setting('default_transaction_read_only')",
+                            compare_live=True)
+    result = service.drill(ACTOR, record.id)
+    assert [(c["actual"], c["expected"]) for c in result["checks"]] == [("on", "on"), ("on", "on")]
