@@ -72,7 +72,8 @@ def add_routes(router: APIRouter, ctx: Any, admin: Callable[[Request], Principal
     async def check(who: Admin) -> dict[str, Any]:
         """Check the conditions now and send what is due (409 while another check runs)."""
         result: dict[str, Any] = await asyncio.to_thread(ctx.service.alerts.check)
-        ctx.service.audit.record(who.actor(), "alert-check", "alerts", "ok", f"{len(result['open'])} open")
+        await asyncio.to_thread(ctx.service.audit.record, who.actor(), "alert-check", "alerts", "ok",
+                                f"{len(result['open'])} open")  # a SQLite write: never on the event loop
         return result
 
     @router.get("/alerts/open")

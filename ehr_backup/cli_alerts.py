@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import argparse
 import getpass
+import logging
 import sys
 from collections.abc import Callable
 from typing import Any
 
+from .alerts.conditions import clean_message
 from .audit import Actor
 from .errors import InvalidInput
 from .text import printable
+
+log = logging.getLogger("ehr_backup.alerts")
 
 
 def add_commands(cmd: Any) -> None:
@@ -92,8 +96,17 @@ def then_check(service: Any, command: str, work: Callable[[], Any]) -> Any:
     try:
         return work()
     finally:
-        if command in ("create", "verify") and service.alerts.channels():
-            service.alerts.check_quietly()  # failures are logged as warnings; the command's outcome stands
+        if command in ("create", "verify"):
+            _check_after(service)
+
+
+def _check_after(service: Any) -> None:
+    """Check alerts after a command; any failure is only logged, so the command's own result stands."""
+    try:
+        if service.alerts.channels():
+            service.alerts.check_quietly()
+    except Exception as exc:  # noqa: BLE001 - raising here would replace the command's result or exit status
+        log.warning("the alert check after this command failed: %s", clean_message(getattr(exc, "message", exc)))
 
 
 def print_human(args: argparse.Namespace, result: Any) -> None:

@@ -79,3 +79,38 @@ async def test_alerts_through_the_api(user: User, accounts, backups: BackupServi
     bob = {"Authorization": f"Bearer {accounts.create_token(Actor('t'), 'bob')}"}
     assert (await http.get(f"{API}/alerts", headers=bob)).status_code == 403
     assert (await http.get(f"{API}/alerts/history")).status_code == 401
+
+
+async def test_a_bad_stored_webhook_url_neither_breaks_the_api_nor_blocks_the_event_loop(
+        user: User, accounts, backups: BackupService, monkeypatch: pytest.MonkeyPatch) -> None:
+    import asyncio
+
+    from ehr_backup.audit import AuditLog
+
+    from .test_alert_fixes import BAD_URL, store_as_an_older_version_did
+    on_loop: list[str] = []
+    record = AuditLog.record
+
+    def watched(self, actor, action, *args, **kwargs):  # where each audit write runs
+        try:
+            asyncio.get_running_loop()
+            if action.startswith("alert"):
+                on_loop.append(action)
+        except RuntimeError:
+            pass
+        return record(self, actor, action, *args, **kwargs)
+
+    monkeypatch.setattr(AuditLog, "record", watched)
+    auth = {"Authorization": f"Bearer {accounts.create_token(Actor('t'), 'alice')}"}
+    http = user.http_client
+    store_as_an_older_version_did(backups)
+    listed = await http.get(f"{API}/alerts", headers=auth)
+    assert listed.status_code == 200 and "invalid webhook URL" in listed.json()["channels"][0]["target"]
+    tested = await http.post(f"{API}/alerts/test", headers=auth)
+    assert tested.status_code == 200 and tested.json()["failed"] == 1
+    assert (await http.post(f"{API}/alerts/check", headers=auth)).status_code == 200
+    refused = await http.post(f"{API}/alerts/webhooks", json={"url": BAD_URL}, headers=auth)
+    assert refused.status_code == 422 and "port" in refused.json()["error"]
+    assert on_loop == []
+    errors = [h["error"] for h in backups.alerts.history()]
+    assert errors and all("webhook URL is not valid" in e for e in errors)

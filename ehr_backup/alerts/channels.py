@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import http.client
 import json
 import smtplib
 import ssl
@@ -73,14 +74,16 @@ class Message:
         title = TITLES.get(c.event, c.event)
         where = c.database or c.location
         prefix = {"resolved": "RESOLVED: ", "repeat": "STILL OPEN: "}.get(self.kind, "")
-        return f"[EHR Backup] {prefix}{title}{': ' + where if where else ''}"
+        # one printable line: a CR or LF (e.g. in a database name) would make EmailMessage refuse the header
+        return clean_message(f"[EHR Backup] {prefix}{title}{': ' + where if where else ''}", 250)
 
     def body(self) -> str:
         """The email body: what, when, where, the error and the link."""
         c = self.condition
         event = f"Event:    {self.event}" + (f" ({c.event})" if self.kind == "resolved" else "")
         lines = [self.subject().removeprefix("[EHR Backup] "), "", self.text(), "", event,
-                 f"Database: {c.database or '-'}", f"Location: {c.location or '-'}",
+                 f"Database: {clean_message(c.database, 200) or '-'}",
+                 f"Location: {clean_message(c.location, 200) or '-'}",
                  f"Since:    {_iso(c.since)}", f"Sent at:  {_iso(self.at)}", f"Open:     {self.link}", "",
                  FOOTER]
         return "\n".join(lines) + "\n"
@@ -134,6 +137,8 @@ def send_webhook(url: str, secret: str, message: Message, *, sleep: Callable[[fl
         except urllib.error.HTTPError as exc:
             error = f"HTTP {exc.code}"
             retry = exc.code >= 500 or exc.code in (408, 429)
+        except http.client.InvalidURL as exc:  # e.g. a bad port stored by an older version: retrying cannot help
+            error, retry = f"the webhook URL is not valid: {clean_message(exc, 200)}", False
         except (urllib.error.URLError, OSError, ValueError) as exc:
             reason = getattr(exc, "reason", exc)
             error = f"cannot reach the webhook: {clean_message(reason, 200)}"

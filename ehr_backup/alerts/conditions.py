@@ -28,6 +28,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("ehr_backup.alerts")
 MAX_MESSAGE = 600
 MIN_GRACE = timedelta(hours=1)  # a scheduled backup may take a while, and be retried, before it is late
+FORGET_FAILED = timedelta(days=7)  # a failure of a database that is no longer configured stops alerting
+AUDIT_EVERY = timedelta(hours=1)  # the whole chain is re-read at most this often: its cost grows with the log
 _URL_CREDENTIALS = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^/\s@]*@")
 _KEY_VALUES = re.compile(r"(?i)\b(password|passwd|pwd|secret|token|key|sslpassword)\s*[=:]\s*\S+")
 
@@ -77,11 +79,40 @@ def overdue(database: str, last_success: datetime | None, reference: datetime | 
                      start + allowed, database=database)
 
 
+def failed_backups(records: Iterable[Any], configured: str | None, now: datetime,
+                   forget_after: timedelta = FORGET_FAILED) -> list[Condition]:
+    """Pure: a backup.failed condition per database whose newest attempt (records newest first) failed.
+
+    Only the configured database, and databases that have had a successful backup, count: an attempt on a
+    mistyped DATABASE_URL would otherwise stay open forever. Another database's failure stops counting after
+    `forget_after` (it is no longer backed up here); the configured database's stays until a backup succeeds.
+    """
+    records = list(records)
+    succeeded = {r.database for r in records if r.status in (Status.COMPLETED, Status.DISCOVERED)}
+    seen: set[str] = set()
+    out = []
+    for r in records:
+        if r.kind == "safety" or r.status not in (Status.COMPLETED, Status.FAILED) or r.database in seen:
+            continue
+        seen.add(r.database)
+        if r.status != Status.FAILED or (r.database != configured and r.database not in succeeded):
+            continue
+        at = as_utc(r.finished_at) or as_utc(r.created_at) or now
+        if r.database != configured and now - at > forget_after:
+            continue
+        out.append(Condition(f"backup.failed:{r.database}", "backup.failed",
+                             f"backup {r.id} of {r.database} failed at {at:%Y-%m-%d %H:%M} UTC"
+                             f"{' while ' + r.step if r.step else ''}: {clean_message(r.error)}",
+                             at, database=r.database, location=r.location))
+    return out
+
+
 class Collector:
     """The current conditions of one installation."""
 
     def __init__(self, service: BackupService) -> None:
         self.s = service
+        self._audit_ok_at: datetime | None = None  # when the chain last verified (a broken one is re-read each time)
 
     def collect(self, now: datetime) -> list[Condition]:
         """Every condition that holds now."""
@@ -96,20 +127,12 @@ class Collector:
         return out
 
     def backups(self, now: datetime) -> list[Condition]:
-        """The newest attempt at backing up a database failed."""
-        seen: set[str] = set()
-        out = []
-        for r in self.s.catalogue.all():  # newest first
-            if r.kind == "safety" or r.status not in (Status.COMPLETED, Status.FAILED) or r.database in seen:
-                continue
-            seen.add(r.database)
-            if r.status == Status.FAILED:
-                at = as_utc(r.finished_at) or as_utc(r.created_at) or now
-                out.append(Condition(f"backup.failed:{r.database}", "backup.failed",
-                                     f"backup {r.id} of {r.database} failed at {at:%Y-%m-%d %H:%M} UTC"
-                                     f"{' while ' + r.step if r.step else ''}: {clean_message(r.error)}",
-                                     at, database=r.database, location=r.location))
-        return out
+        """The newest attempt at backing up a database failed (see failed_backups for which databases count)."""
+        try:
+            configured = self.configured_database()
+        except (BackupError, ValueError):
+            configured = None  # a DATABASE_URL that does not parse: only databases backed up before count
+        return failed_backups(self.s.catalogue.all(), configured, now)
 
     def verifications(self, now: datetime) -> list[Condition]:
         """A stored backup whose latest verification failed."""
@@ -186,10 +209,15 @@ class Collector:
         return out
 
     def audit(self, now: datetime) -> list[Condition]:
-        """The audit log's hash chain does not verify."""
+        """The audit log's hash chain does not verify (a chain that verified is re-read at most every AUDIT_EVERY)."""
+        last = self._audit_ok_at
+        if last is not None and last <= now < last + AUDIT_EVERY:
+            return []
         report = self.s.verify_audit()
         if report.ok:
+            self._audit_ok_at = now
             return []
+        self._audit_ok_at = None
         where = f" (first bad entry {report.first_bad})" if report.first_bad is not None else ""
         return [Condition("audit.broken", "audit.broken",
                           f"the audit log does not verify{where}: {clean_message(report.reason)}", now)]

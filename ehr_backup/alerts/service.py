@@ -38,6 +38,7 @@ KEEP_HISTORY = 2000
 MAX_CHANNELS = 50
 EMAIL_RE = re.compile(r"[^@\s,;<>\"'()]{1,64}@[A-Za-z0-9.-]{1,253}")
 HOST_RE = re.compile(r"[A-Za-z0-9.:\[\]-]{1,253}")
+URL_HOST_RE = re.compile(r"[A-Za-z0-9._:-]{1,253}")  # a webhook's host name, IPv4 or (unbracketed) IPv6 address
 PORTS = {"starttls": 587, "tls": 465, "none": 25}
 MIN_SECRET = 16
 
@@ -171,17 +172,21 @@ class Alerts:
     def _send(self, message: Message, channels: list[AlertChannel]) -> list[AlertDelivery]:
         """Send to every channel and record each outcome; returns the history rows."""
         rows = []
+        c = message.condition
         for channel in channels:
-            outcome = self._deliver(channel, message)
-            c = message.condition
-            rows.append(AlertDelivery(at=self.clock(), channel_id=channel.id, channel=f"{channel.kind} "
-                                      f"{display_target(channel)}"[:300], kind=message.kind, event=message.event,
-                                      key=c.key[:300], database=c.database, location=c.location,
-                                      message=message.text(), outcome="sent" if outcome.ok else "failed",
-                                      attempts=outcome.attempts, error=clean_message(outcome.error)))
+            try:
+                outcome = self._deliver(channel, message)
+                where = f"{channel.kind} {display_target(channel)}"[:300]
+            except Exception as exc:  # noqa: BLE001 - one broken channel must not keep the alert from the others
+                outcome, where = Outcome(False, 0, f"internal error: {exc.__class__.__name__}"), channel.kind
+            rows.append(AlertDelivery(at=self.clock(), channel_id=channel.id, channel=where, kind=message.kind,
+                                      event=message.event, key=c.key[:300], database=c.database,
+                                      location=c.location, message=message.text(),
+                                      outcome="sent" if outcome.ok else "failed", attempts=outcome.attempts,
+                                      error=clean_message(outcome.error)))
             if not outcome.ok:
                 log.warning("alert %s (%s) not delivered to alert channel %s after %d attempt(s): %s", message.event,
-                            c.key, channel.id, outcome.attempts, clean_message(outcome.error))
+                            clean_message(c.key), channel.id, outcome.attempts, clean_message(outcome.error))
         with self.db.writing() as s:
             for row in rows:
                 s.add(row)
@@ -307,9 +312,16 @@ def check_url(url: Any) -> str:
     """A webhook URL: http or https with a host, no spaces, at most 2000 characters."""
     if not isinstance(url, str) or len(url) > 2000 or not url.isprintable() or any(c.isspace() for c in url):
         raise InvalidInput("give the webhook's URL (http:// or https://, at most 2000 characters)")
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
+    try:  # urlsplit and .port raise ValueError on a bad IPv6 host or port, which would break every later use
+        parts = urlsplit(url)
+        host, port = parts.hostname, parts.port
+    except ValueError:
+        raise InvalidInput("the webhook URL's host or port is not valid (the port is a number from 1 to 65535)") \
+            from None
+    if parts.scheme not in ("http", "https") or not host:
         raise InvalidInput("a webhook URL starts with http:// or https:// and names a host")
+    if not URL_HOST_RE.fullmatch(host) or port == 0:
+        raise InvalidInput("the webhook URL's host is a name or an address, and its port a number from 1 to 65535")
     return url
 
 
@@ -326,11 +338,14 @@ def display_target(c: AlertChannel) -> str:
     """A channel's destination for people and logs: a webhook without credentials, query or long path."""
     if c.kind != "webhook":
         return f"{c.target} via {c.smtp_host}:{c.smtp_port}"
-    parts = urlsplit(c.target)
-    host = parts.hostname or ""
-    port = f":{parts.port}" if parts.port else ""
+    try:  # a URL stored by an older version may not parse: showing it must not break the list or the sending
+        parts = urlsplit(c.target)
+        host = parts.hostname or ""
+        port = f":{parts.port}" if parts.port else ""
+    except ValueError:
+        return "an invalid webhook URL (remove this channel and add it again)"
     path = parts.path if len(parts.path) <= 24 else parts.path[:12] + "…"
-    return f"{parts.scheme}://{host}{port}{path}"
+    return clean_message(f"{parts.scheme}://{host}{port}{path}", 300)
 
 
 def _context(c: AlertChannel) -> str:
