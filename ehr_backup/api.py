@@ -19,6 +19,7 @@ from .auth import AuthService, Principal, require_admin
 from .clientaddr import client_address
 from .errors import BackupError, Forbidden, NotFound, Unauthenticated
 from .jobs import Job, JobManager
+from .listing import json_stream
 from .retention import MAX_COUNT, MAX_WITHIN_DAYS, RetentionPolicy
 from .service import BackupService, iter_file
 
@@ -223,10 +224,20 @@ def build_router(ctx: ApiContext) -> APIRouter:
                                        compression=body.compression)
         return await finish(ctx.jobs.start(task, who.username), wait)
 
-    @router.get("/list")
-    async def list_(who: Admin, location: str | None = None) -> dict[str, Any]:
-        """Every backup across all locations, optionally of one location."""
-        return {"backups": await asyncio.to_thread(ctx.service.list, location=location)}
+    @router.get("/list", response_model=None)
+    async def list_(who: Admin, location: str | None = None, database: str | None = None, kind: str | None = None,
+                    status: str | None = None, search: str | None = None, sort: str = "createdAt",
+                    order: Literal["asc", "desc"] = "desc", limit: int | None = None,
+                    cursor: str | None = None) -> dict[str, Any] | StreamingResponse:
+        """Backups across all locations, filtered; with limit (and cursor) one page {backups, total,
+        nextCursor}, else every backup, streamed a page at a time."""
+        filters = {"location": location, "database": database, "kind": kind, "status": status, "search": search,
+                   "sort": sort, "descending": order == "desc"}
+        if limit is None and cursor is None:
+            rows = await asyncio.to_thread(ctx.service.iter_list, **filters)
+            return StreamingResponse(json_stream(rows), media_type="application/json")
+        return await asyncio.to_thread(ctx.service.list_page, **filters,
+                                       limit=100 if limit is None else limit, cursor=cursor)
 
     @router.post("/restore", status_code=202)
     async def restore(body: RestoreBody, who: Admin, wait: Wait = False) -> Any:

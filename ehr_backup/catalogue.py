@@ -32,15 +32,18 @@ class Catalogue:
 
     def __init__(self, db: Database) -> None:
         self._db = db
+        self.generation = 0  # bumped by every change made through this object (cached list plans compare it)
 
     def add(self, record: BackupRecord) -> BackupRecord:
         """Insert a new record."""
         with self._db.writing() as s:
             s.add(record)
+        self.generation += 1
         return record
 
     def update(self, backup_id: str, **fields: Any) -> BackupRecord | None:
         """Change fields of a record; return it, or None when it is gone."""
+        self.generation += 1
         with self._db.writing() as s:
             row = s.get(BackupRecord, backup_id)
             if row is None:
@@ -80,6 +83,7 @@ class Catalogue:
 
     def delete(self, backup_id: str) -> None:
         """Remove a record; a finished run of ours is added to its database's tally (see BackupTally)."""
+        self.generation += 1
         with self._db.writing() as s:
             row = s.get(BackupRecord, backup_id)
             if row is not None:
@@ -108,6 +112,7 @@ class Catalogue:
 
     def fail_interrupted(self, *, reason: str, alive: Callable[[str], bool]) -> list[str]:
         """Mark rows left RUNNING by a crash (whose job is not alive) as FAILED; return their ids."""
+        self.generation += 1
         with self._db.writing() as s:
             rows = [r for r in s.exec(select(BackupRecord).where(BackupRecord.status == Status.RUNNING)).all()
                     if not alive(r.id)]

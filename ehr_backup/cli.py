@@ -53,9 +53,21 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--compression", choices=["gzip", "zstd"], help="default: EHR_BACKUP_COMPRESSION or gzip")
     c.add_argument("--json", action="store_true", help="print the backup as one JSON object")
 
-    c = cmd("list", "list backups in every location")
+    c = cmd("list", "list backups in every location (newest first); --limit shows one page")
     c.add_argument("--location", choices=["default", "desktop", "documents", "downloads", "custom"])
-    c.add_argument("--json", action="store_true", help='print {"backups": [...]}')
+    c.add_argument("--limit", type=int, metavar="N", help="one page of at most N backups (1-500), with the total "
+                   "and the cursor of the next page")
+    c.add_argument("--cursor", metavar="C", help="continue after the page that printed this cursor")
+    c.add_argument("--database", help="only backups of this database (with --limit)")
+    c.add_argument("--kind", choices=["manual", "scheduled", "safety", "discovered"], help="only this kind (with --limit)")
+    c.add_argument("--status", help="only this state: completed, running, failed, cancelled, discovered, verified, "
+                   "verify-failed, unverified (with --limit)")
+    c.add_argument("--search", help="only backups whose description or id contains this text (with --limit)")
+    c.add_argument("--sort", default="createdAt", choices=["createdAt", "description", "size", "status", "location",
+                                                          "database", "kind", "createdBy"], help="(with --limit)")
+    c.add_argument("--oldest-first", action="store_true", help="ascending order (with --limit)")
+    c.add_argument("--json", action="store_true", help='print {"backups": [...]} (with --limit also total and '
+                   'nextCursor)')
 
     c = cmd("verify", "authenticate every byte, decompress, and check the dump is complete and its row counts")
     c.add_argument("backup_id", metavar="BACKUP_ID", nargs="?")
@@ -317,6 +329,10 @@ def _dispatch(service: Any, args: argparse.Namespace) -> Any:
         task = service.prepare_create(actor, description=args.description, location=args.location,
                                       custom_path=args.path, compression=args.compression)
         return service.view(_run_task(task))
+    if args.command == "list" and (args.limit is not None or args.cursor):
+        return service.list_page(location=args.location, database=args.database, kind=args.kind, status=args.status,
+                                 search=args.search, sort=args.sort, descending=not args.oldest_first,
+                                 limit=100 if args.limit is None else args.limit, cursor=args.cursor)
     if args.command == "list":
         return {"backups": service.list(location=args.location)}
     if args.command == "verify":
@@ -519,6 +535,9 @@ def _print_human(args: argparse.Namespace, result: Any) -> None:
               f"{len(result['tableRowCounts'] or {})} tables) in {result['path']}")
     elif cmd == "list":
         _print_backups(result["backups"])
+        if "total" in result:
+            print(f"{len(result['backups'])} of {result['total']} backups"
+                  + (f"; next page: --cursor {result['nextCursor']}" if result["nextCursor"] else ""))
     elif cmd == "verify" and "results" in result:
         print(f"{result['verified']} backups verified, {result['failed']} failed")
     elif cmd == "verify":

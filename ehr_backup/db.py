@@ -30,6 +30,14 @@ ADDED_COLUMNS = [
     ("drills", "roles_pending", "VARCHAR NOT NULL DEFAULT ''"),
 ]
 
+# Indexes added after a table was first created (create_all makes them only with a new table): the
+# backup list filters and sorts by these in SQLite (ehr_backup/listing.py); names as SQLModel gives them.
+ADDED_INDEXES = [
+    ("backups", "database"),
+    ("backups", "kind"),
+    ("backups", "size"),
+]
+
 
 def _add_missing_columns(engine: Engine) -> None:
     """Bring tables made by an older version up to the current models."""
@@ -38,6 +46,8 @@ def _add_missing_columns(engine: Engine) -> None:
         for table, column, ddl in ADDED_COLUMNS:
             if column not in {c["name"] for c in insp.get_columns(table)}:
                 conn.exec_driver_sql(f'ALTER TABLE "{table}" ADD COLUMN "{column}" {ddl}')
+        for table, column in ADDED_INDEXES:
+            conn.exec_driver_sql(f'CREATE INDEX IF NOT EXISTS "ix_{table}_{column}" ON "{table}" ("{column}")')
 
 
 def _engine(path: Path, begin: str) -> Engine:

@@ -28,16 +28,16 @@ class BackupRecord(SQLModel, table=True):
     location: str = Field(index=True)
     directory: str
     description: str = ""
-    kind: str = "manual"  # manual | scheduled | safety
+    kind: str = Field(default="manual", index=True)  # manual | scheduled | safety
     status: str = Field(index=True)
     step: str | None = None
     error: str | None = None
     compression: str = "gzip"
-    size: int | None = None
+    size: int | None = Field(default=None, index=True)
     dump_bytes: int | None = None
     sha256: str | None = None
     key_id: str | None = None
-    database: str = ""
+    database: str = Field(default="", index=True)
     server_version: str | None = None
     pg_dump_version: str | None = None
     table_counts: str | None = None  # JSON object: table -> rows, as recorded in the dump

@@ -30,6 +30,7 @@ from .drills import view as drill_view
 from .errors import BackupError, Busy, Cancelled, ConfigError, InvalidInput, NotFound, Pinned, StorageError
 from .fileformat import OpenedFile, peek_header
 from .keys import KEY_ID_RE, KeyRing, load_keyring
+from .listing import Listing, ListQuery, last_drills
 from .locks import DatabaseLock
 from .models import BackupRecord, Status
 from .pg import ConnInfo
@@ -97,6 +98,7 @@ class BackupService:
         self.schedules = Schedules(self)
         self.drills = Drills(self)
         self.alerts = Alerts(self)  # ehr_backup/alerts/: channels, checks, history
+        self.listing = Listing(self)  # ehr_backup/listing.py: paged, filtered, sorted in SQLite
 
     # ----- configuration -----------------------------------------------------------------------------
     def connection(self) -> ConnInfo:
@@ -420,7 +422,20 @@ class BackupService:
         self._import_discovered()
         records = self.catalogue.all()
         kept = self.rotation.kept_by(records)  # one planning pass for the whole list
-        return [self.view(r, kept.get(r.id, [])) for r in records if location is None or r.location == location]
+        records = [r for r in records if location is None or r.location == location]
+        drills = last_drills(self.db, [r.id for r in records])  # one query, not one per backup
+        return [self.view(r, kept.get(r.id, []), last_drill=drills.get(r.id)) for r in records]
+
+    def list_page(self, *, location: str | None = None, database: str | None = None, kind: str | None = None,
+                  status: str | None = None, search: str | None = None, sort: str = "createdAt",
+                  descending: bool = True, limit: int = 100, cursor: str | None = None) -> dict[str, Any]:
+        """One page of backups, filtered, searched (description, id) and sorted in the database:
+        {backups, total, nextCursor}; pass nextCursor back for the next page (None: this was the last)."""
+        return self.listing.page(ListQuery(location, database, kind, status, search, sort, descending, limit, cursor))
+
+    def iter_list(self, **filters: Any) -> Iterator[dict[str, Any]]:
+        """Every backup the filters select (those of list_page), read a page at a time."""
+        return self.listing.walk(ListQuery(**{**filters, "limit": 500}).checked())  # checked now, not when read
 
     def _import_discovered(self) -> None:
         known = self.catalogue.ids()
@@ -451,8 +466,12 @@ class BackupService:
                     pass  # a concurrent list imported it first
                 known.add(path.name)
 
-    def view(self, r: BackupRecord, kept_by: Sequence[str] | None = None) -> dict[str, Any]:
-        """The public JSON form of a backup; kept_by: the rotation rules that keep it (default: planned now)."""
+    def view(self, r: BackupRecord, kept_by: Sequence[str] | None = None,
+             last_drill: dict[str, Any] | None | bool = False) -> dict[str, Any]:
+        """The public JSON form of a backup; kept_by: the rotation rules that keep it (default: planned now);
+        last_drill: its newest drill when already read (default: read now)."""
+        if last_drill is False:
+            last_drill = self.drills.last_for(r.id)
         if kept_by is None:
             kept_by = self.rotation.kept_by(self.catalogue.all(database=r.database)).get(r.id, [])
         path = Path(r.directory) / r.id
@@ -473,7 +492,7 @@ class BackupService:
                 "pinned": bool(r.pinned), "pinReason": r.pin_reason, "keptBy": [*kept_by], "schedule": r.schedule,
                 # a file found on disk and not verified yet: its description, creator and database are
                 # what its unauthenticated header claims
-                "unverified": r.status == Status.DISCOVERED, "lastDrill": self.drills.last_for(r.id)}
+                "unverified": r.status == Status.DISCOVERED, "lastDrill": last_drill}
 
     def get(self, backup_id: str) -> BackupRecord:
         """The catalogued backup with this id (ids are validated, never used as paths directly)."""
