@@ -58,6 +58,7 @@ class ListQuery:
     descending: bool = True
     limit: int = 100
     cursor: str | None = None
+    offset: int = 0  # rows to skip when there is no cursor (a table's page number); a cursor is steadier
 
     def checked(self) -> ListQuery:
         """The query with its values validated (InvalidInput names the first bad one)."""
@@ -71,10 +72,12 @@ class ListQuery:
             raise InvalidInput(f"cannot sort by {self.sort!r}: choose one of {', '.join(SORTS)}")
         if not 1 <= self.limit <= MAX_LIMIT:
             raise InvalidInput(f"limit must be between 1 and {MAX_LIMIT}")
+        if not 0 <= self.offset <= 10_000_000:
+            raise InvalidInput("offset must be a number of rows, 0 or more")
         database = clean_text(self.database, 63, "the database name") if self.database else None
         search = clean_text(self.search, 200, "the search text").strip() if self.search else None
         return ListQuery(self.location or None, database, self.kind or None, self.status or None, search or None,
-                         self.sort, self.descending, self.limit, self.cursor or None)
+                         self.sort, self.descending, self.limit, self.cursor or None, self.offset)
 
 
 def encode_cursor(query: ListQuery, value: Any, backup_id: str) -> str:
@@ -148,7 +151,8 @@ def page_records(db: Any, q: ListQuery) -> tuple[list[BackupRecord], int, str | 
             else:
                 page_where.append(or_(key > value, and_(key == value, col(BackupRecord.id) > after)))
         order = (key.desc(), col(BackupRecord.id).desc()) if q.descending else (key.asc(), col(BackupRecord.id).asc())
-        rows = list(s.exec(select(BackupRecord).where(*page_where).order_by(*order).limit(q.limit + 1)).all())
+        rows = list(s.exec(select(BackupRecord).where(*page_where).order_by(*order).limit(q.limit + 1)
+                           .offset(0 if q.cursor else q.offset)).all())
     more = len(rows) > q.limit
     rows = rows[:q.limit]
     cursor = None
@@ -202,6 +206,11 @@ class Listing:
         drills = last_drills(self.s.db, [r.id for r in records])
         return {"backups": [self.s.view(r, kept.get(r.id, []), last_drill=drills.get(r.id)) for r in records],
                 "total": total, "nextCursor": cursor}
+
+    def databases(self) -> list[str]:
+        """The names of the databases the catalogue has backups of (for a filter)."""
+        with self.s.db.reading() as s:
+            return [d for d in s.exec(select(BackupRecord.database).distinct().order_by(BackupRecord.database)).all()]
 
     def walk(self, query: ListQuery) -> Iterator[dict[str, Any]]:
         """Every backup the query selects, page by page (memory stays that of one page)."""

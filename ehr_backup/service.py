@@ -428,10 +428,13 @@ class BackupService:
 
     def list_page(self, *, location: str | None = None, database: str | None = None, kind: str | None = None,
                   status: str | None = None, search: str | None = None, sort: str = "createdAt",
-                  descending: bool = True, limit: int = 100, cursor: str | None = None) -> dict[str, Any]:
+                  descending: bool = True, limit: int = 100, cursor: str | None = None,
+                  offset: int = 0) -> dict[str, Any]:
         """One page of backups, filtered, searched (description, id) and sorted in the database:
-        {backups, total, nextCursor}; pass nextCursor back for the next page (None: this was the last)."""
-        return self.listing.page(ListQuery(location, database, kind, status, search, sort, descending, limit, cursor))
+        {backups, total, nextCursor}; pass nextCursor back for the next page (None: this was the last);
+        offset (without a cursor) skips rows, for a table's page numbers."""
+        return self.listing.page(ListQuery(location, database, kind, status, search, sort, descending, limit, cursor,
+                                           offset))
 
     def iter_list(self, **filters: Any) -> Iterator[dict[str, Any]]:
         """Every backup the filters select (those of list_page), read a page at a time."""

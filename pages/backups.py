@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from fastapi import Request
-from nicegui import run, ui
+from nicegui import background_tasks, run, ui
+from nicegui.client import ClientConnectionTimeout
 
 from ehr_backup.errors import BackupError
 from ehr_backup.jobs import Job
@@ -15,16 +16,14 @@ from ehr_backup.web import WebContext
 
 from .dashboard import dashboard_card
 from .drill_report import follow_drill
-from .frame import PageSession, admin_page, guarded, human_size, local_time, tid
+from .backups_table import BackupTable
+from .frame import PageSession, admin_page, guarded, tid
 from .jobpanel import JobPanel
 from .kept import kept_databases
 from .restore_dialog import RestoreDialog
-from .rotation import rotation_button, rotation_cell
+from .rotation import _pin_dialog, rotation_button
 from .schedules import schedules_section
 from .storage import storage_card
-
-STATUS_COLORS = {"completed": "positive", "running": "info", "failed": "negative", "cancelled": "grey",
-                 "missing": "warning", "discovered": "orange"}
 
 
 def register(ctx: WebContext) -> None:
@@ -34,16 +33,14 @@ def register(ctx: WebContext) -> None:
     @ui.page("/admin/backup", title="Database Backup & Restore · EHR Backup")
     async def backup_page(request: Request) -> None:
         ps = admin_page(ctx, request, "Database Backup & Restore")
-        state: dict[str, Any] = {"location": "all", "newest_first": True, "rows": [], "locations": []}
+        state: dict[str, Any] = {"rows": []}
         panels: list[JobPanel] = []
 
         async def reload() -> None:
-            location = None if state["location"] == "all" else state["location"]
-            rows = await run.io_bound(service.list, location=location) or []
-            if rows != state["rows"]:  # redraw only a changed list: a click on a button being replaced is lost
-                state["rows"] = rows
-                backup_list.refresh()
-            await dashboard.load()  # first: it is at the top
+            await table.load()
+            state["rows"] = [*table.views.values(), *({"id": "", "description": "", "database": d}
+                                                      for d in table.databases)]  # for the rotation dialog
+            await dashboard.load()
             await kept.load()
             await storage.load()
             await schedules.load()
@@ -53,7 +50,8 @@ def register(ctx: WebContext) -> None:
                 ui.notify(f"{job.kind.capitalize()} finished: {job.task.target}", type="positive")
             elif job.status == "failed":
                 ui.notify(f"{job.kind.capitalize()} failed: {job.error}", type="negative", multi_line=True)
-            ui.timer(0.1, reload, once=True)
+            if not ps_client.is_deleted:  # a page already gone has nothing to refresh
+                background_tasks.create(_in(ps_client, reload), name="reload backups")
 
         def watch(job: Job) -> JobPanel:
             with jobs_box:
@@ -65,7 +63,8 @@ def register(ctx: WebContext) -> None:
             for panel in panels:
                 panel.update()
 
-        with ui.column().classes("p-6 gap-6 w-full max-w-6xl mx-auto"):
+        ps_client = ui.context.client
+        with ui.column().classes("p-6 gap-6 w-full max-w-7xl mx-auto"):
             if service.using_demo():
                 tid(ui.label("DATABASE_URL is not set: this installation backs up the demo database "
                              "(ehr-backup demo) with a demo key. Set DATABASE_URL and BACKUP_ENCRYPTION_KEY "
@@ -84,48 +83,33 @@ def register(ctx: WebContext) -> None:
             kept = kept_databases(ps, reload)
             kept()
 
-            with ui.row().classes("items-center gap-4 w-full"):
-                ui.label("Backups").classes("text-xl font-bold")
-                ui.space()
+            with ui.card().classes("w-full"):
+                with ui.row().classes("items-center gap-4 w-full"):
+                    ui.label("Backups").classes("text-xl font-bold")
+                    ui.space()
+                    tid(ui.button("Refresh", icon="refresh", on_click=guarded(ps, "refresh backups")(reload))
+                        .props("flat"), "refresh")
+                    rotation_button(ps, state, reload)
+                table = BackupTable(ps, lambda action, row: _row_action(ps, action, row, watch, reload, dialogs))
 
-                @guarded(ps, "filter backups")
-                async def set_filter(e: Any) -> None:
-                    state["location"] = e.value
-                    await reload()
+        # the HTML goes out now; the rows are read only for a browser that connects (a script fetching the
+        # page, or a client that never connects, costs no catalogue work)
+        try:
+            await ps_client.connected(timeout=30)
+        except ClientConnectionTimeout:
+            return
+        await reload()
+        for job in ctx.jobs.active():  # a job keeps running when its browser goes away: show it again
+            watch(job)
+        ui.timer(0.5, tick)
 
-                tid(ui.select({"all": "All locations", **{k: v for k, v in LOCATIONS.items()}}, value="all",
-                              label="Location", on_change=set_filter).classes("w-48"), "filter-location")
 
-                def toggle_sort() -> None:
-                    state["newest_first"] = not state["newest_first"]
-                    sort_button.text = "Newest first" if state["newest_first"] else "Oldest first"
-                    backup_list.refresh()
-
-                sort_button = tid(ui.button("Newest first", icon="swap_vert", on_click=toggle_sort)
-                                  .props("flat"), "sort")
-                tid(ui.button("Refresh", icon="refresh", on_click=guarded(ps, "refresh backups")(reload))
-                    .props("flat"), "refresh")
-                rotation_button(ps, state, reload)
-
-            @ui.refreshable
-            def backup_list() -> None:
-                rows = sorted(state["rows"], key=lambda r: r["createdAt"] or "", reverse=state["newest_first"])
-                if not rows:
-                    tid(ui.label("No backups yet."), "no-backups")
-                    return
-                with tid(ui.grid(columns="2fr 1fr 1.4fr 1fr 0.7fr 0.9fr 1.1fr 1.3fr auto").classes(
-                        "w-full items-center gap-x-4 gap-y-2"), "backup-list"):
-                    for title in ("Description", "Location", "Created", "Created by", "Size", "Status",
-                                  "Last verification", "Rotation", ""):
-                        ui.label(title).classes("font-bold")
-                    for row in rows:
-                        _backup_row(ps, row, watch, reload, state["dialogs"])
-
-            backup_list()
-            await reload()
-            for job in ctx.jobs.active():  # a job keeps running when its browser goes away: show it again
-                watch(job)
-            ui.timer(0.5, tick)
+async def _in(client: Any, work: Callable[[], Awaitable[Any]]) -> None:
+    """Run page work in a client's context, unless the page has gone meanwhile."""
+    if client.is_deleted:
+        return
+    with client:
+        await work()
 
 
 def _create_card(ps: PageSession, state: dict[str, Any], watch: Callable[[Job], Any]) -> None:
@@ -235,68 +219,37 @@ class DirectoryBrowser:
         self.dialog.close()
 
 
-def _backup_row(ps: PageSession, row: dict[str, Any], watch: Callable[[Job], Any],
-                reload: Callable[[], Any], dialogs: ui.element) -> None:
+async def _row_action(ps: PageSession, action: str, row: dict[str, Any], watch: Callable[[Job], Any],
+                      reload: Callable[[], Awaitable[Any]], dialogs: ui.element) -> None:
+    """Do a row's action (the row as the service listed it), after checking the session."""
     service = ps.ctx.service
     bid = row["id"]
-    claim = " (unverified claim)" if row.get("unverified") else ""  # a found file's header, not yet proven
-    tid(ui.label((row["description"] or "—") + claim).classes("break-all").tooltip(bid), f"row-{bid}")
-    ui.label(LOCATIONS.get(row["location"], row["location"]))
-    ui.label(local_time(row["createdAt"]) + (" (file time)" if row.get("unverified") else ""))
-    with ui.column().classes("gap-0"):
-        ui.label((row["createdBy"] or "—") + claim)
-        if row.get("schedule"):
-            tid(ui.badge(f"schedule {row['schedule']}", color="indigo").classes("break-all"), f"from-schedule-{bid}")
-    ui.label(human_size(row["size"]))
-    status = row["status"] + (" (found on disk, unverified)" if row.get("unverified") else "")
-    tid(ui.badge(status, color=STATUS_COLORS.get(row["status"], "grey")), f"status-{bid}")
-    verified = "—" if row["verifyOk"] is None else \
-        (f"✔ {local_time(row['verifiedAt'])}" if row["verifyOk"] else f"✘ {row['verifyMessage']}")
-    with ui.column().classes("gap-0"):
-        tid(ui.label(verified).classes("text-sm"), f"verified-{bid}")
-        drill = row.get("lastDrill")
-        if drill:
-            passed = drill["outcome"] == "passed"
-            seconds = drill.get("recoverySeconds")
-            took = f", {seconds:.1f} s" if passed and isinstance(seconds, int | float) else ""
-            tid(ui.label(f"drill {'passed' if passed else 'FAILED'}{took}")
-                .classes("text-xs" if passed else "text-xs text-negative"), f"drill-state-{bid}")
-    rotation_cell(ps, row, reload, dialogs)
-    usable = row["status"] in ("completed", "discovered")
-    with ui.row().classes("gap-1 no-wrap"):
-        @guarded(ps, f"download {bid}")
-        async def download() -> None:
+    if action not in ("download", "verify", "drill", "restore", "delete", "pin"):
+        return
+    if not await ps.check(f"{action} {bid}"):
+        return
+    try:
+        if action == "download":
             ui.download.from_url(f"/api/admin/backup/download/{bid}")
-
-        @guarded(ps, f"verify {bid}")
-        async def verify() -> None:
+        elif action == "verify":
             task = await run.io_bound(service.prepare_verify, ps.actor, bid)
             if task is not None:
                 watch(ps.ctx.jobs.start(task, ps.principal.username))
-
-        for label, icon, handler, name in (("Download", "download", download, "download"),
-                                           ("Verify", "verified", verify, "verify")):
-            b = tid(ui.button(icon=icon, on_click=handler).props("flat dense").tooltip(label), f"{name}-{bid}")
-            if not usable:
-                b.disable()
-        @guarded(ps, f"drill {bid}")
-        async def drill() -> None:  # restore into a scratch database, check, drop; then a link to the report
+        elif action == "drill":  # restore into a scratch database, check, drop; then a link to the report
             task = await run.io_bound(service.prepare_drill, ps.actor, bid)
             if task is not None:
                 job = ps.ctx.jobs.start(task, ps.principal.username)
                 follow_drill(watch(job).card, job)
-
-        drill_button = tid(ui.button(icon="fact_check", on_click=drill).props("flat dense")
-                           .tooltip("Drill: restore into a scratch database and check"), f"drill-{bid}")
-        if not usable:
-            drill_button.disable()
-        restore = tid(ui.button(icon="settings_backup_restore",
-                                on_click=lambda: RestoreDialog(ps, row, reload, dialogs).open()).props("flat dense")
-                      .tooltip("Restore"), f"restore-{bid}")
-        if not usable:
-            restore.disable()
-        tid(ui.button(icon="delete", on_click=lambda: _confirm_delete(ps, row, reload))
-            .props("flat dense color=negative").tooltip("Delete"), f"delete-{bid}")
+        elif action == "restore":
+            with dialogs:
+                await RestoreDialog(ps, row, reload, dialogs).open()
+        elif action == "pin":
+            _pin_dialog(ps, row, reload, dialogs)
+        else:
+            with dialogs:
+                _confirm_delete(ps, row, reload)
+    except BackupError as exc:
+        ui.notify(exc.message, type="negative", multi_line=True)
 
 
 def _confirm_delete(ps: PageSession, row: dict[str, Any], reload: Callable[[], Any]) -> None:

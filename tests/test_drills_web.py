@@ -12,6 +12,7 @@ from ehr_backup.config import Settings
 from ehr_backup.service import BackupService
 
 from .conftest import ACTOR, run_sql
+from .table_helpers import row_action, table_row
 from .web_helpers import login
 
 API = "/api/admin/backup"
@@ -64,14 +65,13 @@ async def test_the_drill_route_runs_a_drill_and_serves_its_reports(user: User, a
 async def test_the_drill_button_runs_a_drill_and_links_to_its_report_page(user: User, accounts, web_env) -> None:
     bid = _backup(web_env)
     await login(user, next_="/admin/backup")
-    await user.should_see(marker=f"drill-{bid}", retries=100)
-    user.find(marker=f"drill-{bid}").click()
+    await table_row(user, bid)
+    row_action(user, "drill", bid)
     await user.should_see(marker="job-drill")
     await user.should_see(marker="drill-report-link", retries=600)
     link = user.find(marker="drill-report-link").elements.pop()
     assert "(passed)" in link.text
-    await user.should_see(marker=f"drill-state-{bid}", retries=100)  # the list shows the backup's drill state
-    assert user.find(marker=f"drill-state-{bid}").elements.pop().text.startswith("drill passed, ")
+    await table_row(user, bid, lambda r: r["drillText"].startswith("drill passed, "))  # the list shows it
     await user.open(link.props["href"])
     await user.should_see(marker="drill-outcome")
     assert user.find(marker="drill-outcome").elements.pop().text == "PASSED"

@@ -6,6 +6,7 @@ from pathlib import Path
 
 from nicegui.testing import User
 
+from .table_helpers import no_row, row_action, table_row
 from .test_rotation_edges import history
 from .web_helpers import eventually, login
 
@@ -18,24 +19,25 @@ async def test_each_backup_shows_what_keeps_it_and_can_be_pinned_with_a_reason(u
                                                                                web_env) -> None:
     ids = history(web_env, (0, 1))
     await login(user, next_="/admin/backup")
-    await user.should_see(marker=f"kept-{ids[0]}", retries=100)
-    assert text(user, f"kept-{ids[0]}") == "kept: daily, weekly, monthly, yearly, newest good"
-    user.find(marker=f"pin-{ids[1]}").click()
+    row = await table_row(user, ids[0])
+    assert row["keptText"] == "kept: daily, weekly, monthly, yearly, newest good"
+    await table_row(user, ids[1])
+    row_action(user, "pin", ids[1])
     await user.should_see(marker="pin-dialog")
     assert not user.find(marker="pin-confirm").elements.pop().enabled  # a pin needs a reason
     user.find(marker="pin-reason").type("legal hold, case <b>114</b>")
     user.find(marker="pin-confirm").click()
     await user.should_see("Backup pinned")
-    await user.should_see(marker=f"pin-reason-{ids[1]}", retries=100)
-    assert text(user, f"pin-reason-{ids[1]}") == "Pinned: legal hold, case <b>114</b>"  # text, never markup
-    assert "pinned" in text(user, f"kept-{ids[1]}")
+    row = await table_row(user, ids[1], lambda r: r["pinned"])
+    assert row["pinReason"] == "legal hold, case <b>114</b>"  # shown as {{ text }} by the cell, never markup
+    assert "pinned" in row["keptText"]
     pins = [(e.actor, e.action, e.target, e.detail) for e in accounts._audit.entries(action="pin")]
     assert pins == [("alice", "pin", ids[1], "legal hold, case <b>114</b>")]
-    user.find(marker=f"pin-{ids[1]}").click()
+    row_action(user, "pin", ids[1])
     await user.should_see("Unpin this backup?")
     user.find(marker="pin-confirm").click()
     await user.should_see("Backup unpinned")
-    await user.should_not_see(marker=f"pin-reason-{ids[1]}", retries=100)
+    await table_row(user, ids[1], lambda r: not r["pinned"])
     assert [e.outcome for e in accounts._audit.entries(action="unpin")] == ["ok"]
 
 
@@ -43,7 +45,7 @@ async def test_the_rotation_preview_lists_every_backup_and_applying_deletes_exac
                                                                                         web_env) -> None:
     ids = history(web_env, (0, 1, 2, 3, 4))
     await login(user, next_="/admin/backup")
-    await user.should_see(marker=f"kept-{ids[4]}", retries=100)
+    await table_row(user, ids[4])
     user.find(marker="rotation-open").click()
     await user.should_see(marker="rotation-dialog")
     for kind, value in (("daily", 2), ("weekly", 0), ("monthly", 0), ("yearly", 0)):
@@ -67,7 +69,7 @@ async def test_the_rotation_preview_lists_every_backup_and_applying_deletes_exac
     assert sorted(p.name for p in Path(web_env["EHR_BACKUP_DEFAULT_DIR"]).iterdir()) == sorted(ids[:2])
     deleted = {e.target for e in accounts._audit.entries(action="prune.delete") if e.outcome == "ok"}
     assert deleted == set(ids[2:])
-    await user.should_not_see(marker=f"kept-{ids[4]}", retries=100)
+    await no_row(user, ids[4])
 
 
 async def test_a_policy_that_keeps_nothing_is_refused_in_the_page(user: User, accounts, web_env) -> None:

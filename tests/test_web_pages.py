@@ -11,6 +11,7 @@ from ehr_backup.errors import Unauthenticated
 from ehr_backup.models import Status
 
 from .conftest import ACTOR, ADMIN_PW, USER_PW, run_sql
+from .table_helpers import no_row, row_action, table_row
 from .web_helpers import eventually, login, wait_for_path
 
 
@@ -85,11 +86,10 @@ async def test_create_a_backup_and_watch_it_finish(user: User, accounts, web_env
     await user.should_see(marker="job-create")
     status = user.find(marker="job-status").elements.pop()
     await eventually(lambda: status.text.startswith("Finished"))
-    await user.should_see("Before the upgrade")
     backups = list(Path(web_env["EHR_BACKUP_DEFAULT_DIR"]).glob("backup_*_before_the_upgrade.sql.gz.enc"))
     assert len(backups) == 1
-    await user.should_see(marker=f"status-{backups[0].name}", retries=150)
-    assert user.find(marker=f"status-{backups[0].name}").elements.pop().text == Status.COMPLETED
+    row = await table_row(user, backups[0].name, lambda r: r["status"] == Status.COMPLETED)
+    assert row["description"] == "Before the upgrade" and row["sizeText"].endswith("kB")
 
 
 async def test_custom_location_with_the_directory_browser(user: User, accounts, web_env, tmp_path: Path) -> None:
@@ -128,12 +128,12 @@ async def test_verify_restore_and_delete_from_the_list(user: User, accounts, web
     user.find(marker="create-button").click()
     await eventually(lambda: any(Path(web_env["EHR_BACKUP_DEFAULT_DIR"]).glob("backup_*restore_me*")))
     bid = next(Path(web_env["EHR_BACKUP_DEFAULT_DIR"]).glob("backup_*restore_me*")).name
-    await user.should_see(marker=f"verify-{bid}", retries=150)
-    user.find(marker=f"verify-{bid}").click()
-    await eventually(lambda: user.find(marker=f"verified-{bid}").elements.pop().text.startswith("✔"))
+    await table_row(user, bid, lambda r: r["status"] == "completed")
+    row_action(user, "verify", bid)
+    await table_row(user, bid, lambda r: r["verifiedText"].startswith("✔") and r["stateLabel"] == "verified")
 
     run_sql(db, "DELETE FROM notes WHERE g > 10; CREATE TABLE made_later (a int);")
-    user.find(marker=f"restore-{bid}").click()
+    row_action(user, "restore", bid)
     await user.should_see(marker="restore-warning")
     start = user.find(marker="restore-start").elements.pop()
     assert not start.enabled
@@ -162,7 +162,7 @@ async def test_verify_restore_and_delete_from_the_list(user: User, accounts, web
     await eventually(lambda: query(db, "SELECT count(*) FROM notes") == [(10,)])
 
     # chosen tables, beside the live ones
-    user.find(marker=f"restore-{bid}").click()
+    row_action(user, "restore", bid)
     await user.should_see(marker="restore-what")
     user.find(marker="restore-what").elements.pop().value = "tables"
     await user.should_see(marker="restore-tables", retries=100)
@@ -176,9 +176,11 @@ async def test_verify_restore_and_delete_from_the_list(user: User, accounts, web
     assert query(db, "SELECT count(*) FROM public.notes") == [(10,)]
     user.find(marker="restore-close").click()
 
-    user.find(marker=f"delete-{bid}").click()
+    row_action(user, "delete", bid)
+    await user.should_see(marker="delete-confirm")
     user.find(marker="delete-confirm").click()
     await eventually(lambda: not (Path(web_env["EHR_BACKUP_DEFAULT_DIR"]) / bid).exists())
+    await no_row(user, bid)  # the list refreshed after the change
 
 
 def BackupServiceFor(env: dict[str, str]):
@@ -193,8 +195,8 @@ async def test_download_streams_the_exact_file(user: User, accounts, web_env) ->
     user.find(marker="create-button").click()
     await eventually(lambda: any(Path(web_env["EHR_BACKUP_DEFAULT_DIR"]).glob("backup_*download_me*")))
     path = next(Path(web_env["EHR_BACKUP_DEFAULT_DIR"]).glob("backup_*download_me*"))
-    await user.should_see(marker=f"download-{path.name}", retries=150)
-    user.find(marker=f"download-{path.name}").click()
+    await table_row(user, path.name, lambda r: r["status"] == "completed")
+    row_action(user, "download", path.name)
     response = await user.download.next(timeout=10)
     assert response.status_code == 200 and response.content == path.read_bytes()
     assert response.headers["cache-control"] == "no-store"
