@@ -56,7 +56,7 @@ def test_admin_creates_a_schedule_previews_its_runs_and_runs_it_now(page: Page, 
     expect(made).to_have_count(1, timeout=TIMEOUT)  # the list reloaded when the job finished
     bid = (made.get_attribute("data-testid") or "").removeprefix("from-schedule-")
     expect(page.get_by_test_id(f"row-{bid}")).to_contain_text(re.compile(r"^E2E e2e-nightly \w+day$"))
-    expect(page.get_by_test_id(f"status-{bid}")).to_have_text("completed")
+    expect(page.get_by_test_id(f"status-{bid}")).to_have_text(re.compile("^(completed|verified)$"))
     expect(page.get_by_test_id("schedule-outcome-e2e-nightly")).to_contain_text("succeeded", timeout=TIMEOUT)
     expect(page.get_by_test_id("schedule-outcome-e2e-nightly")).to_contain_text("(manual)")
     assert (server.backups_dir / bid).is_file()

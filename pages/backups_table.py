@@ -40,8 +40,8 @@ COLUMNS = [
 ]
 HIDDEN_AT_FIRST = {"database", "createdBy"}
 SLOTS = {
-    "description": """<q-td :props="props" :data-testid="'row-' + props.row.id" class="ehr-desc">
-  <div>{{ props.row.description || '—' }}<span v-if="props.row.unverified" class="text-grey-8"> (unverified claim)</span></div>
+    "description": """<q-td :props="props" class="ehr-desc">
+  <div :data-testid="'row-' + props.row.id">{{ props.row.description || '—' }}<span v-if="props.row.unverified" class="text-grey-8"> (unverified claim)</span></div>
   <div class="text-xs text-grey-8 ehr-id">{{ props.row.id }}</div></q-td>""",
     "kind": """<q-td :props="props"><q-badge :color="props.row.kindColor" :label="props.row.kindLabel" />
   <div v-if="props.row.schedule"><q-badge outline color="indigo" :data-testid="'from-schedule-' + props.row.id"
@@ -146,8 +146,9 @@ class BackupTable:
         self.pagination = {"page": 1, "rowsPerPage": 25, "sortBy": "createdAt", "descending": True, "rowsNumber": 0}
         ui.add_css(STYLE)
         with ui.row().classes("w-full items-end gap-3"):
-            tid(ui.input("Search description or id", on_change=self._searched).props("clearable debounce=400")
-                .classes("w-64"), "search")
+            search = tid(ui.input("Find a backup", placeholder="words of its description, or its id",
+                                  on_change=self._searched).props("clearable debounce=400").classes("w-64"), "search")
+            search.tooltip("Searches the description and the id of every backup")
             self._select("location", "Location", {"all": "All locations", **LOCATIONS})
             self.database = self._select("database", "Database", {"all": "All databases"})
             self._select("kind", "Kind", {"all": "All kinds", "manual": "Manual", "scheduled": "Scheduled",
