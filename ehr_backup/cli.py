@@ -59,7 +59,8 @@ def _parser() -> argparse.ArgumentParser:
                    "and the cursor of the next page")
     c.add_argument("--cursor", metavar="C", help="continue after the page that printed this cursor")
     c.add_argument("--database", help="only backups of this database (with --limit)")
-    c.add_argument("--kind", choices=["manual", "scheduled", "safety", "discovered"], help="only this kind (with --limit)")
+    c.add_argument("--kind", choices=["manual", "scheduled", "safety", "discovered"],
+                   help="only this kind (with --limit)")
     c.add_argument("--status", help="only this state: completed, running, failed, cancelled, discovered, verified, "
                    "verify-failed, unverified (with --limit)")
     c.add_argument("--search", help="only backups whose description or id contains this text (with --limit)")

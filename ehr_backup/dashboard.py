@@ -40,7 +40,9 @@ def _good(records: Sequence[BackupRecord]) -> BackupRecord | None:
 def overview(service: BackupService, now: datetime | None = None) -> list[dict[str, Any]]:
     """One card per database: freshness, last good backup, last verification and drill, alerts, next run."""
     now = now or utcnow()
-    records = service.catalogue.all()
+    # the few columns read, not whole records: ten thousand ORM objects cost about a second of CPU
+    records = service.catalogue.columns(("id", "database", "origin", "status", "verify_ok", "finished_at",
+                                         "created_at", "verified_at"))
     names = sorted({r.database for r in records if r.database and r.origin != "discovered"})
     try:
         configured = service.connection().dbname

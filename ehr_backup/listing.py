@@ -33,12 +33,16 @@ if TYPE_CHECKING:
     from .service import BackupService
 
 MAX_LIMIT = 500
-PLAN_SECONDS = 5.0  # how long a database's rotation plan is reused while nothing in this process changed it
+# How long a database's rotation plan is reused while this process changed no backup row (any change
+# here, a new policy, or a backup the plan does not know makes a new one). Changes made by another
+# process (a pin from the command line) show within this time.
+PLAN_SECONDS = 60.0
 # sortable fields (API names) -> column, and the value that stands for NULL so that keyset comparisons work
 SORTS: dict[str, tuple[Any, Any]] = {
     "createdAt": (BackupRecord.created_at, None), "description": (BackupRecord.description, ""),
     "size": (BackupRecord.size, -1), "status": (BackupRecord.status, ""), "location": (BackupRecord.location, ""),
-    "database": (BackupRecord.database, ""), "kind": (BackupRecord.kind, ""), "createdBy": (BackupRecord.created_by, ""),
+    "database": (BackupRecord.database, ""), "kind": (BackupRecord.kind, ""),
+    "createdBy": (BackupRecord.created_by, ""),
 }
 KINDS = ("manual", "scheduled", "safety", "discovered")
 STATUSES = (Status.COMPLETED, Status.RUNNING, Status.FAILED, Status.CANCELLED, Status.DISCOVERED, "verified",
@@ -202,7 +206,10 @@ class Listing:
         if q.cursor is None:
             self.s._import_discovered()  # files found on disk join the list when it is read from the top
         records, total, cursor = page_records(self.s.db, q)
-        kept = self.kept_by({r.database for r in records})
+        by_database: dict[str, list[str]] = {}
+        for r in records:
+            by_database.setdefault(r.database, []).append(r.id)
+        kept = self.kept_by(by_database)
         drills = last_drills(self.s.db, [r.id for r in records])
         return {"backups": [self.s.view(r, kept.get(r.id, []), last_drill=drills.get(r.id)) for r in records],
                 "total": total, "nextCursor": cursor}
@@ -220,17 +227,18 @@ class Listing:
             page = self.page(ListQuery(**{**query.__dict__, "cursor": page["nextCursor"]}))
             yield from page["backups"]
 
-    def kept_by(self, databases: set[str]) -> dict[str, list[str]]:
-        """The rules that keep each backup of these databases now (one plan per database, reused briefly)."""
+    def kept_by(self, ids: dict[str, list[str]]) -> dict[str, list[str]]:
+        """The rules that keep these backups (ids by database) now: one plan per database, reused briefly."""
         from .schedules import policy_of
 
         policies = {s.name: p for s in self.s.schedules.all() if (p := policy_of(s)) is not None}
         stamp = (self.s.catalogue.generation, repr(sorted(policies.items())))
         out: dict[str, list[str]] = {}
-        for database in databases:
+        for database in ids:
             with self._lock:
                 cached = self._plans.get(database)
-            if cached and cached[1] == stamp and time.monotonic() - cached[0] < PLAN_SECONDS:
+            if (cached and cached[1] == stamp and time.monotonic() - cached[0] < PLAN_SECONDS
+                    and all(i in cached[2] for i in ids.get(database, ()))):
                 reasons = cached[2]
             else:
                 rows = self.s.catalogue.columns(facts(), database=database)

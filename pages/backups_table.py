@@ -41,14 +41,16 @@ COLUMNS = [
 HIDDEN_AT_FIRST = {"database", "createdBy"}
 SLOTS = {
     "description": """<q-td :props="props" class="ehr-desc">
-  <div :data-testid="'row-' + props.row.id">{{ props.row.description || '—' }}<span v-if="props.row.unverified" class="text-grey-8"> (unverified claim)</span></div>
+  <div :data-testid="'row-' + props.row.id">{{ props.row.description || '—' }}<span
+   v-if="props.row.unverified" class="text-grey-8"> (unverified claim)</span></div>
   <div class="text-xs text-grey-8 ehr-id">{{ props.row.id }}</div></q-td>""",
     "kind": """<q-td :props="props"><q-badge :color="props.row.kindColor" :label="props.row.kindLabel" />
   <div v-if="props.row.schedule"><q-badge outline color="indigo" :data-testid="'from-schedule-' + props.row.id"
    :label="'schedule ' + props.row.schedule" class="ehr-wrap" /></div></q-td>""",
     "status": """<q-td :props="props"><q-badge :color="props.row.stateColor" :data-testid="'status-' + props.row.id"
   :label="props.row.stateLabel" /></q-td>""",
-    "createdAt": """<q-td :props="props"><span :data-testid="'created-' + props.row.id">{{ props.row.createdAgo }}</span>
+    "createdAt": """<q-td :props="props">
+  <span :data-testid="'created-' + props.row.id">{{ props.row.createdAgo }}</span>
   <q-tooltip>{{ props.row.createdLocal }} (local)<br>{{ props.row.createdUtc }} (UTC)</q-tooltip></q-td>""",
     "size": """<q-td :props="props">{{ props.row.sizeText }}</q-td>""",
     "location": """<q-td :props="props">{{ props.row.locationLabel }}
@@ -68,7 +70,8 @@ SLOTS = {
     "actions": """<q-td :props="props"><div class="row q-gutter-xs ehr-actions">
   <q-btn v-for="a in props.row.actions" :key="a.name" dense no-caps size="sm" :outline="a.name !== 'delete'"
    :flat="a.name === 'delete'" :color="a.name === 'delete' ? 'negative' : 'primary'" :icon="a.icon"
-   :label="a.label" :disable="!a.enabled" :data-testid="a.name + '-' + props.row.id" :aria-label="a.label + ' ' + props.row.id"
+   :label="a.label" :disable="!a.enabled" :data-testid="a.name + '-' + props.row.id"
+   :aria-label="a.label + ' ' + props.row.id"
    @click="() => $parent.$emit('row_action', {action: a.name, id: props.row.id})" /></div></q-td>""",
 }
 ACTIONS = (("download", "Download", "download"), ("verify", "Verify", "verified"), ("drill", "Drill", "fact_check"),
@@ -116,7 +119,8 @@ def table_row(b: dict[str, Any], now: datetime) -> dict[str, Any]:
     kept = b.get("keptBy") or []
     return {
         "id": b["id"], "description": b["description"] + (" (file time)" if b.get("unverified") else ""),
-        "unverified": bool(b.get("unverified")), "kind": kind, "kindLabel": kind, "kindColor": KIND_COLORS.get(kind, "grey-7"),
+        "unverified": bool(b.get("unverified")), "kind": kind, "kindLabel": kind,
+        "kindColor": KIND_COLORS.get(kind, "grey-7"),
         "schedule": b.get("schedule") or "", "status": status,
         "stateLabel": state + (" (found on disk)" if status == "discovered" else ""),
         "stateColor": STATE_COLORS.get(state, "grey-7"), "createdAt": b["createdAt"],
@@ -125,7 +129,8 @@ def table_row(b: dict[str, Any], now: datetime) -> dict[str, Any]:
         "location": b["location"], "locationLabel": LOCATIONS.get(b["location"], b["location"]),
         "locationPath": b["path"].rsplit("/", 1)[0] if b["location"] == "custom" else "",
         "database": b["database"], "createdBy": b["createdBy"] or "—", "verifiedText": verified,
-        "verifiedBad": b["verifyOk"] is False, "drillText": drill_text, "drillBad": bool(drill) and drill["outcome"] != "passed",
+        "verifiedBad": b["verifyOk"] is False, "drillText": drill_text,
+        "drillBad": bool(drill) and drill["outcome"] != "passed",
         "kept": bool(kept), "keptText": f"kept: {words(kept)}" if kept else "next rotation removes it",
         "pinned": bool(b["pinned"]), "pinReason": b["pinReason"] or "", "pinnable": status in PINNABLE,
         "actions": [{"name": n, "label": label, "icon": icon, "enabled": usable or n == "delete"}

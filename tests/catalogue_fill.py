@@ -30,7 +30,8 @@ def fill(service: Any, count: int, *, directory: Path, databases: tuple[str, ...
         bid = backup_id(when, f"n{i}")
         status = STATUSES[i % len(STATUSES)]
         rows.append({"id": bid, "location": location, "directory": str(directory),
-                     "description": f"nightly {i} of {databases[i % len(databases)]}" + (" urgent" if i % 7 == 0 else ""),
+                     "description": f"nightly {i} of {databases[i % len(databases)]}"
+                                    + (" urgent" if i % 7 == 0 else ""),
                      "kind": KINDS[i % len(KINDS)], "status": status, "compression": "gzip",
                      "size": None if status != "completed" else 1000 + (i * 7919) % 100_000,
                      "database": databases[i % len(databases)], "created_at": when,

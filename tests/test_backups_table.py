@@ -71,7 +71,8 @@ async def test_an_empty_catalogue_says_so_and_columns_can_be_hidden(user: User, 
 
 def test_a_row_shows_states_kinds_sizes_and_times_for_people() -> None:
     now = datetime(2026, 11, 30, 12, tzinfo=UTC)
-    base = {"id": "b1", "description": "x", "status": "completed", "verifyOk": True, "verifiedAt": "2026-11-30T09:00:00Z",
+    base = {"id": "b1", "description": "x", "status": "completed", "verifyOk": True,
+            "verifiedAt": "2026-11-30T09:00:00Z",
             "verifyMessage": None, "origin": "catalogue", "kind": "safety", "createdAt": "2026-11-30T09:00:00.000Z",
             "size": 5 * 1024 * 1024, "location": "custom", "path": "/srv/nas/b1", "database": "ehr", "createdBy": "al",
             "keptBy": [], "pinned": False, "pinReason": None, "schedule": None, "lastDrill": None}
@@ -84,7 +85,8 @@ def test_a_row_shows_states_kinds_sizes_and_times_for_people() -> None:
     assert failed["stateLabel"] == "failed" and failed["kindLabel"] == "discovered"
     assert [a["name"] for a in failed["actions"] if a["enabled"]] == ["delete"]
     assert table_row({**base, "status": "missing"}, now)["stateColor"] == "warning"
-    assert ago("2026-11-28T12:00:00Z", now) == "2 d ago" and ago((now - timedelta(seconds=5)).isoformat(), now) == "just now"
+    assert ago("2026-11-28T12:00:00Z", now) == "2 d ago"
+    assert ago((now - timedelta(seconds=5)).isoformat(), now) == "just now"
 
 
 async def test_a_client_that_never_connects_costs_no_catalogue_read(user: User, accounts, web_env) -> None:

@@ -86,7 +86,8 @@ def test_bad_parameters_are_refused_with_a_reason(service: BackupService, tmp_pa
 def test_a_page_reads_drills_and_rotation_for_its_rows_only(service: BackupService, tmp_path: Path) -> None:
     ids = fill(service, 30, directory=tmp_path / "backups", files=30)
     with service.db.writing() as s:
-        s.add(Drill(backup_id=ids[3], started_at=datetime(2026, 1, 1, tzinfo=UTC), finished_at=datetime(2026, 1, 1, 0, 5, tzinfo=UTC),
+        s.add(Drill(backup_id=ids[3], started_at=datetime(2026, 1, 1, tzinfo=UTC),
+                    finished_at=datetime(2026, 1, 1, 0, 5, tzinfo=UTC),
                     outcome="passed", recovery_s=2.5))
     page = {b["id"]: b for b in service.list_page(limit=10)["backups"]}
     whole = {b["id"]: b for b in service.list()}
@@ -107,7 +108,8 @@ def test_an_older_catalogue_gets_the_new_indexes(tmp_path: Path) -> None:
     Database(path).dispose()
     names = {r[0] for r in sqlite3.connect(path).execute("SELECT name FROM sqlite_master WHERE type='index'")}
     assert {"ix_backups_database", "ix_backups_kind", "ix_backups_size"} <= names
-    plan = sqlite3.connect(path).execute("EXPLAIN QUERY PLAN SELECT count(*) FROM backups WHERE database='x'").fetchall()
+    plan = sqlite3.connect(path).execute("EXPLAIN QUERY PLAN SELECT count(*) FROM backups WHERE database='x'")
+    plan = plan.fetchall()
     assert "ix_backups_database" in str(plan)
 
 

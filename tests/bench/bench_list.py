@@ -102,7 +102,8 @@ def measure(size: int, views: int, requests: int) -> dict[str, float]:
             times, cursor = [], None
             for _ in range(requests):
                 t = time.perf_counter()
-                r = client.get("/api/admin/backup/list", params={"limit": 100, **({"cursor": cursor} if cursor else {})})
+                params = {"limit": 100, **({"cursor": cursor} if cursor else {})}
+                r = client.get("/api/admin/backup/list", params=params)
                 times.append(time.perf_counter() - t)
                 assert r.status_code == 200, r.text
                 cursor = r.json()["nextCursor"]
@@ -193,7 +194,8 @@ def main() -> int:
         small, big = results[sizes[0]]["page first row s"], results[sizes[-1]]["page first row s"]
         ok = big <= small * 1.2 + 0.05  # 50 ms of slack: at these times a single scheduler hiccup is 20 %
         failed |= not ok
-        lines.append(f"| first row, {sizes[-1]:,} vs {sizes[0]:,} | {big / small:.2f}x | | <= 1.2x {'PASS' if ok else 'FAIL'} |")
+        lines.append(f"| first row, {sizes[-1]:,} vs {sizes[0]:,} | {big / small:.2f}x | | "
+                     f"<= 1.2x {'PASS' if ok else 'FAIL'} |")
     print("\n".join(lines))
     print(f"load average at end: {os.getloadavg()[0]:.2f}")
     return 1 if failed else 0
