@@ -76,6 +76,12 @@ class Catalogue:
                 q = q.where(BackupRecord.database == database)  # type: ignore[arg-type]
             return s.execute(q).all()  # type: ignore[no-any-return]
 
+    def directories(self, location: str) -> list[str]:
+        """The distinct folders that backups of one location are in."""
+        with self._db.reading() as s:
+            q = select(BackupRecord.directory).where(BackupRecord.location == location).distinct()
+            return list(s.exec(q).all())
+
     def ids(self) -> set[str]:
         """Every id in the catalogue."""
         with self._db.reading() as s:

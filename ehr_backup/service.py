@@ -244,8 +244,8 @@ class BackupService:
     def _scan_dirs(self) -> list[tuple[str, Path]]:
         dirs = [(x.key, Path(os.path.realpath(x.path)))
                 for x in storage.standard_locations(self.settings.default_dir)]
-        for rec in self.catalogue.all(location="custom"):
-            d = (rec.location, Path(rec.directory))
+        for directory in self.catalogue.directories("custom"):  # the folders only, not every record
+            d = ("custom", Path(directory))
             if d not in dirs:
                 dirs.append(d)
         return dirs
