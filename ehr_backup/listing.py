@@ -169,10 +169,17 @@ def page_records(db: Any, q: ListQuery) -> tuple[list[BackupRecord], int, str | 
 
 def json_stream(backups: Iterator[dict[str, Any]]) -> Iterator[bytes]:
     """`{"backups": [...]}` as bytes, one backup at a time (for a response that never holds the whole list)."""
-    yield b'{"backups":['
+    parts: list[bytes] = [b'{"backups":[']
+    size = 0
     for i, backup in enumerate(backups):
-        yield (b"," if i else b"") + json.dumps(backup, separators=(",", ":")).encode()
-    yield b"]}"
+        part = (b"," if i else b"") + json.dumps(backup, separators=(",", ":")).encode()
+        parts.append(part)
+        size += len(part)
+        if size >= 256 * 1024:  # chunks of about 256 kB: each one is a hop to a worker thread
+            yield b"".join(parts)
+            parts, size = [], 0
+    parts.append(b"]}")
+    yield b"".join(parts)
 
 
 def last_drills(db: Any, ids: Sequence[str]) -> dict[str, dict[str, Any]]:
@@ -204,7 +211,7 @@ class Listing:
         """{backups, total, nextCursor}: one page of backups in their public JSON form."""
         q = query.checked()
         if q.cursor is None:
-            self.s._import_discovered()  # files found on disk join the list when it is read from the top
+            self.s._import_discovered(if_changed=True)  # files found on disk join when the list is read from the top
         records, total, cursor = page_records(self.s.db, q)
         by_database: dict[str, list[str]] = {}
         for r in records:

@@ -6,6 +6,7 @@ import json
 import logging
 import os
 import threading
+import time
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -401,9 +402,10 @@ class BackupService:
         last = max(sizes[:3]) if sizes else None  # the newest three (records come newest first)
         return (last + last // 4 if last else database_size // 2) + SPACE_MARGIN
 
-    def status(self) -> dict[str, Any]:
-        """Storage per location (used, free, trend, fill date, warnings) and backup sizes per database."""
-        return self.storage_status.status()
+    def status(self, points: int | None = None) -> dict[str, Any]:
+        """Storage per location (used, free, trend, fill date, warnings) and backup sizes per database
+        (points: at most about that many history points per database, for a chart)."""
+        return self.storage_status.status(points=points)
 
     def _finish_failed(self, actor: Actor, record: BackupRecord, status: str, step: str, message: str,
                        action: str) -> None:
@@ -440,9 +442,16 @@ class BackupService:
         """Every backup the filters select (those of list_page), read a page at a time."""
         return self.listing.walk(ListQuery(**{**filters, "limit": 500}).checked())  # checked now, not when read
 
-    def _import_discovered(self) -> None:
+    def _import_discovered(self, *, if_changed: bool = False) -> None:
+        """Catalogue backup files found in the locations; if_changed: skip when no folder changed since the
+        last look (within 30 s), so paging through a long list does not rescan every time."""
+        dirs = self._scan_dirs()
+        stamps = [(d, _dir_stamp(d)) for _, d in dirs]  # taken first: a file added meanwhile is seen next time
+        last = getattr(self, "_scanned", None)
+        if if_changed and last is not None and last[1] == stamps and time.monotonic() - last[0] < 30:
+            return
         known = self.catalogue.ids()
-        for key, directory in self._scan_dirs():
+        for key, directory in dirs:
             for path in storage.scan(directory):
                 if path.name in known:
                     continue
@@ -468,6 +477,7 @@ class BackupService:
                 except IntegrityError:
                     pass  # a concurrent list imported it first
                 known.add(path.name)
+        self._scanned = (time.monotonic(), stamps)
 
     def view(self, r: BackupRecord, kept_by: Sequence[str] | None = None,
              last_drill: dict[str, Any] | None | bool = False) -> dict[str, Any]:
@@ -783,6 +793,15 @@ def _header_text(header: dict[str, Any], key: str, limit: int) -> str:
     value = header.get(key)
     text = value if isinstance(value, str) else ""
     return "".join(c if c.isprintable() else "?" for c in text)[:limit]
+
+
+def _dir_stamp(path: Path) -> tuple[int, int] | None:
+    """What changes when a folder gains or loses a file: its inode and modification time."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_ino, st.st_mtime_ns
 
 
 def _mtime(path: Path) -> datetime:

@@ -98,8 +98,9 @@ class StorageStatus:
                                           free_bytes=storage.free_bytes(directory),
                                           used_bytes=sum(r.size or 0 for r in mine), backups=len(mine)))
 
-    def status(self, now: datetime | None = None) -> dict[str, Any]:
-        """Locations (used, free, count, trend, fill date, warnings) and databases (sizes over time)."""
+    def status(self, now: datetime | None = None, points: int | None = None) -> dict[str, Any]:
+        """Locations (used, free, count, trend, fill date, warnings) and databases (sizes over time: every
+        backup, or about `points` of them spread over the whole span, for a chart)."""
         now = now or utcnow()
         records = self._completed()
         self.sample(now, records=records)
@@ -127,14 +128,26 @@ class StorageStatus:
                 "fullAt": _iso(fc.full_at), "daysToFull": None if days is None else round(days, 1),
                 "warnings": warnings,
                 "history": [{"at": _iso(t), "freeBytes": f} for t, f in history]})
-        databases: dict[str, list[dict[str, Any]]] = {}
+        grouped: dict[str, list[Any]] = {}
         for r in sorted((r for rows in records.values() for r in rows), key=lambda r: as_utc(r.created_at) or now):
-            databases.setdefault(r.database or "?", []).append(
-                {"at": _iso(as_utc(r.created_at)), "size": r.size, "dumpBytes": r.dump_bytes,
-                 "seconds": r.duration_s, "location": r.location})
+            grouped.setdefault(r.database or "?", []).append(r)
+
+        def point(r: Any) -> dict[str, Any]:
+            return {"at": _iso(as_utc(r.created_at)), "size": r.size, "dumpBytes": r.dump_bytes,
+                    "seconds": r.duration_s, "location": r.location}
+
         return {"at": _iso(now), "locations": locations,
-                "databases": [{"database": db, "backups": len(items), "latest": items[-1], "history": items}
-                              for db, items in sorted(databases.items())]}
+                "databases": [{"database": db, "backups": len(items), "latest": point(items[-1]),
+                               "history": [point(r) for r in thin(items, points)]}
+                              for db, items in sorted(grouped.items())]}
+
+
+def thin(items: list[Any], most: int | None) -> list[Any]:
+    """At most about `most` items spread evenly, the last always among them (None: all)."""
+    if most is None or len(items) <= most:
+        return items
+    step = -(-len(items) // most)
+    return [*items[:-1:step], items[-1]]
 
 
 def _iso(value: datetime | None) -> str | None:

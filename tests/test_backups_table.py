@@ -107,9 +107,9 @@ async def test_a_client_that_never_connects_costs_no_catalogue_read(user: User, 
 
 
 def test_the_size_chart_draws_a_few_hundred_points_over_the_whole_span() -> None:
-    from pages.storage import thinned
+    from ehr_backup.storage_stats import thin
 
     points = list(range(10_000))
-    few = thinned(points, 400)
+    few = thin(points, 400)
     assert len(few) <= 401 and few[0] == 0 and few[-1] == 9_999 and few == sorted(few)
-    assert thinned(points[:50], 400) == points[:50]
+    assert thin(points[:50], 400) == points[:50] and thin(points, None) == points
