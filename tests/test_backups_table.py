@@ -106,10 +106,14 @@ async def test_a_client_that_never_connects_costs_no_catalogue_read(user: User, 
     assert ui is not None
 
 
-def test_the_size_chart_draws_a_few_hundred_points_over_the_whole_span() -> None:
-    from ehr_backup.storage_stats import thin
-
-    points = list(range(10_000))
-    few = thin(points, 400)
-    assert len(few) <= 401 and few[0] == 0 and few[-1] == 9_999 and few == sorted(few)
-    assert thin(points[:50], 400) == points[:50] and thin(points, None) == points
+def test_the_storage_status_gives_a_chart_a_few_hundred_points_over_the_whole_span(env, tmp_path: Path) -> None:
+    service = BackupService(Settings.from_env(env))
+    fill(service, 3000, directory=tmp_path / "many")
+    full, few = service.status(), service.status(points=100)
+    for whole, thin in zip(full["databases"], few["databases"], strict=True):
+        assert whole["backups"] == thin["backups"] == len(whole["history"]) == 900  # completed ones of each
+        assert len(thin["history"]) <= 101 and thin["history"][0] == whole["history"][0]
+        assert thin["history"][-1] == whole["history"][-1] == thin["latest"]
+        times = [h["at"] for h in thin["history"]]
+        assert times == sorted(times)
+    service.db.dispose()
