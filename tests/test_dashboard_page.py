@@ -24,7 +24,10 @@ def backups(web_env: dict[str, str]) -> Iterator[BackupService]:
 
 def text(user: User, marker: str) -> str:
     """The element's text, or "" while it is not on the page (yet)."""
-    found = user.find(marker=marker).elements
+    try:  # the page draws its cards once the browser has connected
+        found = user.find(marker=marker).elements
+    except AssertionError:
+        return ""
     return found.pop().text if found else ""
 
 
