@@ -11,8 +11,10 @@ the server as `python -m ehr_backup` runs it, and measures:
   - GET /api/admin/backup/list?limit=100 (with cursors): p50/p95, one client; and 20 clients at once;
   - GET /list without paging (every backup, streamed): seconds and the server's memory growth;
   - the backup page in Chromium: time from navigation to the first table row, the server's CPU seconds
-    and memory growth per page view, and the longest event-loop stall, measured from outside as the
-    largest latency of GET /healthz (which does no work) polled every 20 ms during the page views;
+    and memory growth per page view (median; and the worst view), the largest latency of GET /healthz
+    (which does no work) polled every 20 ms during the page views (this includes waiting for a CPU on a
+    busy machine), and the slowest single step of the event loop, from asyncio's debug mode in a second
+    server (every step over 100 ms is logged; 0 means none);
   - a script fetching the page without a browser: the server's CPU for it (no rows are built).
 Prints a table (also as Markdown) with the issue's targets marked PASS/FAIL; exit 1 when one is missed.
 """
@@ -21,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import statistics
 import sys
 import tempfile
@@ -133,7 +136,26 @@ def measure(size: int, views: int, requests: int) -> dict[str, float]:
         out.update(page_views(server, token, views))
     finally:
         server.stop()
+    out["slowest loop step ms"] = slowest_loop_step(size, views)
     return out
+
+
+def slowest_loop_step(size: int, views: int) -> float:
+    """The longest single step of the server's event loop during page views, as asyncio's debug mode
+    reports every step over 100 ms ("Executing … took 0.312 seconds"); 0 when none was that slow.
+
+    A separate server in debug mode (which costs some speed), so the figures above are not affected.
+    """
+    base = Path(tempfile.mkdtemp(prefix=f"ehr-bench-loop-{size}-", dir="/var/tmp"))
+    server = LiveServer(base, extra_env={"PYTHONASYNCIODEBUG": "1"},
+                        prepare=lambda s: fill(s, size, directory=base / "backups", files=100))
+    try:
+        _, token = server.auth.login("alice", ADMIN_PW, "127.0.0.1")
+        page_views(server, token, views)
+    finally:
+        server.stop()
+    steps = [float(m) for m in re.findall(r"took (\d+\.\d+) seconds", server.log_path.read_text())]
+    return max(steps, default=0.0) * 1000
 
 
 def page_views(server: LiveServer, token: str, views: int) -> dict[str, float]:
@@ -162,11 +184,12 @@ def page_views(server: LiveServer, token: str, views: int) -> dict[str, float]:
         browser.close()
         stall = probe.worst
     return {"page first row s": statistics.median(firsts), "page CPU s/view": statistics.median(cpus),
-            "page RSS +MB/view": max(mems), "event loop stall ms": stall * 1000}
+            "page RSS +MB/view": statistics.median(mems), "page RSS +MB worst view": max(mems),
+            "healthz worst ms": stall * 1000}
 
 
 TARGETS = {"GET /list page p95 ms": 100, "page first row s": 1.5, "page CPU s/view": 0.2, "page RSS +MB/view": 20,
-           "event loop stall ms": 100, "20 clients /list p95 ms": 300}
+           "slowest loop step ms": 100, "20 clients /list p95 ms": 300}
 
 
 def main() -> int:
