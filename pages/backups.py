@@ -140,6 +140,7 @@ def _create_card(ps: PageSession, state: dict[str, Any], watch: Callable[[Job], 
             if task is None:
                 return
             watch(ps.ctx.jobs.start(task, ps.principal.username))
+            description.value = ""  # ready for the next one; the job card carries this one's name
             ui.notify("Backup started", type="info")
 
         tid(ui.button("Create Backup", icon="backup", on_click=create), "create-button")

@@ -84,6 +84,7 @@ async def test_create_a_backup_and_watch_it_finish(user: User, accounts, web_env
     user.find(marker="description").type("Before the upgrade")
     user.find(marker="create-button").click()
     await user.should_see(marker="job-create")
+    assert user.find(marker="description").elements.pop().value == ""  # cleared once the backup started
     status = user.find(marker="job-status").elements.pop()
     await eventually(lambda: status.text.startswith("Finished"))
     backups = list(Path(web_env["EHR_BACKUP_DEFAULT_DIR"]).glob("backup_*_before_the_upgrade.sql.gz.enc"))
