@@ -7,6 +7,7 @@ import secrets
 import threading
 import time
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 from .errors import BackupError, Cancelled
@@ -42,11 +43,16 @@ class Job:
         return {"jobId": self.id, "kind": self.kind, "status": self.status, "backupId": self.task.backup_id,
                 "target": self.task.target, "startedBy": self.started_by,
                 "progress": self.task.progress.as_dict(), "error": self.error,
+                "finishedAt": _iso(self.finished),
                 **({"report": self.error_report} if self.error_report else {})}
 
     def cancel(self) -> None:
         """Ask the task to stop; it cleans up and ends as cancelled."""
         self.task.cancel.set()
+
+
+def _iso(when: float | None) -> str | None:
+    return datetime.fromtimestamp(when, UTC).isoformat(timespec="seconds").replace("+00:00", "Z") if when else None
 
 
 class JobManager:
@@ -84,6 +90,7 @@ class JobManager:
             job.status, job.error, job.error_status = "failed", "internal error; see the server log", 500
         finally:
             job.finished = time.time()
+            job.task.progress.finish()  # the job's duration is fixed from now on
             job.done.set()
             if self._after is not None:
                 try:
