@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 import secrets
 import threading
 import time
@@ -10,11 +11,12 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from .errors import BackupError, Cancelled
+from .errors import BackupError, Cancelled, InvalidInput, NotFound
 from .service import Task
 
 log = logging.getLogger("ehr_backup.jobs")
 KEEP = 200
+JOB_ID = re.compile(r"[0-9a-f]{16}")  # secrets.token_hex(8)
 
 
 @dataclass
@@ -102,6 +104,17 @@ class JobManager:
         """A job by id."""
         with self._lock:
             return self._jobs.get(job_id)
+
+    def find(self, job_id: str) -> Job:
+        """A job by id: InvalidInput for what cannot be a job id, NotFound for one not (or no longer) kept."""
+        if not JOB_ID.fullmatch(job_id):
+            raise InvalidInput("invalid job id: a job id is 16 hexadecimal characters, as returned when the job "
+                               "started")
+        found = self.get(job_id)
+        if found is None:
+            raise NotFound("no such job: it never existed here, or finished long ago (the newest "
+                           f"{KEEP} are kept until the server restarts)")
+        return found
 
     def active(self) -> list[Job]:
         """Jobs still running, oldest first."""

@@ -29,6 +29,7 @@ from .browser import BrowserNonce, browser_nonce
 from .clientaddr import ClientAddress, client_address
 from .config import Settings
 from .errors import BackupError, Unauthenticated
+from .api_errors import JsonErrors, invalid_request
 from .httpguard import HttpGuard
 from .httpserver import uvicorn_options
 from .jobs import JobManager
@@ -190,6 +191,7 @@ def build(settings: Settings | None = None) -> WebContext:
     api_ctx = ApiContext(service, auth, jobs, ctx.scheduler)
     # added innermost first: ClientAddress resolves the address before anything uses it, the security
     # headers cover the guard's refusals, and the guard runs before any route or page reads a body
+    app.add_middleware(JsonErrors)  # innermost: an error from any handler under /api/ becomes {"error": …}
     app.add_middleware(AuthGate, ctx=ctx)
     app.add_middleware(HttpGuard, max_body=settings.max_body_kb * 1024, read_timeout=settings.read_timeout,
                        precheck=lambda scope: _precheck(api_ctx, scope),
@@ -206,8 +208,7 @@ def build(settings: Settings | None = None) -> WebContext:
 
     async def on_validation_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, RequestValidationError)
-        fields = sorted({".".join(str(p) for p in e.get("loc", [])[1:]) or "body" for e in exc.errors()})
-        return JSONResponse({"error": f"invalid request: check {', '.join(fields)}"}, status_code=422)
+        return JSONResponse({"error": invalid_request(exc.errors())}, status_code=422)
 
     app.add_exception_handler(BackupError, on_backup_error)
     app.add_exception_handler(RequestValidationError, on_validation_error)
