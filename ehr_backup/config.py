@@ -26,7 +26,8 @@ VARIABLES = {
                                   "verify/restore/decrypt",
     "EHR_BACKUP_DATA_DIR": "where the catalogue, audit log, locks and demo cluster live "
                            "(default: the platform's user data directory)",
-    "EHR_BACKUP_DEFAULT_DIR": "the Default location (default: ./backups, resolved at start)",
+    "EHR_BACKUP_DEFAULT_DIR": "the Default location's folder (default: chosen on first use and recorded in the "
+                              "metadata database: the data directory's backups folder)",
     "EHR_BACKUP_CUSTOM_ROOTS": "base folders a custom location (and the folder browser) must lie in, "
                               "absolute paths separated by commas or the path separator (:) (default: the "
                               "user's home folder and the standard locations)",
@@ -148,6 +149,7 @@ class Settings:
 
     data_dir: Path
     default_dir: Path
+    default_dir_from_env: bool = True  # False: the first resolution is recorded and reused (default_location)
     database_url: str | None = field(default=None, repr=False)
     encryption_key: str | None = field(default=None, repr=False)
     old_keys: str | None = field(default=None, repr=False)
@@ -189,7 +191,9 @@ class Settings:
         """Read and validate the environment."""
         env = os.environ if env is None else env
         data_dir = Path(env.get("EHR_BACKUP_DATA_DIR") or platformdirs.user_data_dir(APP)).expanduser()
-        default_dir = Path(env.get("EHR_BACKUP_DEFAULT_DIR") or "backups").expanduser()
+        # without EHR_BACKUP_DEFAULT_DIR, the service replaces this with the folder recorded on first use
+        # (default_location.py): never the current directory, which differs between the CLI, server and cron
+        default_dir = Path(env.get("EHR_BACKUP_DEFAULT_DIR") or data_dir / "backups").expanduser()
         compression = env.get("EHR_BACKUP_COMPRESSION", "gzip").strip() or "gzip"
         if compression not in ("gzip", "zstd"):
             raise ConfigError("EHR_BACKUP_COMPRESSION must be gzip or zstd")
@@ -200,6 +204,7 @@ class Settings:
         return cls(
             data_dir=Path(os.path.realpath(data_dir)),
             default_dir=default_dir,
+            default_dir_from_env=bool(env.get("EHR_BACKUP_DEFAULT_DIR")),
             database_url=env.get("DATABASE_URL") or None,
             encryption_key=env.get("BACKUP_ENCRYPTION_KEY") or None,
             old_keys=env.get("BACKUP_ENCRYPTION_OLD_KEYS") or None,
