@@ -111,7 +111,7 @@ class JsonErrors:
     async def _finish(self, scope: Scope, start: Message, body: bytes, send: Send) -> None:
         headers = [(k, v) for k, v in start.get("headers", []) if k.lower() not in (b"content-length",
                                                                                      b"content-type")]
-        found = dict((k.lower(), v) for k, v in start.get("headers", []))
+        found = {k.lower(): v for k, v in start.get("headers", [])}
         parsed = _json(body) if b"json" in found.get(b"content-type", b"") else None
         if isinstance(parsed, dict) and (isinstance(parsed.get("error"), str) or "detail" not in parsed):
             # ours: the {"error": …} shape, or a documented body of its own (/readyz names failing checks)

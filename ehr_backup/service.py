@@ -14,8 +14,7 @@ from typing import IO, Any
 
 from sqlalchemy.exc import IntegrityError
 
-from . import __version__, clusterinfo, default_location, demo, drill_report, paths, pg, pins, safedir
-from . import storage
+from . import __version__, clusterinfo, demo, drill_report, paths, pg, pins, safedir, storage
 from .alerts.service import Alerts
 from .audit import Actor, AuditLog
 from .audit_anchor import FIELD as AUDIT_ANCHOR_FIELD
@@ -25,6 +24,7 @@ from .catalogue import Catalogue, as_utc, utcnow
 from .compression import EXTENSIONS, check
 from .config import Settings
 from .db import Database
+from .default_location import resolve as resolve_default_location
 from .drill_checks import view as drill_check_view
 from .drills import Drills
 from .drills import view as drill_view
@@ -90,7 +90,7 @@ class BackupService:
         self.audit = AuditLog(self.db, settings.data_dir, syslog=settings.audit_syslog,
                               keys=lambda: load_audit_keys(settings.audit_key, settings.encryption_key,
                                                            settings.old_keys))
-        self.settings = settings = default_location.resolve(self.db, self.audit, settings)  # before any use
+        self.settings = settings = resolve_default_location(self.db, self.audit, settings)  # before any use
         self._keyring: KeyRing | None = None
         self.restores = Restores(self)
         self.verifications = Verifications(self)

@@ -23,13 +23,13 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from . import monitoring
 from .api import SESSION_COOKIE, ApiContext, authenticate, build_router, error_response
+from .api_errors import JsonErrors, invalid_request
 from .audit import Actor
 from .auth import AuthService, Principal
 from .browser import BrowserNonce, browser_nonce
 from .clientaddr import ClientAddress, client_address
 from .config import Settings
 from .errors import BackupError, Unauthenticated
-from .api_errors import JsonErrors, invalid_request
 from .httpguard import HttpGuard
 from .httpserver import uvicorn_options
 from .jobs import JobManager

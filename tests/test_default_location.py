@@ -19,7 +19,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def cli_in(cwd: Path, env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
     """The installed CLI run from another working directory (the package comes from the checkout)."""
     full = {**cli_env(env), "PYTHONPATH": str(ROOT)}
-    return subprocess.run([sys.executable, "-m", "ehr_backup.cli", *args], env=full, cwd=cwd, capture_output=True,
+    return subprocess.run([sys.executable, "-m", "ehr_backup.cli", *args], env=full, cwd=cwd, capture_output=True, check=False,
                           text=True, timeout=300)
 
 

@@ -29,7 +29,7 @@ def test_a_busy_port_is_named_with_how_to_choose_another_and_nothing_starts(tmp_
         busy.bind(("127.0.0.1", 0))
         busy.listen()
         port = busy.getsockname()[1]
-        res = subprocess.run(["bash", str(ROOT / "start.sh")], capture_output=True, text=True, timeout=60,
+        res = subprocess.run(["bash", str(ROOT / "start.sh")], capture_output=True, text=True, timeout=60, check=False,
                              env=script_env(EHR_BACKUP_PORT=str(port), EHR_BACKUP_DATA_DIR=str(tmp_path / "d")))
     assert res.returncode != 0
     assert f"port {port} on 127.0.0.1 is already in use" in res.stderr
@@ -40,11 +40,11 @@ def test_a_busy_port_is_named_with_how_to_choose_another_and_nothing_starts(tmp_
 
 def test_ready_line_once_the_server_answers_and_a_clean_stop(tmp_path: Path, make_db) -> None:
     venv_ok = subprocess.run([str(ROOT / ".venv/bin/python"), "-c", "import ehr_backup.web, pages, nicegui"],
-                             capture_output=True).returncode == 0
+                             capture_output=True, check=False).returncode == 0
     if not venv_ok:
         pytest.fail("start.sh is tested with the checkout's installed .venv (bash .ci/run makes it)")
     stamp = subprocess.run(f"sha256sum {ROOT / 'pyproject.toml'} | cut -c1-16", shell=True, capture_output=True,
-                           text=True).stdout.strip()
+                           text=True, check=True).stdout.strip()
     (ROOT / ".venv/.installed-from").write_text(stamp + "\n")  # what start.sh writes after its install: none now
     port = _free_port()
     (tmp_path / "home").mkdir()
