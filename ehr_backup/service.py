@@ -16,6 +16,7 @@ from sqlalchemy.exc import IntegrityError
 
 from . import __version__, clusterinfo, demo, drill_report, paths, pg, pins, safedir, storage
 from .alerts.service import Alerts
+from .alerts.thresholds import Thresholds
 from .audit import Actor, AuditLog
 from .audit_anchor import FIELD as AUDIT_ANCHOR_FIELD
 from .audit_anchor import find_anchors
@@ -99,6 +100,8 @@ class BackupService:
         self.schedules = Schedules(self)
         self.drills = Drills(self)
         self.alerts = Alerts(self)  # ehr_backup/alerts/: channels, checks, history
+        # stored alert/storage thresholds over the environment's; everything compares against .current()
+        self.alert_thresholds = Thresholds(self.db, settings, self.audit)
 
     # ----- configuration -----------------------------------------------------------------------------
     def connection(self) -> ConnInfo:
@@ -164,7 +167,7 @@ class BackupService:
     def locations(self) -> list[dict[str, Any]]:
         """Each standard location with its path, whether it exists, is writable, and its free space."""
         out = []
-        warn = self.settings.min_free_mb * 1024 * 1024
+        warn = self.alert_thresholds.current().min_free_mb * 1024 * 1024
         for loc in storage.standard_locations(self.settings.default_dir):
             free = storage.free_bytes(loc.path)
             out.append({"key": loc.key, "label": loc.label, "path": str(loc.path),
