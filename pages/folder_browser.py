@@ -45,8 +45,9 @@ class DirectoryBrowser:
         """Open the dialog at a folder; one backups may not use opens the first allowed folder instead."""
         self.note.text = ""
         if not await self.show(path or None, quiet=bool(path)) and path:
-            self.note.text = "The folder typed in the field cannot be browsed here; showing the first allowed folder."
-            await self.show(None)
+            why = self.note.text
+            if await self.show(None):
+                self.note.text = f"Showing the first allowed folder instead of {path}: {why}"
         self.dialog.open()
 
     async def show(self, path: str | None, *, quiet: bool = False) -> bool:
