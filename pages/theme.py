@@ -34,10 +34,6 @@ _CSS = """
   body { --ehr-accent-bg: %(bg)s; --ehr-accent-on: %(on)s; --ehr-accent-text: %(text)s;
          --q-primary: %(text)s; font-size: 15px; }
   body.body--dark { --ehr-accent-text: %(text_dark)s; --q-primary: %(text_dark)s; }
-  .bg-primary { background: var(--ehr-accent-bg) !important; color: var(--ehr-accent-on) !important; }
-  .text-primary, a.ehr-link { color: var(--ehr-accent-text) !important; }
-  .ehr-header { background: %(header)s !important; color: %(on)s !important; }
-  .ehr-header a, .ehr-header .q-btn { color: inherit !important; }
   .ehr-back { display: inline-flex; align-items: center; gap: .25rem; white-space: nowrap; }
   .ehr-back::before { content: "arrow_back"; font-family: "Material Icons"; font-size: 1.25rem; }
   .ehr-page { width: 100%%; max-width: 72rem; margin: 0 auto; padding: 1rem; gap: 1.25rem; }
@@ -46,18 +42,26 @@ _CSS = """
   .ehr-title { font-size: 1.5rem; font-weight: 600; line-height: 1.3; }
   .ehr-section-title { font-size: 1.125rem; font-weight: 600; }
   .ehr-muted { color: #4b5563; }
-  body.body--dark .ehr-muted, body.body--dark .text-grey-7, body.body--dark .text-grey-8 { color: #cbd5e1 !important; }
   body.body--dark { background: #111827; }
   body.body--dark .q-card { background: #1f2937; }
-  .text-positive { color: #15803d !important; }
-  body.body--dark .text-negative { color: #fca5a5 !important; }
-  body.body--dark .text-positive { color: #86efac !important; }
   .ehr-badge { display: inline-block; padding: 0 .5rem; border-radius: 999px; font-size: .8rem;
                font-weight: 600; line-height: 1.5rem; white-space: nowrap; }
   .q-table td, .q-table th { overflow-wrap: anywhere; }
-  :focus-visible { outline: 3px solid var(--ehr-accent-text) !important; outline-offset: 2px; }
-  .ehr-header :focus-visible { outline-color: currentColor !important; }
   .ehr-wrap { overflow-wrap: anywhere; min-width: 0; }
+  /* NiceGUI loads Quasar in cascade layers: an !important in the first layer ("theme") is the only one that
+     wins over Quasar's own (.text-primary, .bg-primary, .text-negative ...) */
+  @layer theme {
+    html body .bg-primary { background: var(--ehr-accent-bg) !important; color: var(--ehr-accent-on) !important; }
+    html body .text-primary, html body a.ehr-link { color: var(--ehr-accent-text) !important; }
+    .ehr-header { background: %(header)s !important; color: %(on)s !important; }
+    .ehr-header a, .ehr-header .q-btn { color: inherit !important; }
+    body.body--dark .ehr-muted, body.body--dark .text-grey-7, body.body--dark .text-grey-8 { color: #cbd5e1 !important; }
+    .text-positive { color: #15803d !important; }
+    body.body--dark .text-negative { color: #fca5a5 !important; }
+    body.body--dark .text-positive { color: #86efac !important; }
+    :focus-visible { outline: 3px solid var(--ehr-accent-text) !important; outline-offset: 2px; }
+    .ehr-header :focus-visible { outline-color: currentColor !important; }
+  }
 </style>
 """
 
@@ -65,6 +69,7 @@ _CSS = """
 # the toggle cycles auto → dark → light and remembers the choice in localStorage, so no cookie is needed.
 _JS = """
 <script>
+  document.documentElement.lang = "en";  // NiceGUI's template names no language; screen readers need one
   window.ehrTheme = {
     key: "%(key)s",
     get() { try { return localStorage.getItem(this.key) || "auto"; } catch (e) { return "auto"; } },
