@@ -92,7 +92,8 @@ def _check_styled_and_sane(page: Page, screen: Screen) -> None:
 def _overflowing_text(page: Page) -> list[str]:
     """Labels whose text runs out of their own box (cut off or spilling over a neighbour)."""
     return page.evaluate("""() => [...document.querySelectorAll(
-        '.q-btn__content, .q-field__label, .ehr-badge, .ehr-title, .ehr-section-title')].filter(e => e.offsetParent !== null && e.scrollWidth > e.clientWidth + 1)
+        '.q-btn__content, .q-field__label, .ehr-badge, .ehr-title, .ehr-section-title')]
+        .filter(e => e.offsetParent !== null && e.scrollWidth > e.clientWidth + 1)
         .map(e => e.textContent.trim().slice(0, 60))""")
 
 

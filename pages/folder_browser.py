@@ -85,7 +85,8 @@ class DirectoryBrowser:
                           on_click=lambda t=target: self.show(t))
                 .props("flat no-caps align=left").classes("grow ehr-wrap"), f"dir-{name}")
             if reason:  # listed, but its name cannot be part of a backup location
-                tid(ui.label(f"{name} cannot be chosen: {reason}").classes("text-xs ehr-muted ehr-wrap"), "unusable-dir")
+                tid(ui.label(f"{name} cannot be chosen: {reason}").classes("text-xs ehr-muted ehr-wrap"),
+                    "unusable-dir")
 
     async def up(self) -> None:
         """Go to the parent folder."""

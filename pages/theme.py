@@ -55,7 +55,8 @@ _CSS = """
     html body .text-primary, html body a.ehr-link { color: var(--ehr-accent-text) !important; }
     .ehr-header { background: %(header)s !important; color: %(on)s !important; }
     .ehr-header a, .ehr-header .q-btn { color: inherit !important; }
-    body.body--dark .ehr-muted, body.body--dark .text-grey-7, body.body--dark .text-grey-8 { color: #cbd5e1 !important; }
+    body.body--dark .ehr-muted, body.body--dark .text-grey-7,
+    body.body--dark .text-grey-8 { color: #cbd5e1 !important; }
     .text-positive { color: #15803d !important; }
     body.body--dark .text-negative { color: #fca5a5 !important; }
     body.body--dark .text-positive { color: #86efac !important; }

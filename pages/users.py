@@ -50,7 +50,7 @@ def register(ctx: WebContext) -> None:
                             f"role-{u.username}")
                         tid(badge("disabled" if u.disabled else "active", "failed" if u.disabled else "ok"),
                             f"state-{u.username}")
-                        tid(ui.label(sign_in.describe() if sign_in else "").classes("text-sm ehr-muted"),
+                        tid(ui.label(sign_in.describe() if sign_in else "—").classes("text-sm ehr-muted"),
                             f"login-state-{u.username}")
                         ui.space()
                         with ui.row().classes("gap-1 flex-wrap"):
