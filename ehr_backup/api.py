@@ -370,17 +370,13 @@ def build_router(ctx: ApiContext) -> APIRouter:
     @router.get("/jobs/{job_id}")
     async def job(job_id: str, who: Admin) -> dict[str, Any]:
         """A job's status and progress."""
-        found = ctx.jobs.get(job_id)
-        if found is None:
-            raise NotFound("no such job")
+        found = ctx.jobs.find(job_id)
         return found.as_dict()
 
     @router.post("/jobs/{job_id}/cancel")
     async def cancel(job_id: str, who: Admin) -> dict[str, Any]:
         """Ask a running job to stop (it removes what it had written)."""
-        found = ctx.jobs.get(job_id)
-        if found is None:
-            raise NotFound("no such job")
+        found = ctx.jobs.find(job_id)
         found.cancel()
         ctx.service.audit.record(who.actor(), "cancel", found.task.target, "ok", found.kind)
         return found.as_dict()

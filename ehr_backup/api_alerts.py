@@ -1,4 +1,4 @@
-"""REST routes under /api/admin/backup/alerts: channels, test, check, open alerts, history (admin only).
+"""REST routes under /api/admin/backup/alerts: channels, settings, test, check, open alerts, history (admin only).
 
 No `from __future__ import annotations`: FastAPI must see the route signatures' real types.
 """
@@ -11,6 +11,7 @@ from fastapi import APIRouter, Depends, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
 
 from .auth import Principal
+from .errors import InvalidInput
 
 
 class WebhookBody(BaseModel):
@@ -32,6 +33,24 @@ class EmailBody(BaseModel):
     smtpPassword: str | None = Field(default=None, max_length=500)
     security: Literal["starttls", "tls", "none"] = "starttls"
     sender: str | None = Field(default=None, max_length=320)
+
+
+class ThresholdsBody(BaseModel):
+    """PUT /alerts/settings: whole numbers; null stores nothing, so the environment's value holds again."""
+
+    model_config = ConfigDict(extra="forbid")
+    repeatHours: Any = None  # checked by the service, which names the field and its range in a 422
+    maxBackupAgeHours: Any = None
+    minFreeMb: Any = None
+    fillWarnDays: Any = None
+
+
+class ChannelPatch(BaseModel):
+    """PATCH /alerts/channels/{id}: switch a channel on or off, or replace an email channel's recipients."""
+
+    model_config = ConfigDict(extra="forbid")
+    enabled: bool | None = None
+    recipients: list[str] | None = Field(default=None, max_length=20)
 
 
 def add_routes(router: APIRouter, ctx: Any, admin: Callable[[Request], Principal]) -> None:
@@ -85,3 +104,27 @@ def add_routes(router: APIRouter, ctx: Any, admin: Callable[[Request], Principal
     async def history(who: Admin, limit: int = Query(default=100, ge=1, le=2000)) -> dict[str, Any]:
         """Alerts sent or failed to send, newest first."""
         return {"history": await asyncio.to_thread(ctx.service.alerts.history, limit)}
+
+    @router.get("/alerts/settings")
+    async def thresholds(who: Admin) -> dict[str, Any]:
+        """Each threshold: value in force, source (stored/environment/default), the environment's value."""
+        return {"thresholds": await asyncio.to_thread(ctx.service.alert_thresholds.view)}
+
+    @router.put("/alerts/settings")
+    async def set_thresholds(body: ThresholdsBody, who: Admin) -> dict[str, Any]:
+        """Store thresholds (only the fields given; null: the environment's value again); 422 when out of range."""
+        changes = {name: getattr(body, name) for name in body.model_fields_set}
+        return {"thresholds": await asyncio.to_thread(ctx.service.alert_thresholds.update, who.actor(), changes)}
+
+    @router.patch("/alerts/channels/{channel_id}")
+    async def edit_channel(channel_id: int, body: ChannelPatch, who: Admin) -> dict[str, Any]:
+        """Switch a channel on or off and/or replace an email channel's recipients."""
+        a = ctx.service.alerts
+        if body.enabled is None and body.recipients is None:
+            raise InvalidInput("give enabled (true/false) and/or recipients")
+        view: dict[str, Any] = {}
+        if body.recipients is not None:
+            view = await asyncio.to_thread(a.set_recipients, who.actor(), channel_id, body.recipients)
+        if body.enabled is not None:
+            view = await asyncio.to_thread(a.set_enabled, who.actor(), channel_id, body.enabled)
+        return view

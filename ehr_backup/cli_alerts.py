@@ -1,4 +1,4 @@
-"""`ehr-backup alerts …`: add, list, remove and test alert channels; check now; show the history."""
+"""`ehr-backup alerts …`: add, list, switch, edit, remove and test alert channels; thresholds; check now; history."""
 
 from __future__ import annotations
 
@@ -10,11 +10,14 @@ from collections.abc import Callable
 from typing import Any
 
 from .alerts.conditions import clean_message
+from .alerts.thresholds import BY_NAME
 from .audit import Actor
 from .errors import InvalidInput
 from .text import printable
 
 log = logging.getLogger("ehr_backup.alerts")
+FLAGS = {"--repeat-hours": "repeatHours", "--max-backup-age-hours": "maxBackupAgeHours", "--min-free-mb": "minFreeMb",
+         "--fill-warn-days": "fillWarnDays"}
 
 
 def add_commands(cmd: Any) -> None:
@@ -50,6 +53,22 @@ def add_commands(cmd: Any) -> None:
     sub.add_parser("test", help="send a test alert to every channel").add_argument("--json", action="store_true")
     sub.add_parser("check", help="check the conditions now and send what is due").add_argument(
         "--json", action="store_true")
+    t = sub.add_parser("settings", help="show the thresholds (and where each comes from) or store new ones; a "
+                                        "stored value wins over the environment's")
+    for flag, name in FLAGS.items():
+        t.add_argument(flag, type=int, metavar="N", dest=name, help=f"store: {BY_NAME[name].label}, in {BY_NAME[name].unit}")
+    t.add_argument("--reset", action="append", choices=list(FLAGS.values()), default=[], metavar="NAME",
+                   help="forget a stored value, so the environment's holds again (repeatable): "
+                        + ", ".join(FLAGS.values()))
+    t.add_argument("--json", action="store_true")
+    for verb, what in (("enable", "switch a channel on"), ("disable", "switch a channel off: it receives nothing")):
+        x = sub.add_parser(verb, help=f"{what} (by its id, see `alerts list`)")
+        x.add_argument("id", type=int, metavar="ID")
+        x.add_argument("--json", action="store_true")
+    rc = sub.add_parser("set-recipients", help="replace an email channel's recipients")
+    rc.add_argument("id", type=int, metavar="ID")
+    rc.add_argument("address", metavar="ADDRESS", help="recipient address(es), separated by commas")
+    rc.add_argument("--json", action="store_true")
     h = sub.add_parser("history", help="alerts sent or failed to send, newest first")
     h.add_argument("--limit", type=int, default=50, metavar="N")
     h.add_argument("--json", action="store_true")
@@ -88,6 +107,16 @@ def dispatch(service: Any, args: argparse.Namespace, actor: Actor) -> Any:
         return result
     if action == "history":
         return {"history": alerts.history(args.limit)}
+    if action == "settings":
+        changes: dict[str, Any] = {name: getattr(args, name) for name in FLAGS.values()
+                                   if getattr(args, name) is not None}
+        changes.update({name: None for name in args.reset if name not in changes})
+        store = service.alert_thresholds
+        return {"thresholds": store.update(actor, changes) if changes else store.view()}
+    if action in ("enable", "disable"):
+        return alerts.set_enabled(actor, args.id, action == "enable")
+    if action == "set-recipients":
+        return alerts.set_recipients(actor, args.id, args.address)
     raise InvalidInput(f"unknown alerts action {action}")
 
 
@@ -122,7 +151,8 @@ def print_human(args: argparse.Namespace, result: Any) -> None:
             print("no alert channels (add one with `ehr-backup alerts add-email` or `add-webhook`)")
         for c in result["channels"]:
             secret = f"password {c['password']}" if c["kind"] == "email" else f"secret {c['secret']}"
-            print(f"{c['id']:>4}  {c['kind']:<8} {printable(c['target'])}  ({secret})")
+            print(f"{c['id']:>4}  {c['kind']:<8} {printable(c['target'])}  ({secret})"
+                  f"{'' if c['enabled'] else '  OFF'}")
         _print_open(result["open"])
     elif action == "remove":
         print(f"removed alert channel {result['removed']}")
@@ -131,6 +161,14 @@ def print_human(args: argparse.Namespace, result: Any) -> None:
     elif action == "check":
         print(f"checked: {result['conditions']} condition(s), {result['sent']} sent, {result['failed']} failed")
         _print_open(result["open"])
+    elif action == "settings":
+        for name, t in result["thresholds"].items():
+            source = {"stored": f"stored by {t['updatedBy']} at {t['updatedAt']}",
+                      "environment": f"from {t['variable']}", "default": f"default ({t['variable']} not set)"}
+            print(f"{name:<18} {t['value']:>10} {t['unit']:<6} {source[t['source']]}")
+    elif action in ("enable", "disable", "set-recipients"):
+        print(f"alert channel {result['id']} {'on' if result['enabled'] else 'off'}: {result['kind']} "
+              f"{printable(result['target'])}")
     elif action == "history":
         if not result["history"]:
             print("no alerts sent yet")

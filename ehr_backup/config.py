@@ -26,7 +26,8 @@ VARIABLES = {
                                   "verify/restore/decrypt",
     "EHR_BACKUP_DATA_DIR": "where the catalogue, audit log, locks and demo cluster live "
                            "(default: the platform's user data directory)",
-    "EHR_BACKUP_DEFAULT_DIR": "the Default location (default: ./backups, resolved at start)",
+    "EHR_BACKUP_DEFAULT_DIR": "the Default location's folder (default: chosen on first use and recorded in the "
+                              "metadata database: the data directory's backups folder)",
     "EHR_BACKUP_CUSTOM_ROOTS": "base folders a custom location (and the folder browser) must lie in, "
                               "absolute paths separated by commas or the path separator (:) (default: the "
                               "user's home folder and the standard locations)",
@@ -44,12 +45,15 @@ VARIABLES = {
                                 "(default 30; `ehr-backup verify --due`)",
     "EHR_BACKUP_SCHEDULER": "1 (default): the web app runs the schedules; 0 when `ehr-backup scheduler` runs them "
                             "instead (both at once is safe: each due run happens once)",
-    "EHR_BACKUP_FILL_WARN_DAYS": "warn when a location is forecast to fill within this many days (default 14)",
-    "EHR_BACKUP_ALERT_REPEAT_HOURS": "send an alert that is still open again after this many hours (default 24)",
+    "EHR_BACKUP_FILL_WARN_DAYS": "warn when a location is forecast to fill within this many days (default 14); "
+                                 "a value set on the Alerts page wins",
+    "EHR_BACKUP_ALERT_REPEAT_HOURS": "send an alert that is still open again after this many hours (default 24); "
+                                     "a value set on the Alerts page wins",
     "EHR_BACKUP_ALERT_CHECK_MINUTES": "how often the process that runs the schedules checks for alerts (default 5; "
                                       "also right after each backup, verification or scheduled run)",
     "EHR_BACKUP_MAX_BACKUP_AGE_HOURS": "alert when the configured database has no successful backup this many "
-                                       "hours old and no backup schedule says otherwise (default 0: off)",
+                                       "hours old and no backup schedule says otherwise (default 0: off); "
+                                       "a value set on the Alerts page wins",
     "EHR_BACKUP_PUBLIC_URL": "the app's address as people reach it, for the link in alerts, e.g. "
                              "https://backup.example.org (default: http://EHR_BACKUP_HOST:EHR_BACKUP_PORT)",
     "EHR_BACKUP_SMTP_PASSWORD": "the SMTP password of email alert channels that have a user but no stored password",
@@ -58,7 +62,8 @@ VARIABLES = {
     "EHR_BACKUP_SAFETY_KEEP_DAYS": "rotation removes safety backups (taken before a recreate restore) older than "
                                    "this many days unless pinned or the newest good backup (default 30)",
     "EHR_BACKUP_PG_BIN": "directory with pg_dump/psql to prefer (default: /usr/lib/postgresql/N/bin, PATH)",
-    "EHR_BACKUP_MIN_FREE_MB": "warn when a location has less free space than this (default 1024)",
+    "EHR_BACKUP_MIN_FREE_MB": "warn when a location has less free space than this (default 1024); "
+                              "a value set on the Alerts page wins",
     "EHR_BACKUP_HOST": "address the web app listens on (default 127.0.0.1)",
     "EHR_BACKUP_PORT": "port the web app listens on (default 8080)",
     "EHR_BACKUP_TRUSTED_PROXIES": "comma-separated addresses or networks (CIDR) of reverse proxies whose "
@@ -148,6 +153,7 @@ class Settings:
 
     data_dir: Path
     default_dir: Path
+    default_dir_from_env: bool = True  # False: the first resolution is recorded and reused (default_location)
     database_url: str | None = field(default=None, repr=False)
     encryption_key: str | None = field(default=None, repr=False)
     old_keys: str | None = field(default=None, repr=False)
@@ -189,7 +195,9 @@ class Settings:
         """Read and validate the environment."""
         env = os.environ if env is None else env
         data_dir = Path(env.get("EHR_BACKUP_DATA_DIR") or platformdirs.user_data_dir(APP)).expanduser()
-        default_dir = Path(env.get("EHR_BACKUP_DEFAULT_DIR") or "backups").expanduser()
+        # without EHR_BACKUP_DEFAULT_DIR, the service replaces this with the folder recorded on first use
+        # (default_location.py): never the current directory, which differs between the CLI, server and cron
+        default_dir = Path(env.get("EHR_BACKUP_DEFAULT_DIR") or data_dir / "backups").expanduser()
         compression = env.get("EHR_BACKUP_COMPRESSION", "gzip").strip() or "gzip"
         if compression not in ("gzip", "zstd"):
             raise ConfigError("EHR_BACKUP_COMPRESSION must be gzip or zstd")
@@ -200,6 +208,7 @@ class Settings:
         return cls(
             data_dir=Path(os.path.realpath(data_dir)),
             default_dir=default_dir,
+            default_dir_from_env=bool(env.get("EHR_BACKUP_DEFAULT_DIR")),
             database_url=env.get("DATABASE_URL") or None,
             encryption_key=env.get("BACKUP_ENCRYPTION_KEY") or None,
             old_keys=env.get("BACKUP_ENCRYPTION_OLD_KEYS") or None,

@@ -45,6 +45,7 @@ def report(checks: list[Check]) -> tuple[int, dict[str, Any]]:
     """The HTTP status and JSON body for a list of checks: 200 when all pass, else 503 naming the failures."""
     failing = [c.name for c in checks if not c.ok]
     body = {"status": "not ready" if failing else "ready", "failing": failing,
+            **({"error": f"not ready: {', '.join(failing)} failing (see checks)"} if failing else {}),
             "checks": {c.name: {"ok": c.ok, "detail": c.detail} for c in checks}}
     return (503 if failing else 200), body
 

@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import logging
+import re
 import secrets
 import threading
 import time
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
-from .errors import BackupError, Cancelled
+from .errors import BackupError, Cancelled, InvalidInput, NotFound
 from .service import Task
 
 log = logging.getLogger("ehr_backup.jobs")
 KEEP = 200
+JOB_ID = re.compile(r"[0-9a-f]{16}")  # secrets.token_hex(8)
 
 
 @dataclass
@@ -42,11 +45,16 @@ class Job:
         return {"jobId": self.id, "kind": self.kind, "status": self.status, "backupId": self.task.backup_id,
                 "target": self.task.target, "startedBy": self.started_by,
                 "progress": self.task.progress.as_dict(), "error": self.error,
+                "finishedAt": _iso(self.finished),
                 **({"report": self.error_report} if self.error_report else {})}
 
     def cancel(self) -> None:
         """Ask the task to stop; it cleans up and ends as cancelled."""
         self.task.cancel.set()
+
+
+def _iso(when: float | None) -> str | None:
+    return datetime.fromtimestamp(when, UTC).isoformat(timespec="seconds").replace("+00:00", "Z") if when else None
 
 
 class JobManager:
@@ -84,6 +92,7 @@ class JobManager:
             job.status, job.error, job.error_status = "failed", "internal error; see the server log", 500
         finally:
             job.finished = time.time()
+            job.task.progress.finish()  # the job's duration is fixed from now on
             job.done.set()
             if self._after is not None:
                 try:
@@ -95,6 +104,17 @@ class JobManager:
         """A job by id."""
         with self._lock:
             return self._jobs.get(job_id)
+
+    def find(self, job_id: str) -> Job:
+        """A job by id: InvalidInput for what cannot be a job id, NotFound for one not (or no longer) kept."""
+        if not JOB_ID.fullmatch(job_id):
+            raise InvalidInput("invalid job id: a job id is 16 hexadecimal characters, as returned when the job "
+                               "started")
+        found = self.get(job_id)
+        if found is None:
+            raise NotFound("no such job: it never existed here, or finished long ago (the newest "
+                           f"{KEEP} are kept until the server restarts)")
+        return found
 
     def active(self) -> list[Job]:
         """Jobs still running, oldest first."""

@@ -42,12 +42,35 @@ class Progress:
     bytes_written: int = 0
     total: int | None = None
     started: float = field(default_factory=time.monotonic)
+    finished: float | None = None  # set once when the job ends: its duration is fixed from then on
+    steps: list[str] = field(default_factory=list)  # a job of several steps (a restore): the phases, in order
 
-    def as_dict(self) -> dict[str, Any]:
-        """A JSON-ready snapshot."""
+    def enter(self, phase: str) -> None:
+        """Start a new phase: the previous phase's table and byte counts do not belong to it."""
+        self.phase, self.table, self.bytes_read, self.bytes_written, self.total = phase, "", 0, 0, None
+
+    def finish(self, now: float | None = None) -> None:
+        """Stop the clock (once) and forget the last table, which no longer describes the job."""
+        if self.finished is None:
+            self.finished = time.monotonic() if now is None else now
+        self.table = ""
+
+    def as_dict(self, now: float | None = None) -> dict[str, Any]:
+        """A JSON-ready snapshot; `elapsed` stops growing once the job has finished."""
+        end = self.finished if self.finished is not None else (time.monotonic() if now is None else now)
         return {"phase": self.phase, "table": self.table, "bytesRead": self.bytes_read,
                 "bytesWritten": self.bytes_written, "total": self.total,
-                "elapsed": round(time.monotonic() - self.started, 1)}
+                "elapsed": round(max(0.0, end - self.started), 1), "finished": self.finished is not None,
+                **({"steps": step_states(self.steps, self.phase, self.finished is not None)} if self.steps else {})}
+
+
+def step_states(steps: list[str], phase: str, finished: bool) -> list[dict[str, str]]:
+    """Each planned step as done, current or waiting: those before the current phase are done; a step the
+    job skipped (not needed) counts as done once a later one starts. A finished job's current step stays
+    current (the caller says whether it failed there); after "done" every step is done."""
+    current = steps.index(phase) if phase in steps else (len(steps) if phase == "done" else -1)
+    return [{"name": name, "state": "done" if i < current else "current" if i == current else "waiting"}
+            for i, name in enumerate(steps)]
 
 
 @dataclass(frozen=True)

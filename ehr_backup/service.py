@@ -17,6 +17,7 @@ from sqlalchemy.exc import IntegrityError
 
 from . import __version__, clusterinfo, demo, drill_report, paths, pg, pins, safedir, storage
 from .alerts.service import Alerts
+from .alerts.thresholds import Thresholds
 from .audit import Actor, AuditLog
 from .audit_anchor import FIELD as AUDIT_ANCHOR_FIELD
 from .audit_anchor import find_anchors
@@ -25,6 +26,7 @@ from .catalogue import Catalogue, as_utc, utcnow
 from .compression import EXTENSIONS, check
 from .config import Settings
 from .db import Database
+from .default_location import resolve as resolve_default_location
 from .drill_checks import view as drill_check_view
 from .drills import Drills
 from .drills import view as drill_view
@@ -91,6 +93,7 @@ class BackupService:
         self.audit = AuditLog(self.db, settings.data_dir, syslog=settings.audit_syslog,
                               keys=lambda: load_audit_keys(settings.audit_key, settings.encryption_key,
                                                            settings.old_keys))
+        self.settings = settings = resolve_default_location(self.db, self.audit, settings)  # before any use
         self._keyring: KeyRing | None = None
         self.restores = Restores(self)
         self.verifications = Verifications(self)
@@ -99,6 +102,8 @@ class BackupService:
         self.schedules = Schedules(self)
         self.drills = Drills(self)
         self.alerts = Alerts(self)  # ehr_backup/alerts/: channels, checks, history
+        # stored alert/storage thresholds over the environment's; everything compares against .current()
+        self.alert_thresholds = Thresholds(self.db, settings, self.audit)
         self.listing = Listing(self)  # ehr_backup/listing.py: paged, filtered, sorted in SQLite
 
     # ----- configuration -----------------------------------------------------------------------------
@@ -165,7 +170,7 @@ class BackupService:
     def locations(self) -> list[dict[str, Any]]:
         """Each standard location with its path, whether it exists, is writable, and its free space."""
         out = []
-        warn = self.settings.min_free_mb * 1024 * 1024
+        warn = self.alert_thresholds.current().min_free_mb * 1024 * 1024
         for loc in storage.standard_locations(self.settings.default_dir):
             free = storage.free_bytes(loc.path)
             out.append({"key": loc.key, "label": loc.label, "path": str(loc.path),

@@ -121,7 +121,8 @@ class StorageStatus:
         now = now or utcnow()
         totals = self._totals()
         self.sample(now, totals=totals)
-        warn_bytes = self.s.settings.min_free_mb * 1024 * 1024
+        limits = self.s.alert_thresholds.current()  # stored on the Alerts page, else the environment's
+        warn_bytes = limits.min_free_mb * 1024 * 1024
         with self.s.db.reading() as session:
             samples = session.exec(select(StorageSample).where(StorageSample.ts >= now - WINDOW)
                                    .order_by(col(StorageSample.ts))).all()
@@ -136,8 +137,8 @@ class StorageStatus:
             days = fc.days_left(now)
             warnings = []
             if free is not None and free < warn_bytes:
-                warnings.append(f"less than {self.s.settings.min_free_mb} MB free")
-            if days is not None and days < self.s.settings.fill_warn_days:
+                warnings.append(f"less than {limits.min_free_mb} MB free")
+            if days is not None and days < limits.fill_warn_days:
                 warnings.append(f"forecast to fill in {days:.0f} days")
             locations.append({
                 "key": key, "path": str(directory), "usedBytes": used,

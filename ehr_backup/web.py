@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
+import html
 import logging
 import os
 import secrets
@@ -23,6 +24,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from . import monitoring
 from .api import SESSION_COOKIE, ApiContext, authenticate, build_router, error_response
+from .api_errors import JsonErrors, invalid_request
 from .audit import Actor
 from .auth import AuthService, Principal
 from .browser import BrowserNonce, browser_nonce
@@ -117,13 +119,35 @@ def _is_page(path: str) -> bool:
     return path == "/" or any(path == p or path.startswith(p + "/") for p in PAGE_PREFIXES)
 
 
+# The 403 page is answered by the middleware, before NiceGUI: a self-contained page in the app's design
+# (colours of pages/theme.py, dark when the system or the browser's remembered choice says so).
+_FORBIDDEN_HTML = """<!doctype html><html lang="en"><head><meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1"><title>403 Forbidden · EHR Backup</title>
+<style>
+ body{margin:0;font-family:Roboto,-apple-system,"Segoe UI",sans-serif;background:#f3f4f6;color:#111827;
+  min-height:100vh;display:flex;flex-direction:column;align-items:center;justify-content:center;padding:1rem;
+  box-sizing:border-box}
+ .brand{font-size:1.5rem;font-weight:700;margin:0 0 1rem}
+ main{background:#fff;border-radius:12px;box-shadow:0 1px 5px rgba(0,0,0,.2);padding:1.5rem;max-width:24rem;
+  width:100%;box-sizing:border-box}
+ h1{font-size:1.25rem;margin:0 0 .5rem} p{line-height:1.5;overflow-wrap:anywhere}
+ a{color:#7e22ce;font-weight:500} a.button{display:inline-block;background:#7e22ce;color:#fff;
+  padding:.5rem 1rem;border-radius:4px;text-decoration:none;margin-right:.5rem}
+ a:focus-visible{outline:3px solid #7e22ce;outline-offset:2px}
+ body.dark{background:#111827;color:#f3f4f6} body.dark main{background:#1f2937}
+ body.dark a{color:#d8b4fe} body.dark a.button{background:#7e22ce;color:#fff}
+</style></head><body>
+<script>try{var m=localStorage.getItem("ehr-theme")||"auto";if(m==="dark"||(m==="auto"&&
+ matchMedia("(prefers-color-scheme: dark)").matches))document.body.classList.add("dark")}catch(e){}</script>
+<p class="brand">EHR Backup</p>
+<main><h1 data-testid="forbidden">403 — Forbidden</h1><p>{message}</p>
+<p><a class="button" href="/eh">Back to the modules</a> <a href="/login">Sign in as someone else</a></p></main>
+</body></html>"""
+
+
 def forbidden_page(message: str) -> HTMLResponse:
-    """A plain, clear 403 page."""
-    return HTMLResponse(
-        "<!doctype html><html><head><title>403 Forbidden</title></head><body style='font-family:sans-serif;"
-        "margin:3rem'><h1 data-testid='forbidden'>403 — Forbidden</h1>"
-        f"<p>{message}</p><p><a href='/eh'>Back to the modules</a> · <a href='/login'>Sign in as someone else</a>"
-        "</p></body></html>", status_code=403)
+    """The 403 page, in the app's design."""
+    return HTMLResponse(_FORBIDDEN_HTML.replace("{message}", html.escape(message)), status_code=403)
 
 
 class AuthGate(BaseHTTPMiddleware):
@@ -190,6 +214,7 @@ def build(settings: Settings | None = None) -> WebContext:
     api_ctx = ApiContext(service, auth, jobs, ctx.scheduler)
     # added innermost first: ClientAddress resolves the address before anything uses it, the security
     # headers cover the guard's refusals, and the guard runs before any route or page reads a body
+    app.add_middleware(JsonErrors)  # innermost: an error from any handler under /api/ becomes {"error": …}
     app.add_middleware(AuthGate, ctx=ctx)
     app.add_middleware(HttpGuard, max_body=settings.max_body_kb * 1024, read_timeout=settings.read_timeout,
                        precheck=lambda scope: _precheck(api_ctx, scope),
@@ -206,8 +231,7 @@ def build(settings: Settings | None = None) -> WebContext:
 
     async def on_validation_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, RequestValidationError)
-        fields = sorted({".".join(str(p) for p in e.get("loc", [])[1:]) or "body" for e in exc.errors()})
-        return JSONResponse({"error": f"invalid request: check {', '.join(fields)}"}, status_code=422)
+        return JSONResponse({"error": invalid_request(exc.errors())}, status_code=422)
 
     app.add_exception_handler(BackupError, on_backup_error)
     app.add_exception_handler(RequestValidationError, on_validation_error)
@@ -328,7 +352,9 @@ def main() -> None:
         from . import demo
         demo.start(settings.data_dir)
     ctx = build(settings)
+    # the favicon is an SVG file, not an emoji: Debian's Chromium has no emoji font and showed a blank box
     # no storage_secret: the pages keep no NiceGUI user/browser storage, so no `session` cookie is set
     ui.run(host=ctx.settings.host, port=ctx.settings.port, title="EHR Backup", show=False, reload=False,
-           show_welcome_message=False, favicon="🗄️", **uvicorn_options(ctx.settings))
+           show_welcome_message=False, favicon=Path(__file__).with_name("favicon.svg"),
+           **uvicorn_options(ctx.settings))
 

@@ -1,4 +1,4 @@
-"""/admin/alerts: channels (email, webhook), thresholds, a test alert, open alerts and the delivery history."""
+"""/admin/alerts: channels (email, webhook; on/off, recipients), thresholds, a test alert, open alerts, history."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from nicegui import run, ui
 
 from ehr_backup.web import WebContext
 
+from .alert_settings import channel_controls, thresholds_form
 from .frame import PageSession, admin_page, guarded, local_time, tid
 
 
@@ -25,7 +26,7 @@ def register(ctx: WebContext) -> None:
             state["channels"] = await run.io_bound(alerts.channels) or []
             state["open"] = await run.io_bound(alerts.open_alerts) or []
             state["history"] = await run.io_bound(alerts.history, 50) or []
-            state["thresholds"] = await run.io_bound(alerts.thresholds) or {}
+            state["thresholds"] = await run.io_bound(ctx.service.alert_thresholds.view) or {}
             channel_list.refresh()
             open_list.refresh()
             history_list.refresh()
@@ -42,6 +43,7 @@ def register(ctx: WebContext) -> None:
                     ui.label(f"password: {c['password']}" if c["kind"] == "email" else f"secret: {c['secret']}"
                              ).classes("text-sm")
                     ui.space()
+                    channel_controls(ps, c, reload)
 
                     @guarded(ps, f"remove alert channel {c['id']}")
                     async def remove(channel_id: int = c["id"]) -> None:
@@ -55,19 +57,9 @@ def register(ctx: WebContext) -> None:
         @ui.refreshable
         def thresholds() -> None:
             t = state["thresholds"]
-            if not t:
-                return
-            rows = [("Repeat an open alert after", f"{t['repeatHours']} h (EHR_BACKUP_ALERT_REPEAT_HOURS)"),
-                    ("Check every", f"{t['checkMinutes']} min (EHR_BACKUP_ALERT_CHECK_MINUTES)"),
-                    ("Backup overdue without a schedule after", f"{t['maxBackupAgeHours']} h" if t["maxBackupAgeHours"]
-                     else "off (EHR_BACKUP_MAX_BACKUP_AGE_HOURS)"),
-                    ("Low free space below", f"{t['minFreeMb']} MB (EHR_BACKUP_MIN_FREE_MB)"),
-                    ("Forecast to fill within", f"{t['fillWarnDays']} days (EHR_BACKUP_FILL_WARN_DAYS)"),
-                    ("Link in messages", t["link"])]
-            with tid(ui.grid(columns="auto 1fr").classes("gap-x-4 gap-y-1"), "thresholds"):
-                for name, value in rows:
-                    ui.label(name).classes("text-sm font-bold")
-                    ui.label(value).classes("text-sm")
+            if t:
+                every = f"{ctx.service.settings.alert_check_minutes} min (EHR_BACKUP_ALERT_CHECK_MINUTES)"
+                thresholds_form(ps, t, [("Check every", every), ("Link in messages", alerts.link())], reload)
 
         @ui.refreshable
         def open_list() -> None:

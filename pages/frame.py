@@ -17,12 +17,9 @@ from ehr_backup.clientaddr import client_address
 from ehr_backup.errors import BackupError, Unauthenticated
 from ehr_backup.web import WebContext
 
-ACCENTS = {
-    "eh": {"name": "Electronic Health", "bg": "bg-purple-800", "text": "text-white", "color": "#6b21a8",
-           "card": "background-color: #7e22ce; color: #ffffff", "path": "/eh"},
-    "rh": {"name": "Radiation Health", "bg": "bg-yellow-400", "text": "text-black", "color": "#eab308",
-           "card": "background-color: #facc15; color: #111827", "path": "/rh"},
-}
+from . import theme
+from .theme import ACCENTS
+
 T = TypeVar("T")
 
 
@@ -100,26 +97,43 @@ def guarded(ps: PageSession, what: str) -> Callable[[Callable[..., Awaitable[Any
     return wrap
 
 
-def header(ps: PageSession, title: str, origin: str) -> None:
-    """The page header: app name, module accent, navigation, user and logout."""
-    accent = ACCENTS[origin]
-    ui.colors(primary=accent["color"])
-    with ui.header().classes(f"{accent['bg']} {accent['text']} items-center gap-4"):
-        tid(ui.link(f"← {accent['name']}", accent["path"]).classes(f"{accent['text']} no-underline"), "back-link")
-        ui.label(title).classes("text-lg font-bold")
+NAV = (("Backups", "backup", "/admin/backup"), ("Audit log", "policy", "/admin/audit"),
+       ("Users", "group", "/admin/users"), ("Alerts", "notifications", "/admin/alerts"))
+
+
+def header(ps: PageSession, title: str, origin: str, *, back: bool = True) -> None:
+    """The page header: the way back to the module, the page's title, navigation, user, theme and logout."""
+    accent = theme.apply(origin)
+    with ui.header().classes("ehr-header items-center gap-x-3 gap-y-1 px-3 py-2 flex-wrap"):
+        if back:  # a page of the module: the way back to the module screen (the header names the page)
+            tid(ui.link(accent["name"], accent["path"]).classes("ehr-back no-underline font-medium"), "back-link")
+            ui.label("·").classes("gt-xs").props('aria-hidden="true"')
+            ui.label(title).classes("text-lg font-semibold").props('role="heading" aria-level="1"')
+        else:  # the module screen itself: its name, no link back to itself
+            ui.icon(accent["icon"]).classes("text-2xl")
+            ui.label(title).classes("text-lg font-semibold").props('role="heading" aria-level="1"')
         ui.space()
         if ps.principal.is_admin:
-            for label, path in (("Backups", "/admin/backup"), ("Audit log", "/admin/audit"),
-                                ("Users", "/admin/users"), ("Alerts", "/admin/alerts")):
-                tid(ui.link(label, f"{path}?from={origin}").classes(f"{accent['text']} no-underline"),
-                    f"nav-{label.split()[0].lower()}")
-        ui.label(f"{ps.principal.username}{' (admin)' if ps.principal.is_admin else ''}")
+            with ui.row().classes("gt-sm items-center gap-4 no-wrap").props('role="navigation"'):
+                for label, _icon, path in NAV:
+                    tid(ui.link(label, f"{path}?from={origin}").classes("no-underline font-medium"),
+                        f"nav-{label.split()[0].lower()}")
+            with ui.button(icon="menu").props('flat round aria-label="Pages"').classes("lt-md"):
+                with ui.menu():
+                    for label, icon, path in NAV:
+                        with ui.menu_item(on_click=lambda p=path: ui.navigate.to(f"{p}?from={origin}")):
+                            with ui.row().classes("items-center gap-2 no-wrap"):
+                                ui.icon(icon)
+                                ui.label(label)
+        tid(ui.label(f"{ps.principal.username}{' (admin)' if ps.principal.is_admin else ''}").classes("gt-xs"),
+            "whoami")
+        theme.theme_toggle()
 
         async def logout() -> None:
             await run.io_bound(ps.ctx.auth.logout, ps.token, ps.actor)
             ui.navigate.to("/login")
 
-        tid(ui.button("Log out", on_click=logout).props("flat").classes(accent["text"]), "logout")
+        tid(ui.button("Log out", icon="logout", on_click=logout).props("flat no-caps"), "logout")
 
     async def watch_session() -> None:
         await ps.check("session check", activity=False)

@@ -11,6 +11,34 @@ from ehr_backup.jobs import Job
 
 from .frame import PageSession, human_size, tid
 
+# what each step of a restore is called on the page (the API names them by their progress phase)
+STEP_LABELS = {"authenticating": "Authenticate the backup file", "safety backup": "Safety backup of the database",
+               "loading": "Load into a fresh database", "counting rows": "Check row counts against the backup",
+               "applying database properties": "Apply the database's settings",
+               "swapping": "Swap the restored copy in", "restoring the chosen tables": "Restore the chosen tables"}
+# (icon, colour, text classes) per step state; "failed" is the current step of a job that did not succeed
+STEP_LOOK = {"done": ("check_circle", "positive", "text-grey-8"), "current": ("arrow_right", "primary", "font-bold"),
+             "waiting": ("radio_button_unchecked", "grey", "text-grey-7"), "failed": ("error", "negative",
+                                                                                      "font-bold text-negative")}
+
+
+def describe(job_status: str, p: dict[str, Any]) -> tuple[str, str]:
+    """The phase line and the detail line for a progress snapshot (pure: tested without a page)."""
+    running = job_status == "running"
+    phase = f"Phase: {p['phase']}" + (f" — table {p['table']}" if running and p["table"] else "")
+    if not running:
+        return phase, f"took {p['elapsed']:.0f} s"
+    counts = [f"read {human_size(p['bytesRead'])}"] if p["bytesRead"] else []
+    counts += [f"written {human_size(p['bytesWritten'])}"] if p["bytesWritten"] else []
+    return phase, " · ".join([*counts, f"{p['elapsed']:.0f} s elapsed"])
+
+
+def step_state(job_status: str, state: str) -> str:
+    """A step as shown: a finished job's current step is done (it succeeded) or failed (it did not)."""
+    if state == "current" and job_status != "running":
+        return "done" if job_status == "succeeded" else "failed"
+    return state
+
 
 class JobPanel:
     """A card showing one job's live progress, with a Cancel button while it runs."""
@@ -20,12 +48,14 @@ class JobPanel:
         self.job = job
         self.on_done = on_done
         self.reported = False
+        self.step_rows: list[tuple[ui.icon, ui.label]] = []
         with tid(ui.card().classes("w-full"), f"job-{job.kind}") as self.card:
             with ui.row().classes("items-center w-full"):
                 ui.label(f"{job.kind.capitalize()}: {job.task.target}").classes("font-bold")
                 ui.space()
                 self.cancel = tid(ui.button("Cancel", on_click=self._cancel).props("outline color=negative"),
                                   "cancel-job")
+            self.steps = tid(ui.column().classes("gap-0"), "job-steps")
             self.phase = tid(ui.label(), "job-phase")
             self.detail = tid(ui.label().classes("text-sm text-grey-8"), "job-detail")
             self.bar = ui.linear_progress(value=0, show_value=False)
@@ -42,18 +72,44 @@ class JobPanel:
         ui.notify("Cancelling…")
 
     def update(self) -> None:
-        """Refresh from the job's progress."""
+        """Refresh from the job's progress (nothing changes any more once the job has ended and been shown)."""
+        if self.reported:
+            return
+        finished = self.job.done.is_set()
+        status = self.job.status if finished else "running"
         p = self.job.task.progress.as_dict()
-        self.phase.text = f"Phase: {p['phase']}" + (f" — table {p['table']}" if p["table"] else "")
-        self.detail.text = (f"read {human_size(p['bytesRead'])} · written {human_size(p['bytesWritten'])} · "
-                            f"{p['elapsed']:.0f} s elapsed")
+        self.phase.text, self.detail.text = describe(status, p)
+        self._show_steps(status, p.get("steps") or [])
         total = p["total"] or 0
         self.bar.value = min(1.0, p["bytesRead"] / total) if total else 0
-        if self.job.done.is_set() and not self.reported:
+        if finished:
             self.reported = True
             self.cancel.set_visibility(False)
             self.bar.set_visibility(False)
+            self.phase.set_visibility(not self.step_rows)  # the steps say where it ended
             self.status.text = {"succeeded": "Finished successfully", "cancelled": "Cancelled: nothing was kept",
                                 "failed": f"Failed: {self.job.error}"}[self.job.status]
             self.status.classes(replace="text-positive" if self.job.status == "succeeded" else "text-negative")
             self.on_done(self.job)
+
+    def _show_steps(self, status: str, steps: list[dict[str, str]]) -> None:
+        """One line per step of a job of several (a restore): done ticked, the current one highlighted."""
+        if not steps:
+            return
+        if len(self.step_rows) != len(steps):
+            self.steps.clear()
+            self.step_rows = []
+            with self.steps:
+                for i, s in enumerate(steps):
+                    with ui.row().classes("items-center gap-2 no-wrap"):
+                        icon = ui.icon("radio_button_unchecked", size="sm")
+                        label = tid(ui.label(STEP_LABELS.get(s["name"], s["name"])), f"job-step-{i}")
+                        self.step_rows.append((icon, label))
+            self.phase.set_visibility(False)  # the steps replace the phase line
+        for (icon, label), s in zip(self.step_rows, steps, strict=True):
+            state = step_state(status, s["state"])
+            name, colour, classes = STEP_LOOK[state]
+            icon.name = name
+            icon.props(f"color={colour}")  # a colour from STEP_LOOK, never data
+            label.classes(replace=classes)
+            label.props["data-state"] = state

@@ -14,6 +14,7 @@ from ehr_backup.errors import BackupError, Unauthenticated
 from ehr_backup.web import WebContext, safe_next
 
 from .frame import tid
+from .theme import apply, auth_card
 
 
 def _sign_in(ctx: WebContext, token: str, browser: str, target: str) -> None:
@@ -28,14 +29,13 @@ def register(ctx: WebContext) -> None:
     def login_page(request: Request, next: str = "/eh") -> None:
         address = client_address(request)
         browser = browser_nonce(request.scope)
-        with ui.card().classes("absolute-center w-96"):
-            ui.label("EHR Backup").classes("text-2xl font-bold")
-            ui.label("Sign in to manage database backups")
+        apply()
+        with auth_card("Sign in", "to manage the EHR database's backups"):
             username = tid(ui.input("Username").props("autofocus autocomplete=username").classes("w-full"),
                            "username")
             password = tid(ui.input("Password", password=True, password_toggle_button=True)
                            .props("autocomplete=current-password").classes("w-full"), "password")
-            message = tid(ui.label("").classes("text-negative"), "login-error")
+            message = tid(ui.label("").classes("text-negative").props('role="alert"'), "login-error")
 
             async def attempt() -> None:
                 message.text = ""
@@ -49,24 +49,26 @@ def register(ctx: WebContext) -> None:
                     password.value = ""
 
             password.on("keydown.enter", attempt)
-            tid(ui.button("Log in", on_click=attempt).classes("w-full"), "login-button")
+            tid(ui.button("Log in", icon="login", on_click=attempt).classes("w-full"), "login-button")
 
     @ui.page("/setup", title="Set up · EHR Backup")
     def setup_page(request: Request, token: str = "") -> None:
         address = client_address(request)
         browser = browser_nonce(request.scope)
-        with ui.card().classes("absolute-center w-96"):
-            ui.label("Create the first administrator").classes("text-xl font-bold")
+        apply()
+        with auth_card("Create the first administrator", "a one-time step: this link works once"):
             if ctx.auth.has_users() or not ctx.check_setup_token(token):
                 tid(ui.label("This setup link is not valid: it was used already, or an administrator exists. "
                              "Sign in instead, or run `ehr-backup user add NAME --admin` on the server."),
                     "setup-invalid")
-                ui.link("Go to sign in", "/login")
+                ui.link("Go to sign in", "/login").classes("ehr-link")
                 return
             username = tid(ui.input("Username").classes("w-full"), "setup-username")
-            password = tid(ui.input("Password", password=True).classes("w-full"), "setup-password")
-            confirm = tid(ui.input("Repeat password", password=True).classes("w-full"), "setup-confirm")
-            message = tid(ui.label("").classes("text-negative"), "setup-error")
+            password = tid(ui.input("Password", password=True).props("autocomplete=new-password").classes("w-full"),
+                           "setup-password")
+            confirm = tid(ui.input("Repeat password", password=True).props("autocomplete=new-password")
+                          .classes("w-full"), "setup-confirm")
+            message = tid(ui.label("").classes("text-negative").props('role="alert"'), "setup-error")
 
             async def create() -> None:
                 if password.value != confirm.value:
@@ -88,4 +90,4 @@ def register(ctx: WebContext) -> None:
                 except BackupError as exc:
                     message.text = exc.message
 
-            tid(ui.button("Create administrator", on_click=create).classes("w-full"), "setup-button")
+            tid(ui.button("Create administrator", icon="person_add", on_click=create).classes("w-full"), "setup-button")

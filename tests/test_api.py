@@ -86,7 +86,8 @@ async def test_unknown_ids_are_404_and_malformed_bodies_422(user: User, accounts
     h = bearer(tokens["admin"])
     assert (await user.http_client.get(f"{API}/download/{SAMPLE_ID}", headers=h)).status_code == 404
     assert (await user.http_client.post(f"{API}/verify", json={"backupId": SAMPLE_ID}, headers=h)).status_code == 404
-    assert (await user.http_client.get(f"{API}/jobs/nope", headers=h)).status_code == 404
+    assert (await user.http_client.get(f"{API}/jobs/0123456789abcdef", headers=h)).status_code == 404
+    assert (await user.http_client.get(f"{API}/jobs/nope", headers=h)).status_code == 422  # malformed, like ids
     for body in ({"description": "x", "location": "moon"}, {"description": 5}, {"unexpected": 1}, "not json"):
         r = await user.http_client.post(f"{API}/create", json=body, headers=h)
         assert r.status_code == 422 and set(r.json()) == {"error"}, body

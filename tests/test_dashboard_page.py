@@ -24,11 +24,10 @@ def backups(web_env: dict[str, str]) -> Iterator[BackupService]:
 
 def text(user: User, marker: str) -> str:
     """The element's text, or "" while it is not on the page (yet)."""
-    try:  # the page draws its cards once the browser has connected
-        found = user.find(marker=marker).elements
-    except AssertionError:
+    try:
+        return user.find(marker=marker).elements.pop().text
+    except (AssertionError, KeyError):  # find() asserts that something matched
         return ""
-    return found.pop().text if found else ""
 
 
 async def test_dashboard_shows_freshness_verification_and_next_run(user: User, accounts,

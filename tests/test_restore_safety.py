@@ -99,8 +99,9 @@ def test_cancelling_a_restore_leaves_the_database_as_it_was(service: BackupServi
     record = service.create(ACTOR, description="big enough")
     target, before = precious_target(make_db)
     task = service.prepare_restore(ACTOR, record.id, target_url=target)
+    # once loading has read something (its count starts from zero: the file's authentication is another step)
     threading.Thread(target=lambda: (_wait_for(lambda: task.progress.phase == "loading"
-                                               and task.progress.bytes_read > 3_000_000),
+                                               and task.progress.bytes_read > 0),
                                      task.cancel.set())).start()
     with pytest.raises(Cancelled):
         task.run()

@@ -66,7 +66,7 @@ def overdue(database: str, last_success: datetime | None, reference: datetime | 
     if interval is not None:
         allowed, why = interval + grace(interval), "its schedule"
     elif max_age is not None:
-        allowed, why = max_age, "EHR_BACKUP_MAX_BACKUP_AGE_HOURS"
+        allowed, why = max_age, "the maximum backup age (Alerts page or EHR_BACKUP_MAX_BACKUP_AGE_HOURS)"
     else:
         return None
     start = last_success or reference
@@ -174,7 +174,7 @@ class Collector:
             return []
         scheduled = [s for s in self.s.schedules.all() if s.enabled and s.kind == "backup"]
         interval = expected_interval(((s.cron, s.timezone) for s in scheduled), now)
-        hours = self.s.settings.max_backup_age_hours
+        hours = self.s.alert_thresholds.current().max_backup_age_hours
         good = [r for r in self.s.catalogue.all(database=database) if r.status == Status.COMPLETED]
         last = max((as_utc(r.finished_at) or as_utc(r.created_at) for r in good), default=None)  # type: ignore[type-var]
         reference = min((as_utc(s.created_at) for s in scheduled), default=None)  # type: ignore[type-var]

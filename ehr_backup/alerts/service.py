@@ -24,7 +24,7 @@ from ..audit import Actor
 from ..catalogue import as_utc, utcnow
 from ..errors import BackupError, Busy, InvalidInput, NotFound
 from ..locks import DatabaseLock
-from . import secrets
+from . import editing, secrets
 from .channels import Message, Outcome, message_for, send_email, send_webhook
 from .conditions import Collector, clean_message
 from .state import Condition, OpenAlert, decide
@@ -205,8 +205,8 @@ class Alerts:
         """Send a test alert to every channel now; each outcome is recorded and returned."""
         channels = self._enabled()
         if not channels:
-            self.s.audit.record(actor, "alert-test", "alerts", "refused", "no alert channel")
-            raise InvalidInput("add an alert channel first (email or webhook)")
+            self.s.audit.record(actor, "alert-test", "alerts", "refused", "no alert channel is on")
+            raise InvalidInput("add an alert channel first (email or webhook), or switch one on")
         now = self.clock()
         cond = Condition("test", "test", f"test alert sent by {actor.name}: alerts from EHR Backup reach this "
                          "channel", now)
@@ -229,7 +229,7 @@ class Alerts:
     def _check(self, now: datetime) -> dict[str, Any]:
         conditions = self.collector.collect(now)
         previous = self._open_alerts()
-        repeat = timedelta(hours=self.s.settings.alert_repeat_hours)
+        repeat = timedelta(hours=self.s.alert_thresholds.current().alert_repeat_hours)
         decision = decide(previous, conditions, now, repeat)
         channels = self._enabled()
         delivered: set[str] = set()
@@ -275,11 +275,19 @@ class Alerts:
         return [history_view(r) for r in rows]
 
     def thresholds(self) -> dict[str, Any]:
-        """The settings that decide when alerts fire (from the environment)."""
-        st = self.s.settings
-        return {"repeatHours": st.alert_repeat_hours, "checkMinutes": st.alert_check_minutes,
-                "maxBackupAgeHours": st.max_backup_age_hours or None, "minFreeMb": st.min_free_mb,
-                "fillWarnDays": st.fill_warn_days, "link": self.link()}
+        """The thresholds in force (stored on the Alerts page, else the environment's) and where each comes from."""
+        t = self.s.alert_thresholds.current()
+        return {"repeatHours": t.alert_repeat_hours, "checkMinutes": self.s.settings.alert_check_minutes,
+                "maxBackupAgeHours": t.max_backup_age_hours or None, "minFreeMb": t.min_free_mb,
+                "fillWarnDays": t.fill_warn_days, "sources": dict(t.sources), "link": self.link()}
+
+    def set_enabled(self, actor: Actor, channel_id: int, enabled: bool) -> dict[str, Any]:
+        """Switch a channel on or off (a channel that is off receives nothing, test alerts included)."""
+        return editing.set_enabled(self, actor, channel_id, enabled)
+
+    def set_recipients(self, actor: Actor, channel_id: int, recipients: str | list[str]) -> dict[str, Any]:
+        """Replace an email channel's recipients."""
+        return editing.set_recipients(self, actor, channel_id, recipients)
 
     # ----- the loop -------------------------------------------------------------------------------------
     def poke(self) -> None:

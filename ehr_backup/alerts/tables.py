@@ -59,3 +59,14 @@ class AlertDelivery(SQLModel, table=True):
     outcome: str = ""  # sent | failed
     attempts: int = 1
     error: str = ""
+
+
+class AlertThreshold(SQLModel, table=True):
+    """A threshold an administrator set (thresholds.py); without a row the environment's value holds."""
+
+    __tablename__ = "alert_thresholds"
+
+    name: str = Field(primary_key=True)  # repeatHours | maxBackupAgeHours | minFreeMb | fillWarnDays
+    value: int
+    updated_at: datetime
+    updated_by: str = ""

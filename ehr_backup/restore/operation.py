@@ -35,6 +35,15 @@ log = logging.getLogger("ehr_backup.restore")
 SYSTEM_DATABASES = ("postgres", "template0", "template1")
 MODES = ("swap", "recreate")
 MAX_JOBS = 8
+SELECTIVE_STEPS = ("authenticating", "restoring the chosen tables")
+
+
+def restore_steps(mode: str, safety: bool) -> list[str]:
+    """The steps of a whole-database restore, in order; they are its progress phases (pipeline.Progress)."""
+    if mode == "recreate":
+        return ["authenticating", *(["safety backup"] if safety else []), "loading", "counting rows",
+                "applying database properties"]
+    return ["authenticating", "loading", "counting rows", "applying database properties", "swapping"]
 
 
 def default_jobs() -> int:
@@ -166,12 +175,13 @@ class Restores:
         try:
             opened = self.s._open(record)
             try:
-                progress.phase = "authenticating"
+                progress.steps = list(SELECTIVE_STEPS)
+                progress.enter("authenticating")
                 progress.total = opened.size
                 trailer = opened.authenticate(lambda done, _total: setattr(progress, "bytes_read", done))
                 check_matches_catalogue(record, opened, trailer)
                 source, _, _ = source_of(opened, trailer)
-                progress.phase = "restoring the chosen tables"
+                progress.enter("restoring the chosen tables")
                 progress.total = int(trailer.get("dumpBytes") or 0) or None
                 outcome = SelectiveRestore(target, selection, cancel=cancel,
                                            progress=lambda n: setattr(progress, "bytes_read", n)).run(source(0))
@@ -220,7 +230,7 @@ class Restores:
             task = self.s.prepare_create(actor, description=f"Safety backup of {target.dbname} before restoring "
                                          f"{record.id}", kind="safety", lock=lock,
                                          slug=f"pre_restore_safety_{target.dbname}", conn=target)
-            task.progress, task.cancel = progress, cancel
+            task.cancel = cancel  # its own progress: its phases and byte counts are not the restore's
             return str(task.run().id)
 
         ctx = Context(target=target, server=identity, kept=self.kept, backup_id=record.id, jobs=jobs, roles=roles,
@@ -231,7 +241,8 @@ class Restores:
         try:
             opened = self.s._open(record)
             try:
-                progress.phase = "authenticating"
+                progress.steps = restore_steps(mode, safety)
+                progress.enter("authenticating")
                 progress.total = opened.size
                 t0 = time.monotonic()
                 trailer = opened.authenticate(lambda done, _total: setattr(progress, "bytes_read", done))

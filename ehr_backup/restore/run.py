@@ -162,7 +162,7 @@ def swap_restore(ctx: Context, opened: OpenedFile, trailer: dict[str, Any]) -> O
         _build(ctx, out, ctx.target.with_dbname(scratch), opened, trailer, props)
         if not out.ok:
             return out  # the caller reports the differences; the copy is dropped below
-        ctx.progress.phase = "swapping"
+        ctx.progress.enter("swapping")
         started = time.monotonic()
         with connect(maint) as conn:
             previous = database.free_name(conn, ctx.target.dbname, "before", when) if replacing else None
@@ -212,7 +212,7 @@ def recreate_restore(ctx: Context, opened: OpenedFile, trailer: dict[str, Any]) 
     if not props and replacing:
         props = database.live_properties(ctx.target)
     if replacing and ctx.safety is not None:
-        ctx.progress.phase = "safety backup"
+        ctx.progress.enter("safety backup")
         out.safety_backup = ctx.safety()
         ctx.step("safety backup", f"{out.safety_backup}")
     with connect(maint) as conn:
@@ -262,20 +262,20 @@ def _build(ctx: Context, out: Outcome, info: ConnInfo, opened: OpenedFile, trail
            props: dict[str, Any] | None) -> None:
     """Load, count, and apply the database's properties (after the load: a setting such as
     default_transaction_read_only must not stop it)."""
-    ctx.progress.phase = "loading"
+    ctx.progress.enter("loading")
     started = time.monotonic()
     result = load(ctx, info, opened, trailer)
     out.phases["load"] = time.monotonic() - started
     if ctx.cancel.is_set():
         raise Cancelled()
-    ctx.progress.phase = "counting rows"
+    ctx.progress.enter("counting rows")
     started = time.monotonic()
     out.tables = count_tables(info, result.loaded, ctx.jobs)
     out.phases["check"] = time.monotonic() - started
     if not out.ok:
         return
     if props:
-        ctx.progress.phase = "applying database properties"
+        ctx.progress.enter("applying database properties")
         with connect(database.maintenance(info)) as conn:
             out.notes += database.apply_properties(conn, info.dbname, props)
 
