@@ -122,13 +122,8 @@ def test_every_page_fits_its_width_is_styled_and_is_photographed(sessions, serve
         page.close()
 
 
-B_ACTIONS = ("issue 10 (B): the backups table's row actions on pages/backups.py are icon-only buttons without a "
-             "name (axe button-name); helper B is rewriting the table with labelled actions")
-
-
 @pytest.mark.parametrize("mode", MODES)
-@pytest.mark.parametrize("name", [pytest.param(n, marks=[pytest.mark.xfail(reason=B_ACTIONS, strict=False)])
-                                  if n == "backup" else n for n in AXE_SCREENS])
+@pytest.mark.parametrize("name", AXE_SCREENS)
 def test_every_page_has_no_serious_accessibility_violation(sessions, server: Server, name: str, mode: str) -> None:
     page = _open(sessions, server, SCREENS[name], mode, 1366)
     try:

@@ -17,6 +17,7 @@ from ehr_backup.web import WebContext
 from .dashboard import dashboard_card
 from .drill_report import follow_drill
 from .backups_table import BackupTable
+from .folder_browser import DirectoryBrowser
 from .frame import PageSession, admin_page, guarded, tid
 from .jobpanel import JobPanel
 from .kept import kept_databases
@@ -144,80 +145,6 @@ def _create_card(ps: PageSession, state: dict[str, Any], watch: Callable[[Job], 
             ui.notify("Backup started", type="info")
 
         tid(ui.button("Create Backup", icon="backup", on_click=create), "create-button")
-
-
-class DirectoryBrowser:
-    """A server-side folder chooser: navigate, create a folder, choose."""
-
-    def __init__(self, ps: PageSession, on_choose: Callable[[str], Any]) -> None:
-        self.ps = ps
-        self.on_choose = on_choose
-        self.path = ""
-        with ui.dialog() as self.dialog, tid(ui.card().classes("w-[40rem]"), "browser"):
-            ui.label("Choose a folder").classes("text-lg font-bold")
-            self.current = tid(ui.label().classes("font-mono"), "browse-path")
-            self.reason = tid(ui.label().classes("text-negative text-sm"), "browse-reason")
-            tid(ui.button("Up", icon="arrow_upward", on_click=self.up).props("flat"), "browse-up")
-            self.listing = ui.column().classes("gap-0 max-h-80 overflow-auto w-full")
-            with ui.row().classes("items-end"):
-                self.new_name = tid(ui.input("New folder name"), "new-folder-name")
-                tid(ui.button("Create folder", on_click=self.make).props("outline"), "new-folder")
-            with ui.row():
-                tid(ui.button("Choose this folder", on_click=self.choose), "browse-choose")
-                ui.button("Close", on_click=self.dialog.close).props("flat")
-
-    async def open_at(self, path: str | None) -> None:
-        """Open the dialog at a folder (default: the home folder)."""
-        await self.show(path or None)
-        self.dialog.open()
-
-    async def show(self, path: str | None) -> None:
-        """List a folder."""
-        if not await self.ps.check("browse folders"):
-            return
-        try:
-            data = await run.io_bound(self.ps.ctx.service.browse, path)
-        except BackupError as exc:
-            ui.notify(exc.message, type="negative")
-            return
-        if data is None:
-            return
-        self.path = data["path"]
-        self.parent = data["parent"]
-        self.current.text = self.path
-        self.reason.text = "" if data["allowed"] else f"Backups cannot go here: {data['reason']}"
-        self.listing.clear()
-        unusable = {e["name"]: e["reason"] for e in data.get("entries", []) if not e["allowed"]}
-        with self.listing:
-            for name in data["dirs"]:
-                tid(ui.button(name, icon="folder", on_click=lambda n=name: self.show(f"{self.path.rstrip('/')}/{n}"))
-                    .props("flat no-caps align=left").classes("w-full"), f"dir-{name}")
-                if name in unusable:  # listed, but its name cannot be part of a backup location
-                    tid(ui.label(f"↳ {name} cannot be chosen: {unusable[name]}")
-                        .classes("text-xs text-grey-7 pl-8"), "unusable-dir")
-
-    async def up(self) -> None:
-        """Go to the parent folder."""
-        if self.parent:
-            await self.show(self.parent)
-
-    async def make(self) -> None:
-        """Create a folder here and enter it."""
-        if not await self.ps.check("create folder"):
-            return
-        try:
-            made = await run.io_bound(self.ps.ctx.service.create_folder, self.ps.actor, self.path,
-                                      self.new_name.value or "")
-        except BackupError as exc:
-            ui.notify(exc.message, type="negative")
-            return
-        self.new_name.value = ""
-        await self.show(made)
-
-    def choose(self) -> None:
-        """Use the current folder as the custom location."""
-        self.on_choose(self.path)
-        self.dialog.close()
 
 
 async def _row_action(ps: PageSession, action: str, row: dict[str, Any], watch: Callable[[Job], Any],

@@ -106,13 +106,14 @@ def _schedule_row(ps: PageSession, row: dict[str, Any], host: ui.element, watch:
             async def edit() -> None:
                 await ScheduleDialog(ps, host, load, row).open()
 
-            run_button = tid(ui.button(icon="play_arrow", on_click=run_now).props("flat dense").tooltip("Run now"),
+            # labelled, not icon-only: a screen reader names each action, and Delete is never a bare icon
+            run_button = tid(ui.button("Run now", icon="play_arrow", on_click=run_now).props("flat dense no-caps"),
                              f"schedule-run-{name}")
             if row["running"]:
                 run_button.disable()
-            tid(ui.button(icon="edit", on_click=edit).props("flat dense").tooltip("Edit"), f"schedule-edit-{name}")
-            tid(ui.button(icon="delete", on_click=lambda: _confirm_delete(ps, row, host, load))
-                .props("flat dense color=negative").tooltip("Delete"), f"schedule-delete-{name}")
+            tid(ui.button("Edit", icon="edit", on_click=edit).props("flat dense no-caps"), f"schedule-edit-{name}")
+            tid(ui.button("Delete", icon="delete", on_click=lambda: _confirm_delete(ps, row, host, load))
+                .props("flat dense no-caps color=negative"), f"schedule-delete-{name}")
 
 
 def _outcome(row: dict[str, Any]) -> None:
