@@ -26,6 +26,7 @@ ADDED_COLUMNS = [
     ("backups", "pinned", "BOOLEAN NOT NULL DEFAULT 0"),
     ("backups", "pin_reason", "VARCHAR"),
     ("backups", "schedule", "VARCHAR"),
+    ("backups", "protects", "VARCHAR"),
     ("api_tokens", "scope", "VARCHAR NOT NULL DEFAULT 'admin'"),
     ("drills", "roles_pending", "VARCHAR NOT NULL DEFAULT ''"),
 ]

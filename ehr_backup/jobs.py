@@ -120,3 +120,9 @@ class JobManager:
         """Jobs still running, oldest first."""
         with self._lock:
             return sorted((j for j in self._jobs.values() if not j.done.is_set()), key=lambda j: j.created)
+
+    def recent(self, limit: int = 10) -> list[Job]:
+        """Finished jobs, newest first (the page's "Recent activity")."""
+        with self._lock:
+            ended = [j for j in self._jobs.values() if j.done.is_set()]
+        return sorted(ended, key=lambda j: j.finished or j.created, reverse=True)[:limit]

@@ -53,6 +53,7 @@ class BackupRecord(SQLModel, table=True):
     pinned: bool = False  # never rotated away (e.g. a legal hold); pin_reason says why
     pin_reason: str | None = None
     schedule: str | None = Field(default=None, index=True)  # the schedule that made it (kind scheduled)
+    protects: str | None = None  # kind safety: the restore it was taken before ("<backup id> into <database>")
 
 
 class AuditEntry(SQLModel, table=True):

@@ -283,7 +283,8 @@ class BackupService:
     def prepare_create(self, actor: Actor, *, description: str, location: str = "default",
                        custom_path: str | None = None, compression: str | None = None,
                        kind: str = "manual", lock: DatabaseLock | None = None,
-                       slug: str | None = None, conn: ConnInfo | None = None, schedule: str | None = None) -> Task:
+                       slug: str | None = None, conn: ConnInfo | None = None, schedule: str | None = None,
+                       protects: str | None = None) -> Task:
         """Validate, reserve the database and record a RUNNING backup; the returned task does the work."""
         try:
             description = clean_text(description, MAX_DESCRIPTION, "description")
@@ -310,8 +311,9 @@ class BackupService:
             locks.append(self._started(actor, "create", backup_id, f"location={loc_key}"))
             record = self.catalogue.add(BackupRecord(
                 id=backup_id, location=loc_key, directory=str(directory), description=description,
-                kind=kind, schedule=schedule, status=Status.RUNNING, step="starting", compression=algorithm,
-                key_id=key.key_id, database=conn.dbname, created_at=utcnow(), created_by=actor.name))
+                kind=kind, schedule=schedule, protects=protects, status=Status.RUNNING, step="starting",
+                compression=algorithm, key_id=key.key_id, database=conn.dbname, created_at=utcnow(),
+                created_by=actor.name))
         except BaseException:
             for held in locks:
                 held.release()
@@ -508,6 +510,7 @@ class BackupService:
                 "verifyMessage": r.verify_message,
                 "verification": None if r.verify_ok is None else ("ok" if r.verify_ok else "failed"),
                 "pinned": bool(r.pinned), "pinReason": r.pin_reason, "keptBy": [*kept_by], "schedule": r.schedule,
+                "protects": r.protects,
                 # a file found on disk and not verified yet: its description, creator and database are
                 # what its unauthenticated header claims
                 "unverified": r.status == Status.DISCOVERED, "lastDrill": last_drill}

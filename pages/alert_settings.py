@@ -8,6 +8,7 @@ from typing import Any
 from nicegui import run, ui
 
 from .frame import PageSession, guarded, local_time, tid
+from .theme import notify
 
 Reload = Callable[[], Awaitable[None]]
 
@@ -21,7 +22,7 @@ def channel_controls(ps: PageSession, c: dict[str, Any], reload: Reload) -> None
     async def switch(event: Any) -> None:
         on = bool(event.value)
         await run.io_bound(alerts.set_enabled, ps.actor, cid, on)
-        ui.notify(f"Channel {cid} {'on' if on else 'off: it receives nothing'}", type="positive")
+        notify(f"Channel {cid} {'on' if on else 'off: it receives nothing'}", type="positive")
 
     async def switched(event: Any) -> None:
         await switch(event)
@@ -36,7 +37,7 @@ def channel_controls(ps: PageSession, c: dict[str, Any], reload: Reload) -> None
     @guarded(ps, f"change the recipients of alert channel {cid}")
     async def save() -> None:
         await run.io_bound(alerts.set_recipients, ps.actor, cid, to.value or "")
-        ui.notify("Recipients saved", type="positive")
+        notify("Recipients saved", type="positive")
         await reload()
 
     tid(ui.button("Save recipients", on_click=save).props("flat dense"), f"save-recipients-{cid}")
@@ -66,7 +67,7 @@ def thresholds_form(ps: PageSession, view: dict[str, Any], extra: list[tuple[str
                 @guarded(ps, f"use the environment's {name} again")
                 async def reset(name: str = name) -> None:
                     await run.io_bound(store.update, ps.actor, {name: None})
-                    ui.notify(f"{name}: the environment's value holds again", type="positive")
+                    notify(f"{name}: the environment's value holds again", type="positive")
                     await reload()
 
                 tid(ui.button("Use environment", on_click=reset).props("flat dense"), f"threshold-reset-{name}")
@@ -83,10 +84,10 @@ def thresholds_form(ps: PageSession, view: dict[str, Any], extra: list[tuple[str
         changes = {name: ("" if field.value is None else field.value) for name, field in inputs.items()
                    if field.value != view[name]["value"]}
         if not changes:
-            ui.notify("Nothing changed")
+            notify("Nothing changed")
             return
         await run.io_bound(store.update, ps.actor, changes)
-        ui.notify("Thresholds saved", type="positive")
+        notify("Thresholds saved", type="positive")
         await reload()
 
     tid(ui.button("Save thresholds", on_click=save), "save-thresholds")

@@ -11,6 +11,7 @@ from ehr_backup.web import WebContext
 
 from .alert_settings import channel_controls, thresholds_form
 from .frame import PageSession, admin_page, guarded, local_time, tid
+from .theme import notify
 
 
 def register(ctx: WebContext) -> None:
@@ -48,7 +49,7 @@ def register(ctx: WebContext) -> None:
                     @guarded(ps, f"remove alert channel {c['id']}")
                     async def remove(channel_id: int = c["id"]) -> None:
                         await run.io_bound(alerts.remove, ps.actor, channel_id)
-                        ui.notify("Channel removed", type="positive")
+                        notify("Channel removed", type="positive")
                         await reload()
 
                     tid(ui.button("Remove", on_click=remove).props("flat dense color=negative"),
@@ -99,7 +100,7 @@ def register(ctx: WebContext) -> None:
                         result = await run.io_bound(alerts.test, ps.actor)
                         if result is not None:
                             failed = result["failed"]
-                            ui.notify(f"Test alert: {result['sent']} sent, {failed} failed",
+                            notify(f"Test alert: {result['sent']} sent, {failed} failed",
                                       type="positive" if not failed else "warning")
                         await reload()
 
@@ -146,7 +147,7 @@ def _add_forms(ps: PageSession, reload: Any) -> None:
                 smtp_user=user.value or None, security=security.value or "starttls",
                 password=password.value or None, sender=sender.value or None))
             password.value = ""
-            ui.notify("Email channel added", type="positive")
+            notify("Email channel added", type="positive")
             await reload()
 
         tid(ui.button("Add email", on_click=add_email), "add-email")
@@ -167,7 +168,7 @@ def _add_forms(ps: PageSession, reload: Any) -> None:
                         "webhook-secret-value")
                     ui.button("Done", on_click=d.close)
                 d.open()
-            ui.notify("Webhook added", type="positive")
+            notify("Webhook added", type="positive")
             await reload()
 
         tid(ui.button("Add webhook", on_click=add_webhook), "add-webhook")

@@ -19,12 +19,13 @@ from .drill_report import follow_drill
 from .backups_table import BackupTable
 from .folder_browser import DirectoryBrowser
 from .frame import PageSession, admin_page, guarded, tid
-from .jobpanel import JobPanel
+from .jobpanel import JobPanel, RecentActivity, job_title
 from .kept import kept_databases
 from .restore_dialog import RestoreDialog
 from .rotation import _pin_dialog, rotation_button
 from .schedules import schedules_section
 from .storage import storage_card
+from .theme import notify
 
 
 def register(ctx: WebContext) -> None:
@@ -46,23 +47,37 @@ def register(ctx: WebContext) -> None:
             await storage.load()
             await schedules.load()
 
+        titles: dict[str, str] = {}  # job id -> its card's title, looked up once
+
+        def title_of(job: Job) -> str:
+            """The job's title: its backup's description, from the rows shown or the catalogue."""
+            if job.id not in titles:
+                bid = job.task.backup_id
+                view = table.views.get(bid or "")
+                record = None if view or not bid else service.catalogue.get(bid)
+                description = view["description"] if view else record.description if record else None
+                titles[job.id] = job_title(job.kind, description, job.task.target)
+            return titles[job.id]
+
         def job_done(job: Job) -> None:
             if job.status == "succeeded":
-                ui.notify(f"{job.kind.capitalize()} finished: {job.task.target}", type="positive")
+                notify(f"{title_of(job)}: finished", type="positive")
             elif job.status == "failed":
-                ui.notify(f"{job.kind.capitalize()} failed: {job.error}", type="negative", multi_line=True)
+                notify(f"{title_of(job)}: failed: {job.error}", type="negative", multi_line=True)
+            recent.show()
             if not ps_client.is_deleted:  # a page already gone has nothing to refresh
                 background_tasks.create(_in(ps_client, reload), name="reload backups")
 
         def watch(job: Job) -> JobPanel:
             with jobs_box:
-                panel = JobPanel(ps, job, job_done)
+                panel = JobPanel(ps, job, job_done, title_of(job))
             panels.append(panel)
             return panel
 
         def tick() -> None:
             for panel in panels:
                 panel.update()
+            panels[:] = [p for p in panels if not p.reported]  # an ended job's card changes no more
 
         ps_client = ui.context.client
         with ui.column().classes("p-6 gap-6 w-full max-w-7xl mx-auto"):
@@ -76,6 +91,7 @@ def register(ctx: WebContext) -> None:
             dashboard()
             _create_card(ps, state, watch)
             jobs_box = ui.column().classes("w-full gap-2")
+            recent = RecentActivity(ps, title_of)
 
             schedules = schedules_section(ps, dialogs, watch)
             schedules()
@@ -100,8 +116,10 @@ def register(ctx: WebContext) -> None:
         except ClientConnectionTimeout:
             return
         await reload()
+        recent.show()
         for job in ctx.jobs.active():  # a job keeps running when its browser goes away: show it again
-            watch(job)
+            if not any(p.job is job for p in panels):  # unless one started from this page meanwhile
+                watch(job)
         ui.timer(0.5, tick)
 
 
@@ -142,7 +160,7 @@ def _create_card(ps: PageSession, state: dict[str, Any], watch: Callable[[Job], 
                 return
             watch(ps.ctx.jobs.start(task, ps.principal.username))
             description.value = ""  # ready for the next one; the job card carries this one's name
-            ui.notify("Backup started", type="info")
+            notify("Backup started", type="info")
 
         tid(ui.button("Create Backup", icon="backup", on_click=create), "create-button")
 
@@ -177,7 +195,7 @@ async def _row_action(ps: PageSession, action: str, row: dict[str, Any], watch: 
             with dialogs:
                 _confirm_delete(ps, row, reload)
     except BackupError as exc:
-        ui.notify(exc.message, type="negative", multi_line=True)
+        notify(exc.message, type="negative", multi_line=True)
 
 
 def _confirm_delete(ps: PageSession, row: dict[str, Any], reload: Callable[[], Any]) -> None:
@@ -190,7 +208,7 @@ def _confirm_delete(ps: PageSession, row: dict[str, Any], reload: Callable[[], A
         async def delete() -> None:
             await run.io_bound(ps.ctx.service.delete, ps.actor, row["id"])
             dialog.close()
-            ui.notify("Backup deleted", type="positive")
+            notify("Backup deleted", type="positive")
             await reload()
 
         with ui.row():

@@ -19,6 +19,7 @@ from ehr_backup.storage import LOCATIONS
 
 from .frame import PageSession, human_size, local_time, tid
 from .rotation import PINNABLE, words
+from .theme import notify
 
 Action = Callable[[str, dict[str, Any]], Awaitable[Any]]
 PAGE_SIZES = [10, 25, 50, 100]
@@ -44,7 +45,10 @@ SLOTS = {
   <div :data-testid="'row-' + props.row.id">{{ props.row.description || '—' }}<span
    v-if="props.row.unverified" class="text-grey-8"> (unverified claim)</span></div>
   <div class="text-xs text-grey-8 ehr-id">{{ props.row.id }}</div></q-td>""",
-    "kind": """<q-td :props="props"><q-badge :color="props.row.kindColor" :label="props.row.kindLabel" />
+    "kind": """<q-td :props="props"><q-badge :color="props.row.kindColor" :label="props.row.kindLabel">
+  <q-tooltip v-if="props.row.protects">{{ props.row.protects }}</q-tooltip></q-badge>
+  <div v-if="props.row.protects" class="text-xs text-grey-8 ehr-wrap" :data-testid="'protects-' + props.row.id">{{
+   props.row.protects }}</div>
   <div v-if="props.row.schedule"><q-badge outline color="indigo" :data-testid="'from-schedule-' + props.row.id"
    :label="'schedule ' + props.row.schedule" class="ehr-wrap" /></div></q-td>""",
     "status": """<q-td :props="props"><q-badge :color="props.row.stateColor" :data-testid="'status-' + props.row.id"
@@ -122,6 +126,7 @@ def table_row(b: dict[str, Any], now: datetime) -> dict[str, Any]:
         "unverified": bool(b.get("unverified")), "kind": kind, "kindLabel": kind,
         "kindColor": KIND_COLORS.get(kind, "grey-7"),
         "schedule": b.get("schedule") or "", "status": status,
+        "protects": f"before restoring {b['protects']}" if b.get("protects") else "",
         "stateLabel": state + (" (found on disk)" if status == "discovered" else ""),
         "stateColor": STATE_COLORS.get(state, "grey-7"), "createdAt": b["createdAt"],
         "createdAgo": ago(b["createdAt"], now), "createdLocal": local_time(b["createdAt"]),
@@ -211,7 +216,7 @@ class BackupTable:
         args = e.args if isinstance(e.args, dict) else {}
         view = self.views.get(str(args.get("id")))
         if view is None:
-            ui.notify("That backup is no longer on this page; refresh the list", type="warning")
+            notify("That backup is no longer on this page; refresh the list", type="warning")
             return
         await self.on_action(str(args.get("action")), view)
 

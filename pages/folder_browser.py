@@ -10,6 +10,7 @@ from nicegui import run, ui
 from ehr_backup.errors import BackupError
 
 from .frame import PageSession, tid
+from .theme import notify
 
 
 class DirectoryBrowser:
@@ -60,7 +61,7 @@ class DirectoryBrowser:
             if quiet:
                 self.note.text = exc.message
             else:
-                ui.notify(exc.message, type="negative", position="bottom-right")
+                notify(exc.message, type="negative")
             return False
         if data is None:
             return False
@@ -101,7 +102,7 @@ class DirectoryBrowser:
             made = await run.io_bound(self.ps.ctx.service.create_folder, self.ps.actor, self.path,
                                       self.new_name.value or "")
         except BackupError as exc:
-            ui.notify(exc.message, type="negative", position="bottom-right")
+            notify(exc.message, type="negative")
             return
         self.new_name.value = ""
         await self.show(made)

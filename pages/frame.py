@@ -18,7 +18,7 @@ from ehr_backup.errors import BackupError, Unauthenticated
 from ehr_backup.web import WebContext
 
 from . import theme
-from .theme import ACCENTS
+from .theme import ACCENTS, notify
 
 T = TypeVar("T")
 
@@ -62,7 +62,7 @@ class PageSession:
             return True
         except Unauthenticated as exc:
             await run.io_bound(self.ctx.auth.refusals.record, self.actor, "access", what[:200], exc.message)
-            ui.notify(exc.message, type="warning")
+            notify(exc.message, type="warning")
             ui.navigate.to("/login")
             return False
 
@@ -90,7 +90,7 @@ def guarded(ps: PageSession, what: str) -> Callable[[Callable[..., Awaitable[Any
             try:
                 return await handler(*args, **kwargs)
             except BackupError as exc:
-                ui.notify(exc.message, type="negative", multi_line=True)
+                notify(exc.message, type="negative", multi_line=True)
                 return None
         return run_handler
 

@@ -1,4 +1,4 @@
-"""A card following one job's live progress, with Cancel while it runs."""
+"""A card following one job's live progress (Cancel while it runs, Dismiss once ended) and the recent-activity list."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from nicegui import run, ui
 from ehr_backup.jobs import Job
 
 from .frame import PageSession, human_size, tid
+from .theme import notify
 
 # what each step of a restore is called on the page (the API names them by their progress phase)
 STEP_LABELS = {"authenticating": "Authenticate the backup file", "safety backup": "Safety backup of the database",
@@ -20,6 +21,21 @@ STEP_LABELS = {"authenticating": "Authenticate the backup file", "safety backup"
 STEP_LOOK = {"done": ("check_circle", "positive", "text-grey-8"), "current": ("arrow_right", "primary", "font-bold"),
              "waiting": ("radio_button_unchecked", "grey", "text-grey-7"), "failed": ("error", "negative",
                                                                                       "font-bold text-negative")}
+
+
+OUTCOMES = {"succeeded": "succeeded", "failed": "failed", "cancelled": "cancelled", "running": "running"}
+RECENT = 10  # lines in "Recent activity"
+
+
+def job_title(kind: str, description: str | None, target: str) -> str:
+    """A job card's title: the backup's description when it has one (the file id otherwise)."""
+    return f"{kind.capitalize()}: {description or target}"
+
+
+def activity_line(kind: str, title: str, status: str, elapsed: float) -> dict[str, str]:
+    """One line of "Recent activity": kind, what, outcome, duration (pure: tested without a page)."""
+    return {"kind": kind.capitalize(), "what": title, "outcome": OUTCOMES.get(status, status),
+            "took": f"{elapsed:.1f} s" if elapsed < 60 else f"{elapsed // 60:.0f} min {elapsed % 60:.0f} s"}
 
 
 def describe(job_status: str, p: dict[str, Any]) -> tuple[str, str]:
@@ -43,7 +59,7 @@ def step_state(job_status: str, state: str) -> str:
 class JobPanel:
     """A card showing one job's live progress, with a Cancel button while it runs."""
 
-    def __init__(self, ps: PageSession, job: Job, on_done: Callable[[Job], Any]) -> None:
+    def __init__(self, ps: PageSession, job: Job, on_done: Callable[[Job], Any], title: str | None = None) -> None:
         self.ps = ps
         self.job = job
         self.on_done = on_done
@@ -51,10 +67,16 @@ class JobPanel:
         self.step_rows: list[tuple[ui.icon, ui.label]] = []
         with tid(ui.card().classes("w-full"), f"job-{job.kind}") as self.card:
             with ui.row().classes("items-center w-full"):
-                ui.label(f"{job.kind.capitalize()}: {job.task.target}").classes("font-bold")
+                tid(ui.label(title or job_title(job.kind, None, job.task.target)).classes("font-bold ehr-wrap"),
+                    "job-title")
                 ui.space()
                 self.cancel = tid(ui.button("Cancel", on_click=self._cancel).props("outline color=negative"),
                                   "cancel-job")
+                # once the job has ended the card can go; its line stays in "Recent activity"
+                self.dismiss = tid(ui.button(icon="close", on_click=self.card.delete)
+                                   .props('flat round dense aria-label="Dismiss"'), "dismiss-job")
+                self.dismiss.tooltip("Dismiss (the job stays in Recent activity)")
+                self.dismiss.set_visibility(False)
             self.steps = tid(ui.column().classes("gap-0"), "job-steps")
             self.phase = tid(ui.label(), "job-phase")
             self.detail = tid(ui.label().classes("text-sm text-grey-8"), "job-detail")
@@ -69,7 +91,7 @@ class JobPanel:
                            self.job.kind)
         self.job.cancel()
         self.cancel.disable()
-        ui.notify("Cancelling…")
+        notify("Cancelling…")
 
     def update(self) -> None:
         """Refresh from the job's progress (nothing changes any more once the job has ended and been shown)."""
@@ -85,6 +107,7 @@ class JobPanel:
         if finished:
             self.reported = True
             self.cancel.set_visibility(False)
+            self.dismiss.set_visibility(True)
             self.bar.set_visibility(False)
             self.phase.set_visibility(not self.step_rows)  # the steps say where it ended
             self.status.text = {"succeeded": "Finished successfully", "cancelled": "Cancelled: nothing was kept",
@@ -113,3 +136,33 @@ class JobPanel:
             icon.props(f"color={colour}")  # a colour from STEP_LOOK, never data
             label.classes(replace=classes)
             label.props["data-state"] = state
+
+
+class RecentActivity:
+    """Finished jobs of this server, one compact line each, newest first (at most RECENT)."""
+
+    def __init__(self, ps: PageSession, title_of: Callable[[Job], str]) -> None:
+        self.ps = ps
+        self.title_of = title_of
+        with tid(ui.card().classes("w-full gap-1"), "recent-activity") as self.card:
+            ui.label("Recent activity").classes("text-lg font-bold")
+            self.lines = ui.column().classes("w-full gap-0")
+        self.card.set_visibility(False)  # shown by show(), once the page has its rows
+
+    def show(self) -> None:
+        """Draw the list again from the job manager."""
+        jobs = self.ps.ctx.jobs.recent(RECENT)
+        self.card.set_visibility(bool(jobs))
+        self.lines.clear()
+        with self.lines:
+            for i, job in enumerate(jobs):
+                line = activity_line(job.kind, self.title_of(job), job.status,
+                                     job.task.progress.as_dict()["elapsed"])
+                with tid(ui.row().classes("items-center gap-3 no-wrap w-full text-sm"), f"recent-{i}"):
+                    ui.label(line["kind"]).classes("w-16 text-grey-8")
+                    ui.label(line["what"]).classes("ehr-wrap")
+                    ui.space()
+                    outcome = tid(ui.label(line["outcome"]), f"recent-outcome-{i}")
+                    outcome.classes({"succeeded": "text-positive", "failed": "text-negative"}.get(job.status,
+                                                                                                 "text-grey-8"))
+                    ui.label(line["took"]).classes("w-20 text-right text-grey-8")

@@ -8,6 +8,7 @@ from typing import Any
 from nicegui import run, ui
 
 from .frame import PageSession, guarded, local_time, tid
+from .theme import notify
 
 
 def kept_databases(ps: PageSession, reload: Callable[[], Awaitable[Any]]) -> Any:
@@ -68,10 +69,10 @@ def _confirm(ps: PageSession, row: dict[str, Any], *, rollback: bool,
             if rollback:
                 result = await run.io_bound(ps.ctx.service.rollback, ps.actor, row["database"])
                 if result is not None:
-                    ui.notify(f"{row['database']} is the previous database again", type="positive")
+                    notify(f"{row['database']} is the previous database again", type="positive")
             else:
                 await run.io_bound(ps.ctx.service.drop_kept, ps.actor, row["name"])
-                ui.notify(f"{row['name']} dropped", type="positive")
+                notify(f"{row['name']} dropped", type="positive")
             dialog.close()
             await reload()
 

@@ -14,6 +14,7 @@ from ehr_backup.restore.operation import default_jobs
 
 from .frame import PageSession, local_time, tid
 from .jobpanel import JobPanel
+from .theme import notify
 
 MODES = {"swap": "Swap in a fresh copy (keeps the current database for rollback)",
          "recreate": "Recreate in place (no room for a second copy: safety backup first, not atomic)"}
@@ -37,7 +38,7 @@ class RestoreDialog:
         try:  # off the event loop: with the demo database this may start its server
             conn = await run.io_bound(self.ps.ctx.service.connection)
         except BackupError as exc:
-            ui.notify(exc.message, type="negative")
+            notify(exc.message, type="negative")
             return
         if conn is None:
             return
@@ -106,7 +107,7 @@ class RestoreDialog:
             try:
                 contents = await run.io_bound(self.ps.ctx.service.contents, self.ps.actor, self.row["id"])
             except BackupError as exc:
-                ui.notify(exc.message, type="negative", multi_line=True)
+                notify(exc.message, type="negative", multi_line=True)
                 return
             if contents is None:
                 return
@@ -120,7 +121,7 @@ class RestoreDialog:
         options: dict[str, Any]
         if self.what.value == "tables":
             if not self.picker.value:
-                ui.notify("Choose at least one table", type="warning")
+                notify("Choose at least one table", type="warning")
                 return
             options = {"tables": list(self.picker.value), "into_schema": self.into.value or ""}
         else:
@@ -130,7 +131,7 @@ class RestoreDialog:
             task = await run.io_bound(lambda: self.ps.ctx.service.prepare_restore(self.ps.actor, self.row["id"],
                                                                                   **options))
         except BackupError as exc:
-            ui.notify(exc.message, type="negative", multi_line=True)
+            notify(exc.message, type="negative", multi_line=True)
             return
         if task is None:
             return

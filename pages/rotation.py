@@ -11,6 +11,7 @@ from ehr_backup.retention import RetentionPolicy
 from ehr_backup.storage import LOCATIONS
 
 from .frame import PageSession, guarded, local_time, tid
+from .theme import notify
 
 Reload = Callable[[], Awaitable[Any]]
 # the rules as people read them
@@ -69,7 +70,7 @@ def _pin_dialog(ps: PageSession, row: dict[str, Any], reload: Reload, host: ui.e
                 done = await run.io_bound(ps.ctx.service.pin, ps.actor, bid, reason.value or "")
             if done is None:
                 return
-            ui.notify("Backup pinned" if done["pinned"] else "Backup unpinned", type="positive")
+            notify("Backup pinned" if done["pinned"] else "Backup unpinned", type="positive")
             await reload()
             dialog.close()  # last: a closed dialog is deleted, and with it this handler's context
 
@@ -209,5 +210,5 @@ class RotationDialog:
                             + (f"; kept after all: {skipped}" if skipped else "")
                             + (f"; removed {done['removedTemporaryFiles']} temporary files"
                                if done["removedTemporaryFiles"] else ""))
-        ui.notify(self.result.text, type="positive" if not skipped else "warning", multi_line=True)
+        notify(self.result.text, type="positive" if not skipped else "warning", multi_line=True)
         await self.reload()

@@ -14,6 +14,7 @@ from ehr_backup.retention import RetentionPolicy
 from ehr_backup.storage import LOCATIONS
 
 from .frame import PageSession, guarded, tid
+from .theme import notify
 
 Saved = Callable[[], Awaitable[Any]]
 BUCKETS = ("daily", "weekly", "monthly", "yearly")
@@ -185,6 +186,6 @@ class ScheduleDialog:
             return
         if done is None:
             return
-        ui.notify(f"Schedule {done['name']} saved: {done['reading']}", type="positive")
+        notify(f"Schedule {done['name']} saved: {done['reading']}", type="positive")
         await self.saved()
         self.dialog.close()  # last: a closed dialog is deleted, and with it this handler's context

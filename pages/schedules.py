@@ -13,6 +13,7 @@ from ehr_backup.storage import LOCATIONS
 
 from .frame import PageSession, guarded, local_time, tid
 from .schedule_dialog import ScheduleDialog, zoned
+from .theme import notify
 
 Reload = Callable[..., Awaitable[Any]]
 OUTCOME_COLORS = {"succeeded": "positive", "failed": "negative", "skipped": "warning"}
@@ -81,9 +82,9 @@ def _schedule_row(ps: PageSession, row: dict[str, Any], host: ui.element, watch:
                 return
             try:
                 if await run.io_bound(service.schedule_update, ps.actor, name, enabled=bool(e.value)) is not None:
-                    ui.notify(f"Schedule {name} {'enabled' if e.value else 'disabled'}", type="positive")
+                    notify(f"Schedule {name} {'enabled' if e.value else 'disabled'}", type="positive")
             except BackupError as exc:
-                ui.notify(exc.message, type="negative", multi_line=True)
+                notify(exc.message, type="negative", multi_line=True)
             await load(True)  # the switch shows what is stored, refused or not
 
         tid(ui.switch("Enabled", value=row["enabled"], on_change=toggle), f"schedule-enabled-{name}")
@@ -97,9 +98,9 @@ def _schedule_row(ps: PageSession, row: dict[str, Any], host: ui.element, watch:
                     return
                 if started.handle is not None:
                     watch(started.handle)
-                    ui.notify(f"Schedule {name} started", type="info")
+                    notify(f"Schedule {name} started", type="info")
                 else:
-                    ui.notify(f"Schedule {name} could not start: its last outcome says why", type="warning")
+                    notify(f"Schedule {name} could not start: its last outcome says why", type="warning")
                 await load()  # a run that could not start is recorded as failed: show it
 
             @guarded(ps, f"edit schedule {name}")
@@ -148,7 +149,7 @@ def _confirm_delete(ps: PageSession, row: dict[str, Any], host: ui.element, load
         @guarded(ps, f"delete schedule {name}")
         async def delete() -> None:
             await run.io_bound(ps.ctx.service.schedule_remove, ps.actor, name)
-            ui.notify(f"Schedule {name} deleted", type="positive")
+            notify(f"Schedule {name} deleted", type="positive")
             await load()
             dialog.close()  # last: a closed dialog is deleted, and with it this handler's context
 

@@ -166,3 +166,13 @@ def page_title(text: str, *, icon: str | None = None) -> Any:
         if icon:
             ui.icon(icon).classes("text-primary text-3xl")
         return ui.label(text).classes("ehr-title").props('role="heading" aria-level="1"')
+
+
+TOAST_POSITION = "bottom-right"  # out of the way of the header's and the forms' controls
+
+
+def notify(message: str, *, type: str | None = None, **options: Any) -> None:  # noqa: A002 (ui.notify's name)
+    """A toast at the bottom-right, like every other toast of the app (use this, never ui.notify)."""
+    if type is not None:
+        options["type"] = type
+    ui.notify(message, position=TOAST_POSITION, **options)

@@ -12,7 +12,7 @@ from ehr_backup.models import ApiToken
 from ehr_backup.web import WebContext
 
 from .frame import PageSession, admin_page, guarded, tid
-from .theme import badge, page_body, section
+from .theme import badge, notify, page_body, section
 
 # copy the shown token: the Clipboard API where the page is a secure context, else the selected text
 COPY_JS = """() => {
@@ -84,7 +84,7 @@ def register(ctx: WebContext) -> None:
                     async def add() -> None:
                         await run.io_bound(auth.add_user, ps.actor, name.value or "", password.value or "",
                                            admin=bool(admin.value))
-                        ui.notify(f"User {name.value} added", type="positive")
+                        notify(f"User {name.value} added", type="positive")
                         name.value, password.value, admin.value = "", "", False
                         user_list.refresh()
                         token_user.options = [u.username for u in auth.users()]
@@ -159,7 +159,7 @@ def _confirm_revoke(ps: PageSession, t: ApiToken, owner: str, refresh: ui.refres
         async def revoke() -> None:
             await run.io_bound(ps.ctx.auth.revoke_token, ps.actor, t.id or 0)
             d.close()
-            ui.notify("Token revoked", type="positive", position="bottom-right")
+            notify("Token revoked", type="positive")
             refresh.refresh()
 
         with ui.row().classes("gap-2 justify-end w-full"):
@@ -198,7 +198,7 @@ def _password_action(ps: PageSession, username: str) -> None:
             @guarded(ps, f"reset password {username}")
             async def save() -> None:
                 await run.io_bound(lambda: auth.update_user(ps.actor, username, password=pw.value or ""))
-                ui.notify("Password changed; the user's sessions were ended", type="positive")
+                notify("Password changed; the user's sessions were ended", type="positive")
                 d.close()
 
             tid(ui.button("Save", on_click=save), "passwd-save")
@@ -212,7 +212,7 @@ def _unlock_action(ps: PageSession, username: str, has_failures: bool, refresh: 
     async def unlock() -> None:
         cleared = await run.io_bound(ps.ctx.auth.unlock, ps.actor, username)
         if cleared is not None:
-            ui.notify(f"Sign-in of {username} unlocked ({cleared} failed attempts forgotten)",
+            notify(f"Sign-in of {username} unlocked ({cleared} failed attempts forgotten)",
                       type="positive")
         refresh.refresh()
 

@@ -227,9 +227,10 @@ class Restores:
         def take_safety() -> str | None:
             if not safety:
                 return None
-            task = self.s.prepare_create(actor, description=f"Safety backup of {target.dbname} before restoring "
-                                         f"{record.id}", kind="safety", lock=lock,
-                                         slug=f"pre_restore_safety_{target.dbname}", conn=target)
+            protects = f"{record.id} into {target.dbname}"  # shown with the backup: which restore it guarded
+            task = self.s.prepare_create(actor, description=f"Safety backup before restoring {protects}",
+                                         kind="safety", lock=lock, slug=f"pre_restore_safety_{target.dbname}",
+                                         conn=target, protects=protects)
             task.cancel = cancel  # its own progress: its phases and byte counts are not the restore's
             return str(task.run().id)
 
