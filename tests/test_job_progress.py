@@ -13,6 +13,7 @@ from ehr_backup.service import Task
 from pages.jobpanel import describe, step_state
 
 from .conftest import run_sql
+from .table_helpers import row_action, table_row
 from .web_helpers import eventually, login
 
 
@@ -79,9 +80,9 @@ async def test_a_recreate_restore_from_the_page_shows_its_steps_and_lists_the_sa
     user.find(marker="create-button").click()
     await eventually(lambda: any(folder.glob("backup_*to_restore*")))
     bid = next(folder.glob("backup_*to_restore*")).name
-    await user.should_see(marker=f"restore-{bid}", retries=150)
+    await table_row(user, bid, lambda r: r["status"] == "completed")
     before = {p.name for p in folder.iterdir()}
-    user.find(marker=f"restore-{bid}").click()
+    row_action(user, "restore", bid)
     await user.should_see(marker="restore-mode")
     user.find(marker="restore-mode").elements.pop().value = "recreate"
     user.find(marker="restore-confirm").type(db.rsplit("/", 1)[1])
@@ -95,4 +96,5 @@ async def test_a_recreate_restore_from_the_page_shows_its_steps_and_lists_the_sa
     assert user.find(marker="job-detail").elements.pop().text.startswith("took ")
 
     safety = next(p.name for p in folder.iterdir() if p.name not in before and "safety" in p.name)
-    await user.should_see(marker=f"row-{safety}", retries=100)  # listed without a manual refresh
+    row = await table_row(user, safety, timeout=20)  # listed without a manual refresh
+    assert row["kind"] == "safety" and row["protects"] == f"before restoring {bid} into {db.rsplit('/', 1)[1]}"
