@@ -13,6 +13,7 @@ from pathlib import Path
 
 import psycopg
 import pytest
+from psycopg import sql
 
 from tests.conftest import ADMIN_URL, run_sql, url_for
 
@@ -84,17 +85,21 @@ class Server:
         return Path(self.env["EHR_BACKUP_DEFAULT_DIR"])
 
     def stop(self) -> None:
-        """Stop the server and drop its database."""
+        """Stop the server and drop its database and those its restores kept beside it."""
         self.proc.terminate()
         try:
             self.proc.wait(timeout=15)
         except subprocess.TimeoutExpired:
             self.proc.kill()
         self.log.close()
-        try:
-            run_sql(ADMIN_URL, f'DROP DATABASE IF EXISTS "{self.db_name}" WITH (FORCE)')
-        except psycopg.Error:
-            pass
+        with psycopg.connect(ADMIN_URL, autocommit=True) as conn:  # names made here: e2e_<hex>[__…]
+            kept = [r[0] for r in conn.execute("SELECT datname FROM pg_database WHERE datname = %s OR "
+                                               "starts_with(datname, %s)", (self.db_name, self.db_name + "__"))]
+            for name in kept:
+                try:
+                    conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+                except psycopg.Error:
+                    pass
 
 
 @pytest.fixture(scope="session")
