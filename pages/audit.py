@@ -50,7 +50,8 @@ def _date_input(label: str, testid: str) -> ui.input:
     """A text field for YYYY-MM-DD with a calendar next to it."""
     field = tid(ui.input(label, placeholder="YYYY-MM-DD").classes("w-44"), testid)
     with field.add_slot("append"):
-        with ui.button(icon="event").props(f'flat round dense aria-label="Pick the day: {label}"') as pick:
+        with ui.button(icon="event").props("flat round dense") as pick:
+            pick.props["aria-label"] = f"Pick the day: {label}"  # a value in the props dict, never parsed
             with ui.menu() as menu:
                 ui.date(mask="YYYY-MM-DD").bind_value(field).on_value_change(menu.close)
         tid(pick, f"{testid}-pick")

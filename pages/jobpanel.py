@@ -133,7 +133,8 @@ class JobPanel:
             state = step_state(status, s["state"])
             name, colour, classes = STEP_LOOK[state]
             icon.name = name
-            icon.props(f"color={colour}")  # a colour from STEP_LOOK, never data
+            icon.props["color"] = colour
+            icon.update()
             label.classes(replace=classes)
             label.props["data-state"] = state
 

@@ -87,12 +87,15 @@ _JS = """
 """
 
 
+BODY_CLASSES = {"eh": "ehr-eh", "rh": "ehr-rh"}  # constant class names: the origin comes from the URL
+
+
 def apply(origin: str = "eh") -> dict[str, str]:
     """Style this page in the module's accent (eh or rh), light or dark as the browser chose; the accent."""
     accent = ACCENTS.get(origin, ACCENTS["eh"])
     ui.colors(primary=accent["text"])
     ui.add_head_html(_CSS % accent + _JS % {"key": STORAGE_KEY})
-    ui.query("body").classes(f"ehr-{origin if origin in ACCENTS else 'eh'}")
+    ui.query("body").classes(BODY_CLASSES.get(origin, "ehr-eh"))
     return accent
 
 
@@ -140,7 +143,8 @@ def badge(text: str, kind: str | None = None) -> ui.label:
 def badge_slot_html(field: str = "outcome") -> str:
     """A Quasar table body-cell template that shows a column's value as a coloured badge."""
     colours = ", ".join(f"'{k}': 'background-color: {bg}; color: {fg}'" for k, (bg, fg) in BADGES.items())
-    neutral = "background-color: %s; color: %s" % BADGES["neutral"]
+    background, text = BADGES["neutral"]
+    neutral = f"background-color: {background}; color: {text}"
     return (f'<q-td :props="props"><span class="ehr-badge" data-badge="{field}" '
             f":style=\"({{{colours}}})[props.value] || '{neutral}'\">{{{{ props.value }}}}</span></q-td>")
 
@@ -171,7 +175,7 @@ def page_title(text: str, *, icon: str | None = None) -> Any:
 TOAST_POSITION = "bottom-right"  # out of the way of the header's and the forms' controls
 
 
-def notify(message: str, *, type: str | None = None, **options: Any) -> None:  # noqa: A002 (ui.notify's name)
+def notify(message: str, *, type: str | None = None, **options: Any) -> None:
     """A toast at the bottom-right, like every other toast of the app (use this, never ui.notify)."""
     if type is not None:
         options["type"] = type

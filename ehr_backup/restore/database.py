@@ -19,6 +19,9 @@ from psycopg import sql
 from ..errors import Busy, DatabaseUnavailable, InvalidInput
 from ..pg import ConnInfo, connect
 
+# the locale providers a backup may name, as constant SQL (the name in a header is never put into SQL)
+PROVIDERS = {"libc": sql.SQL("libc"), "icu": sql.SQL("icu"), "builtin": sql.SQL("builtin")}
+
 MAX_NAME = 63
 # Settings whose value is a list that pg_dump quotes element by element (dumputils.c).
 LIST_SETTINGS = {"search_path", "session_preload_libraries", "shared_preload_libraries",
@@ -80,14 +83,14 @@ def create(conn: psycopg.Connection, name: str, props: dict[str, Any] | None) ->
         parts.append(sql.SQL("LC_COLLATE {} LC_CTYPE {}").format(sql.Literal(props["collate"]),
                                                                   sql.Literal(props["ctype"])))
         provider = props.get("localeProvider") or "libc"
-        if provider not in ("libc", "icu", "builtin"):
+        if provider not in PROVIDERS:
             raise InvalidInput("the backup names an unknown locale provider")
         major = server_major(conn)
         if provider != "libc" or major >= 15:
             if major < 15:
                 raise InvalidInput(f"the backup's database uses the {provider} locale provider, which this "
                                    f"server (PostgreSQL {major}) does not have")
-            parts.append(sql.SQL("LOCALE_PROVIDER {}").format(sql.SQL(provider)))
+            parts.append(sql.SQL("LOCALE_PROVIDER {}").format(PROVIDERS[provider]))
             if props.get("icuLocale") and provider == "icu":
                 parts.append(sql.SQL("ICU_LOCALE {}").format(sql.Literal(props["icuLocale"])))
             if props.get("icuLocale") and provider == "builtin":
