@@ -48,30 +48,44 @@ def same_origin(request: Request) -> bool:
     return rest.split("/", 1)[0].lower() == host.lower()
 
 
+def identify(ctx: ApiContext, request: Request) -> Principal:
+    """Who sends the request: its bearer token, else its session cookie (Unauthenticated when neither holds)."""
+    address = client_address(request)
+    header = request.headers.get("authorization", "")
+    if header:
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() != "bearer" or not token:
+            raise Unauthenticated("use Authorization: Bearer <token>")
+        return ctx.auth.token(token.strip(), address)
+    return ctx.auth.session(request.cookies.get(SESSION_COOKIE), address)
+
+
+def has_credentials(request: Request) -> bool:
+    """Whether the request carries a token or a session cookie at all."""
+    return bool(request.headers.get("authorization") or request.cookies.get(SESSION_COOKIE))
+
+
 def authenticate(ctx: ApiContext, request: Request) -> Principal:
     """Bearer token or session cookie; cookie-authenticated writes must be same-origin (CSRF).
 
     Reads only headers: `httpguard` calls it before the body is read, and the routes again.
     """
-    address = client_address(request)
-    header = request.headers.get("authorization", "")
+    principal: Principal | None = None
     try:
-        if header:
-            scheme, _, token = header.partition(" ")
-            if scheme.lower() != "bearer" or not token:
-                raise Unauthenticated("use Authorization: Bearer <token>")
-            principal = ctx.auth.token(token.strip(), address)
-        else:
-            principal = ctx.auth.session(request.cookies.get(SESSION_COOKIE), address)
-            if request.method not in SAFE_METHODS and not same_origin(request):
-                raise Forbidden("cross-site request refused")
+        principal = identify(ctx, request)
+        if principal.via == "session" and request.method not in SAFE_METHODS and not same_origin(request):
+            raise Forbidden("cross-site request refused")
         return require_admin(principal)
     except (Unauthenticated, Forbidden) as exc:
-        who = locals().get("principal")
-        name = who.username if isinstance(who, Principal) else "anonymous"
-        ctx.auth.refusals.record(Actor(name, address), "access", f"{request.method} {request.url.path}"[:300],
-                                 exc.message)
+        refused(ctx, request, principal, exc)
         raise
+
+
+def refused(ctx: ApiContext, request: Request, principal: Principal | None, exc: BackupError) -> None:
+    """Audit a refused request (aggregated per address, see refusals.py)."""
+    name = principal.username if principal is not None else "anonymous"
+    ctx.auth.refusals.record(Actor(name, client_address(request)), "access",
+                             f"{request.method} {request.url.path}"[:300], exc.message)
 
 
 class CreateBody(BaseModel):

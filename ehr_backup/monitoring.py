@@ -10,10 +10,8 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 
 from . import metrics
-from .api import SESSION_COOKIE, ApiContext
-from .audit import Actor
+from .api import ApiContext, has_credentials, identify, refused
 from .auth import Principal, may_read_metrics
-from .clientaddr import client_address
 from .errors import BackupError, Forbidden, Unauthenticated
 from .health import Readiness
 
@@ -25,46 +23,28 @@ def authorize_metrics(ctx: ApiContext, request: Request) -> None:
     """
     if ctx.service.settings.metrics_public:
         return
-    address = client_address(request)
-    header = request.headers.get("authorization", "")
-    cookie = request.cookies.get(SESSION_COOKIE)
     principal: Principal | None = None
     try:
-        if header:
-            scheme, _, token = header.partition(" ")
-            if scheme.lower() != "bearer" or not token:
-                raise Unauthenticated("use Authorization: Bearer <token>")
-            principal = ctx.auth.token(token.strip(), address)
-        elif cookie:
-            principal = ctx.auth.session(cookie, address)
-        else:
+        if not has_credentials(request):
             raise Unauthenticated("metrics need a token: Authorization: Bearer <token> "
                                   "(ehr-backup token create USER --scope metrics)")
+        principal = identify(ctx, request)
         if not may_read_metrics(principal):
             raise Forbidden("administrators or metrics tokens only")
     except (Unauthenticated, Forbidden) as exc:
-        name = principal.username if principal is not None else "anonymous"
-        ctx.auth.refusals.record(Actor(name, address), "access", f"{request.method} {request.url.path}"[:300],
-                                 exc.message)
+        refused(ctx, request, principal, exc)
         raise
 
 
 def _is_admin(ctx: ApiContext, request: Request) -> bool:
     """Whether the request carries an administrator's token or session (nothing is refused or audited)."""
-    header = request.headers.get("authorization", "")
-    cookie = request.cookies.get(SESSION_COOKIE)
-    if not header and not cookie:
+    if not has_credentials(request):
         return False
     try:
-        scheme, _, token = header.partition(" ")
-        address = client_address(request)
-        if header:
-            principal = ctx.auth.token(token.strip(), address) if scheme.lower() == "bearer" and token else None
-        else:
-            principal = ctx.auth.session(cookie or "", address)
+        principal = identify(ctx, request)
     except BackupError:
         return False
-    return principal is not None and principal.is_admin and getattr(principal, "scope", "admin") == "admin"
+    return principal.is_admin and principal.scope == "admin"
 
 
 def build_router(ctx: ApiContext) -> APIRouter:
