@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from . import __version__
 from .api_alerts import add_routes as add_alert_routes
+from .api_catalogue import add_routes as add_catalogue_routes
 from .audit import Actor
 from .auth import AuthService, Principal, require_admin
 from .clientaddr import client_address
@@ -414,6 +415,7 @@ def build_router(ctx: ApiContext) -> APIRouter:
         return Response(data, media_type="application/pdf" if kind == "pdf" else "application/json", headers={
             "Content-Disposition": f'attachment; filename="{name}"', "Cache-Control": "no-store"})
     add_alert_routes(router, ctx, admin)  # ehr_backup/api_alerts.py
+    add_catalogue_routes(router, ctx, admin)  # ehr_backup/api_catalogue.py
 
     @router.get("/openapi.json", include_in_schema=False)
     async def openapi(who: Admin) -> dict[str, Any]:

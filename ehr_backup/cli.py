@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from . import __version__, cli_alerts, cli_drills, cli_schedules, demo
+from . import __version__, cli_alerts, cli_catalogue, cli_drills, cli_schedules, demo
 from .audit import Actor
 from .config import VARIABLES, Settings
 from .drills import DrillFailed
@@ -133,6 +133,7 @@ def _parser() -> argparse.ArgumentParser:
     cli_schedules.add_commands(cmd)
     cli_drills.add_commands(cmd)
     cli_alerts.add_commands(cmd)
+    cli_catalogue.add_commands(cmd)
 
     c = cmd("decrypt", "decrypt a backup file to plain SQL with only the file and the key")
     c.add_argument("file", metavar="FILE")
@@ -306,7 +307,7 @@ def run(argv: list[str] | None = None) -> int:
         cli_drills.print_failed(exc.report, as_json)
         print(f"ehr-backup: error: {exc.message}", file=sys.stderr)
         return 1
-    except VerifyFailed as exc:
+    except (VerifyFailed, cli_catalogue.Refused) as exc:
         if as_json:
             print(json.dumps(exc.result, indent=2, ensure_ascii=False))
         print(f"ehr-backup: error: {exc.message}", file=sys.stderr)
@@ -368,6 +369,8 @@ def _dispatch(service: Any, args: argparse.Namespace) -> Any:
         return cli_drills.dispatch(service, args, actor)
     if args.command == "alerts":
         return cli_alerts.dispatch(service, args, actor)
+    if args.command == "catalogue":
+        return cli_catalogue.dispatch(service, args, actor)
     if args.command == "pin":
         return service.pin(actor, args.backup_id, args.reason)
     if args.command == "unpin":
@@ -594,6 +597,8 @@ def _print_human(args: argparse.Namespace, result: Any) -> None:
         cli_drills.print_human(args, result)
     elif cmd == "alerts":
         cli_alerts.print_human(args, result)
+    elif cmd == "catalogue":
+        cli_catalogue.print_human(args, result)
     elif cmd in ("pin", "unpin"):
         print(f"{cmd}ned {result['id']}" + (f": {_printable(result['pinReason'])}" if result["pinned"] else ""))
     elif cmd == "decrypt":

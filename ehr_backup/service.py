@@ -23,6 +23,7 @@ from .audit_anchor import FIELD as AUDIT_ANCHOR_FIELD
 from .audit_anchor import find_anchors
 from .audit_chain import ChainReport, load_audit_keys
 from .catalogue import Catalogue, as_utc, utcnow
+from .catalogue_rebuild import CatalogueRebuild
 from .compression import EXTENSIONS, check
 from .config import Settings
 from .db import Database
@@ -105,6 +106,7 @@ class BackupService:
         # stored alert/storage thresholds over the environment's; everything compares against .current()
         self.alert_thresholds = Thresholds(self.db, settings, self.audit)
         self.listing = Listing(self)  # ehr_backup/listing.py: paged, filtered, sorted in SQLite
+        self.catalogue_rebuild = CatalogueRebuild(self)  # ehr_backup/catalogue_rebuild.py, rebuild.py
 
     # ----- configuration -----------------------------------------------------------------------------
     def connection(self) -> ConnInfo:
@@ -364,6 +366,8 @@ class BackupService:
                       "serverVersion": facts.version, "pgDumpVersion": dump_version,
                       "compression": record.compression, "kind": record.kind, "app": f"ehr-backup {__version__}",
                       "databaseSize": facts.database_size,
+                      # what a catalogue rebuilt from the files alone shows for it (catalogue_rebuild.py)
+                      **{k: v for k, v in (("schedule", record.schedule), ("protects", record.protects)) if v},
                       AUDIT_ANCHOR_FIELD: self.audit.anchor()}  # the log must reach this entry from now on
             result = run_backup(conn=conn, pg_dump=pg_dump, directory=directory, backup_id=record.id, key=key,
                                 fields=fields, algorithm=record.compression, level=level,
@@ -739,6 +743,12 @@ class BackupService:
             fh.close()
             raise
         return fh, os.fstat(fh.fileno()).st_size, record.id
+
+    def rebuild_catalogue(self, actor: Actor, *, location: str | None = None, paths: Sequence[str] = (),
+                          dry_run: bool = False) -> dict[str, Any]:
+        """Recreate the catalogue from the backup files' authenticated headers and trailers (dry_run: a preview);
+        paths: custom folders to read besides the ones the app knows."""
+        return self.catalogue_rebuild.run(actor, location=location, paths=paths, dry_run=dry_run)
 
     def decrypt_file(self, actor: Actor, source: Path, output: Path) -> dict[str, Any]:
         """Authenticate and decrypt a backup file to plain SQL, with only the file and the key."""
