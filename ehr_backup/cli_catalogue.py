@@ -49,7 +49,8 @@ def dispatch(service: Any, args: argparse.Namespace, actor: Actor) -> Any:
         if not args.json:
             print_human(args, result)
         first = "; ".join(f"{r['file']}: {r['reason']}" for r in result["refused"][:3])
-        raise Refused(f"{len(result['refused'])} files were refused: {printable(first)}", result)
+        n = len(result["refused"])
+        raise Refused(f"{n} file{'s were' if n != 1 else ' was'} refused: {printable(first)}", result)
     return result
 
 

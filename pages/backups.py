@@ -22,6 +22,7 @@ from .frame import PageSession, admin_page, guarded, tid
 from .jobpanel import JobPanel, RecentActivity, job_title
 from .kept import kept_databases
 from .restore_dialog import RestoreDialog
+from .rebuild import rebuild_button
 from .rotation import _pin_dialog, rotation_button
 from .schedules import schedules_section
 from .storage import storage_card
@@ -107,6 +108,7 @@ def register(ctx: WebContext) -> None:
                     tid(ui.button("Refresh", icon="refresh", on_click=guarded(ps, "refresh backups")(reload))
                         .props("flat"), "refresh")
                     rotation_button(ps, state, reload)
+                    rebuild_button(ps, state, reload)  # pages/rebuild.py: catalogue from the files alone
                 table = BackupTable(ps, lambda action, row: _row_action(ps, action, row, watch, reload, dialogs))
 
         # the HTML goes out now; the rows are read only for a browser that connects (a script fetching the

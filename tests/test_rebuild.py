@@ -184,7 +184,7 @@ def test_a_file_that_does_not_authenticate_is_reported_and_never_recorded(servic
 
     service = _lose_metadata(service, env)
     res = cli(env, "catalogue", "rebuild", "--json")
-    assert res.returncode == 1 and "1 files were refused" in res.stderr and rotten.id in res.stderr
+    assert res.returncode == 1 and "1 file was refused" in res.stderr and rotten.id in res.stderr
     out = json.loads(res.stdout)
     assert [r["file"] for r in out["refused"]] == [rotten.id] and "not authentic" in out["refused"][0]["reason"]
     assert [w["file"] for w in out["warnings"]] == [forged.id]
