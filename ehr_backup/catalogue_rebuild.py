@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -17,12 +18,13 @@ from .locks import DatabaseLock
 from .models import BackupRecord
 from .rebuild import FILLED, MISSING_NOTE, Finding, Plan, Row, examine, marked_missing, plan
 from .rebuild_source import LocalFolder, Source
-from .text import clean_text
+from .text import clean_text, printable
 
 if TYPE_CHECKING:
     from .service import BackupService
 
 ACTION = "catalogue.rebuild"
+log = logging.getLogger("ehr_backup.rebuild")
 
 
 class CatalogueRebuild:
@@ -30,21 +32,31 @@ class CatalogueRebuild:
 
     def __init__(self, service: BackupService) -> None:
         self.s = service
+        # more kinds of storage (S3 destinations) plug in here: provider(location) -> its sources, where
+        # location is None (all) or the key or name asked for; a provider that knows no such name returns []
+        self.providers: list[Callable[[str | None], list[Source]]] = []
 
     def sources(self, location: str | None = None, paths: Sequence[str] = ()) -> list[Source]:
-        """The local folders to read: the standard locations, every folder the catalogue or a schedule names,
-        and `paths` (custom folders, inside EHR_BACKUP_CUSTOM_ROOTS); `location` keeps one location's."""
-        if location is not None and location not in storage.LOCATIONS:
-            raise InvalidInput(f"unknown location {location!r}: choose one of {', '.join(storage.LOCATIONS)}")
+        """What to read: the local folders (local_sources) and the sources of every provider; `location`
+        keeps one location's (or one provider's destination's)."""
         if paths and location not in (None, "custom"):
             raise InvalidInput("a path is only accepted with the custom location")
+        local = self.local_sources(location, paths) if location is None or location in storage.LOCATIONS else []
+        others = [source for provider in self.providers for source in provider(location)]
+        if location is not None and location not in storage.LOCATIONS and not others:
+            raise InvalidInput(f"unknown location {location!r}: choose one of {', '.join(storage.LOCATIONS)}")
+        return local + others
+
+    def local_sources(self, location: str | None, paths: Sequence[str]) -> list[Source]:
+        """The standard locations, every folder the catalogue or a schedule names, and `paths` (custom
+        folders, checked like a custom location: inside EHR_BACKUP_CUSTOM_ROOTS, no system folder)."""
         found: list[tuple[str, Path]] = [(x.key, Path(os.path.realpath(x.path)))
                                          for x in storage.standard_locations(self.s.settings.default_dir)]
         for key in storage.LOCATIONS:
             found += [(key, Path(d)) for d in self.s.catalogue.directories(key)]
         found += [("custom", Path(s.custom_path)) for s in self.s.schedules.all()
                   if s.location == "custom" and s.custom_path]
-        for text in paths:  # checked like a custom location: no system folder, the data directory or a link
+        for text in paths:
             checked = paths_.check_custom(clean_text(text, paths_.MAX_PATH_BYTES, "the path"),
                                           self.s.forbidden_dirs(), self.s.settings.custom_roots)
             if not checked.is_dir():
@@ -61,7 +73,7 @@ class CatalogueRebuild:
     def run(self, actor: Actor, *, location: str | None = None, paths: Sequence[str] = (),
             dry_run: bool = False) -> dict[str, Any]:
         """Read every backup file, authenticate it, and add, complete or mark missing the catalogue's rows."""
-        target = location or "all locations"
+        target = printable(location)[:100] if location else "all locations"
         try:
             sources = self.sources(location, paths)
             keyring = self.s.keyring()
@@ -75,6 +87,8 @@ class CatalogueRebuild:
             findings = list(self._examine_all(sources, keyring))
             rows = [_row(r) for r in self.s.catalogue.all()]
             result = plan(findings, rows, [s.directory for s in sources])
+            for w in result.warnings:  # a forged or foreign verification record: ignored, and said so
+                log.warning("catalogue rebuild: %s in %s: %s", w["file"], w["directory"], w["warning"])
             if not dry_run:
                 self._apply(actor, result)
             out = {"dryRun": dry_run, "sources": [{"location": s.location, "directory": s.directory}

@@ -64,6 +64,7 @@ class RebuildDialog:
     async def preview(self) -> None:
         """A dry run: what would be added, completed and marked missing, and what is refused."""
         paths = self._paths()
+        self.summary.text = "Reading and authenticating every backup file…"
         result = await run.io_bound(self.ps.ctx.service.rebuild_catalogue, self.ps.actor, paths=paths, dry_run=True)
         if result is None:
             return
@@ -76,6 +77,8 @@ class RebuildDialog:
         """Rebuild for real (the files are read again: the catalogue gets what they hold now)."""
         if self.paths is None:
             return
+        self.apply_button.disable()  # one rebuild per preview
+        self.summary.text = "Rebuilding: reading and authenticating every backup file…"
         result = await run.io_bound(self.ps.ctx.service.rebuild_catalogue, self.ps.actor, paths=self.paths,
                                     dry_run=False)
         if result is None:
