@@ -66,7 +66,8 @@ class RebuildDialog:
         paths = self._paths()
         self.summary.text = "Reading and authenticating every backup file…"
         result = await run.io_bound(self.ps.ctx.service.rebuild_catalogue, self.ps.actor, paths=paths, dry_run=True)
-        if result is None:
+        if result is None:  # refused (the notification says why)
+            self.summary.text = "Preview to see what a rebuild changes."
             return
         self.paths = paths
         self._render(result)
@@ -82,6 +83,7 @@ class RebuildDialog:
         result = await run.io_bound(self.ps.ctx.service.rebuild_catalogue, self.ps.actor, paths=self.paths,
                                     dry_run=False)
         if result is None:
+            self.summary.text = "The rebuild did not run (see the message); preview again."
             return
         self.paths = None
         self.apply_button.disable()

@@ -234,3 +234,24 @@ def test_the_verification_record_is_no_backup_and_goes_with_its_backup(service: 
     assert [b["id"] for b in service.list()] == [made.id]  # not listed, not discovered
     service.delete(ACTOR, made.id)
     assert not record.exists() and not (Path(made.directory) / made.id).exists()
+
+
+def test_the_command_refuses_bad_input_and_a_second_rebuild_at_once(service: BackupService,
+                                                                    env: dict[str, str]) -> None:
+    from ehr_backup.locks import DatabaseLock
+
+    wrong = cli(env, "catalogue", "rebuild", "--location", "downloads", "--path", env["EHR_BACKUP_DEFAULT_DIR"])
+    assert wrong.returncode == 2 and "--path reads a custom folder" in wrong.stderr
+    assert cli(env, "catalogue", "rebuild", "--location", "nowhere").returncode == 2
+    system = cli(env, "catalogue", "rebuild", "--path", "/etc")
+    assert system.returncode == 2 and "/etc" in system.stderr
+    helped = cli(env, "catalogue", "rebuild", "--help").stdout
+    assert all(flag in helped for flag in ("--location", "--path", "--dry-run", "--json"))
+    held = DatabaseLock(Path(env["EHR_BACKUP_DATA_DIR"]) / "locks", "catalogue-rebuild").acquire("a test")
+    try:
+        busy = cli(env, "catalogue", "rebuild", "--dry-run")
+        assert busy.returncode == 1 and "a test" in busy.stderr
+    finally:
+        held.release()
+    refused = [(e.target, e.outcome) for e in service.audit.entries(action="catalogue.rebuild")]
+    assert refused.count(("all locations", "refused")) == 2 and not any(o == "started" for _, o in refused)
