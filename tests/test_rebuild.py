@@ -255,3 +255,17 @@ def test_the_command_refuses_bad_input_and_a_second_rebuild_at_once(service: Bac
         held.release()
     refused = [(e.target, e.outcome) for e in service.audit.entries(action="catalogue.rebuild")]
     assert refused.count(("all locations", "refused")) == 2 and not any(o == "started" for _, o in refused)
+
+
+def test_files_listed_as_discovered_after_the_loss_are_completed_by_the_rebuild(service: BackupService,
+                                                                                env: dict[str, str]) -> None:
+    run_sql(env["DATABASE_URL"], "CREATE TABLE t AS SELECT generate_series(1, 80) g;")
+    made = service.create(ACTOR, description="listed first")
+    before = _facts(service.view(service.get(made.id)))
+    service = _lose_metadata(service, env)
+    [claimed] = service.list()  # the list finds the file first: a claim from its unauthenticated header
+    assert claimed["status"] == "discovered" and claimed["origin"] == "discovered"
+    out = service.rebuild_catalogue(ACTOR)
+    assert [u["id"] for u in out["updated"]] == [made.id] and not out["added"]
+    after = service.view(service.get(made.id))
+    assert _facts(after) == before and after["origin"] == "catalogue" and after["unverified"] is False
