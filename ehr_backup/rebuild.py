@@ -72,6 +72,7 @@ class Plan:
     unchanged: list[str] = field(default_factory=list)
     refused: list[dict[str, str]] = field(default_factory=list)
     warnings: list[dict[str, str]] = field(default_factory=list)
+    found_in: dict[str, tuple[str, str]] = field(default_factory=dict)  # id -> (location, directory) read from
 
     def as_dict(self) -> dict[str, Any]:
         """The JSON form (updates as {id, changes: [field names]})."""
@@ -170,6 +171,7 @@ def plan(findings: Iterable[Finding], rows: Sequence[Row], scanned: Iterable[str
                                                       "folder; this one is left as it is"})
             continue
         seen.add(f.name)
+        result.found_in[f.name] = (f.location, f.directory)
         row = by_id.get(f.name)
         if row is None:
             result.add.append(_new_row(f))
@@ -258,7 +260,7 @@ def parse_time(value: Any) -> datetime | None:
     if not isinstance(value, str) or not value:
         return None
     try:
-        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        parsed = datetime.fromisoformat(value)  # 3.11 reads a trailing Z
     except ValueError:
         return None
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)

@@ -94,7 +94,7 @@ def check(data: bytes, keyring: KeyRing, *, backup_id: str, sha256: str, size: i
             or doc.get("size") != size):
         raise SidecarInvalid("the verification record speaks for another file")
     try:
-        at = datetime.fromisoformat(str(doc["verifiedAt"]).replace("Z", "+00:00"))
+        at = datetime.fromisoformat(str(doc["verifiedAt"]))  # 3.11 reads a trailing Z
         seconds = doc.get("durationSeconds")
         return Verified(at if at.tzinfo else at.replace(tzinfo=UTC), doc["ok"] is True,
                         printable(str(doc.get("message") or ""))[:MAX_MESSAGE],

@@ -84,6 +84,7 @@ def test_plan_records_a_copy_once_and_prefers_the_rows_own_folder() -> None:
     result = plan([_found(ID_A, directory="/a"), _found(ID_A, directory="/b")], [_row(ID_A, directory="/b")],
                   ["/a", "/b"])
     assert result.unchanged == [ID_A] and result.refused[0]["directory"] == "/a"
+    assert result.found_in == {ID_A: ("default", "/b")}
 
 
 def test_a_verification_record_authenticates_only_for_its_own_file_and_key() -> None:
