@@ -13,6 +13,7 @@ from sqlalchemy.exc import IntegrityError
 from . import paths as paths_
 from . import storage
 from .audit import Actor
+from .catalogue import utcnow
 from .errors import BackupError, Busy, InvalidInput, NotFound
 from .locks import DatabaseLock
 from .models import BackupRecord
@@ -109,7 +110,7 @@ class CatalogueRebuild:
                     reading = self.s._backup_lock(entry.name).acquire(f"a catalogue rebuild reading {entry.name}")
                 except Busy:
                     yield Finding(source.location, source.directory, entry.name, entry.size,
-                                  problem="busy: it is being deleted; not read")
+                                  problem="busy: it is being deleted; not read", unread=True)
                     continue
                 try:
                     yield examine(source, entry, keyring)
@@ -132,17 +133,23 @@ class CatalogueRebuild:
             if record is not None and not marked_missing(record):
                 self.s.catalogue.update(backup_id, error=MISSING_NOTE)
                 self.s.audit.record(actor, ACTION, backup_id, "ok", "marked missing: the file is not in its location")
+        for backup_id, reason in result.failed.items():  # as verify would record it: rotation then holds it
+            self.s.catalogue.update(backup_id, verified_at=utcnow(), verify_ok=False,
+                                    verify_message=f"catalogue rebuild: {reason}", verify_duration_s=None)
+            self.s.audit.record(actor, ACTION, backup_id, "failed", f"its file failed authentication: {reason}")
         for refused in result.refused:
             self.s.audit.record(actor, ACTION, refused["file"], "refused", refused["reason"])
 
 
 def _row(r: BackupRecord) -> Row:
     return Row(id=r.id, location=r.location, directory=r.directory, status=r.status, origin=r.origin,
-               sha256=r.sha256, table_counts=r.table_counts, verified_at=r.verified_at, error=r.error,
+               sha256=r.sha256, table_counts=r.table_counts, verified_at=r.verified_at, verify_ok=r.verify_ok,
+               error=r.error,
                values={name: getattr(r, name) for name in FILLED})
 
 
 def _summary(out: dict[str, Any]) -> str:
     return (("preview: " if out["dryRun"] else "") + f"{out['files']} files; {len(out['added'])} added, "
-            f"{len(out['updated'])} completed, {len(out['missing'])} missing, {len(out['refused'])} refused, "
+            f"{len(out['updated'])} completed, {len(out['missing'])} missing, {len(out['refused'])} refused "
+            f"({len(out['failedVerification'])} of them catalogued, recorded as failing verification), "
             f"{out['unchanged']} unchanged")

@@ -68,6 +68,8 @@ def print_human(args: argparse.Namespace, result: dict[str, Any]) -> None:
         print(f"  missing  {m}")
     for r in result["refused"]:
         print(f"  REFUSED  {printable(r['file'])} in {printable(r['directory'])}: {r['reason']}")
+    for f in result["failedVerification"]:
+        print(f"  FAILED   {f['id']}: catalogued, its file does not authenticate: recorded as failing verification")
     for w in result["warnings"]:
         print(f"  warning  {printable(w['file'])}: {w['warning']}")
     print(f"{len(result['added'])} {verb} added, {len(result['updated'])} completed, {len(result['missing'])} "

@@ -44,6 +44,7 @@ class Finding:
     problem: str | None = None
     verified: Verified | None = None  # the last verification its sidecar records, when that authenticates
     warning: str | None = None  # e.g. a sidecar that did not authenticate (ignored)
+    unread: bool = False  # not read at all (busy): says nothing about the file
 
 
 @dataclass(frozen=True)
@@ -58,6 +59,7 @@ class Row:
     sha256: str | None = None
     table_counts: str | None = None
     verified_at: datetime | None = None
+    verify_ok: bool | None = None
     error: str | None = None
     values: dict[str, Any] = field(default_factory=dict)  # the FILLED fields as they are now
 
@@ -73,6 +75,7 @@ class Plan:
     refused: list[dict[str, str]] = field(default_factory=list)
     warnings: list[dict[str, str]] = field(default_factory=list)
     found_in: dict[str, tuple[str, str]] = field(default_factory=dict)  # id -> (location, directory) read from
+    failed: dict[str, str] = field(default_factory=dict)  # catalogued good, its file refused: id -> why
 
     def as_dict(self) -> dict[str, Any]:
         """The JSON form (updates as {id, changes: [field names]})."""
@@ -83,6 +86,7 @@ class Plan:
                            ("ok" if a["verify_ok"] else "failed")} for a in self.add],
                 "updated": [{"id": i, "changes": sorted(c)} for i, c in self.update.items()],
                 "missing": list(self.missing), "unchanged": len(self.unchanged),
+                "failedVerification": [{"id": i, "reason": r} for i, r in self.failed.items()],
                 "refused": list(self.refused), "warnings": list(self.warnings)}
 
 
@@ -154,17 +158,24 @@ def plan(findings: Iterable[Finding], rows: Sequence[Row], scanned: Iterable[str
     Existing rows are completed, never duplicated: a row of ours keeps its values and gains the ones it
     lacks; a row made from an unauthenticated header (discovered) or left failed by a crash takes what
     the authenticated file says. A file whose SHA-256 or row counts differ from its row is refused (a
-    swapped file). Rows of a scanned folder whose file was not found are marked missing.
+    swapped file). Rows of a scanned folder whose file was not found are marked missing; a row whose own
+    file does not authenticate (a key not configured included, as verify counts it) fails verification.
     """
     by_id = {r.id: r for r in rows}
     result = Plan()
     seen: set[str] = set()
+    findings = list(findings)
+    present = {(f.name, f.directory) for f in findings}  # refused files are there all the same: not missing
     for f in sorted(findings, key=lambda f: (f.name, _prefer(by_id.get(f.name), f))):
         where = {"file": f.name, "location": f.location, "directory": f.directory}
         if f.warning:
             result.warnings.append({**where, "warning": f.warning})
         if f.fields is None:
             result.refused.append({**where, "reason": f.problem or "not authentic"})
+            row = by_id.get(f.name)
+            if (not f.unread and row is not None and row.directory == f.directory and row.status in READABLE
+                    and row.verify_ok is not False):
+                result.failed[f.name] = f.problem or "not authentic"  # recorded as a failed verification
             continue
         if f.name in seen:
             result.refused.append({**where, "reason": "another copy of this backup was recorded from another "
@@ -192,7 +203,7 @@ def plan(findings: Iterable[Finding], rows: Sequence[Row], scanned: Iterable[str
             result.unchanged.append(row.id)
     folders = set(scanned)
     for r in rows:
-        if r.id not in seen and r.status in READABLE and r.directory in folders:
+        if r.id not in seen and (r.id, r.directory) not in present and r.status in READABLE and r.directory in folders:
             result.missing.append(r.id)  # apply() writes the mark only on rows not marked yet
     return result
 

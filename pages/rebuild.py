@@ -107,6 +107,9 @@ class RebuildDialog:
                 self._line("missing", "warning", m, m)
             for f in r["refused"]:
                 self._line("refused", "negative", f["file"], f"{f['file']} in {f['directory']}: {f['reason']}")
+            for f in r["failedVerification"]:
+                self._line("fails verification", "negative", f["id"], f"{f['id']}: catalogued, but its file does "
+                           "not authenticate: recorded as failing verification")
             for w in r["warnings"]:
                 self._line("warning", "orange", w["file"], f"{w['file']}: {w['warning']}")
 

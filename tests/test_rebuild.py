@@ -65,6 +65,11 @@ def test_plan_refuses_what_did_not_authenticate_and_files_swapped_under_an_id() 
     bad = Finding("default", "/b", ID_A, 100, problem="backup file is not authentic")
     swapped = _found(ID_B, sha256="bb" * 32)
     result = plan([bad, swapped], [_row(ID_B)], ["/b"])
+    assert result.failed == {}  # no row of ID_A; ID_B's file authenticates (it is only not the catalogued one)
+    assert plan([bad], [_row(ID_A)], ["/b"]).failed == {ID_A: "backup file is not authentic"}
+    assert plan([bad], [_row(ID_A)], ["/b"]).missing == []  # it is there, only not good
+    busy = Finding("default", "/b", ID_A, 100, problem="busy", unread=True)
+    assert plan([busy], [_row(ID_A)], ["/b"]).failed == {}  # not read: says nothing about the file
     assert (result.refused[0]["file"], result.refused[0]["reason"]) == (ID_A, "backup file is not authentic")
     assert "SHA-256" in result.refused[1]["reason"] and not result.add and not result.update
     assert result.missing == []  # the row's file is there; it is just not the catalogued one
@@ -204,26 +209,37 @@ def test_rows_are_kept_completed_and_vanished_files_marked_missing(service: Back
     kept = service.create(ACTOR, description="kept")
     crashed = service.create(ACTOR, description="crashed")
     gone = service.create(ACTOR, description="gone")
+    rotten = service.create(ACTOR, description="rotten on disk")
+    path = Path(rotten.directory) / rotten.id
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0x08
+    path.write_bytes(bytes(data))
     service.catalogue.update(crashed.id, status="failed", error="interrupted: the program stopped while it ran",
                              sha256=None, table_counts=None, size=None)
     os.unlink(Path(gone.directory) / gone.id)
     assert Path(gone.directory, gone.id + ".verified").exists()  # lost behind our back: its record stays, inert
 
     preview = cli(env, "catalogue", "rebuild", "--dry-run")
-    assert preview.returncode == 0, preview.stderr
+    assert preview.returncode == 1 and "1 file was refused" in preview.stderr  # the rotten one: exit 1
     assert "complete " + crashed.id in preview.stdout and "missing  " + gone.id in preview.stdout
+    assert "FAILED   " + rotten.id in preview.stdout
     assert service.catalogue.get(crashed.id).status == "failed"  # type: ignore[union-attr]
+    assert service.catalogue.get(rotten.id).verify_ok is True  # type: ignore[union-attr]  # a preview writes nothing
 
     out = service.rebuild_catalogue(ACTOR)
     assert [u["id"] for u in out["updated"]] == [crashed.id] and out["missing"] == [gone.id]
-    assert out["files"] == 2 and not out["added"] and not out["refused"]  # the orphan record is no backup
+    assert out["files"] == 3 and not out["added"]  # the orphan record is no backup
+    assert [r["file"] for r in out["refused"]] == [rotten.id] and [f["id"] for f in out["failedVerification"]] == [
+        rotten.id]
+    failing = service.view(service.get(rotten.id))  # was good: now failing verification, so rotation holds it
+    assert failing["verification"] == "failed" and "not authentic" in failing["verifyMessage"]
     fixed = service.view(service.get(crashed.id))
     assert fixed["status"] == "completed" and fixed["sha256"] == crashed.sha256 and fixed["size"] == crashed.size
     assert fixed["tableRowCounts"] == service.view(service.get(kept.id))["tableRowCounts"]
     missing = service.view(service.get(gone.id))  # kept, not deleted
     assert missing["status"] == "missing" and missing["error"] == MISSING_NOTE
     assert service.get(kept.id).error is None
-    assert len(service.catalogue.ids()) == 3
+    assert len(service.catalogue.ids()) == 4
 
 
 def test_the_verification_record_is_no_backup_and_goes_with_its_backup(service: BackupService,
