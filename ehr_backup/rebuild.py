@@ -193,8 +193,10 @@ def plan(findings: Iterable[Finding], rows: Sequence[Row], scanned: Iterable[str
         if (row.sha256 and row.sha256 != f.fields["sha256"]) or (
                 row.table_counts and f.fields["table_counts"]
                 and json.loads(row.table_counts) != json.loads(f.fields["table_counts"])):
-            result.refused.append({**where, "reason": "this is not the file catalogued under its id (its SHA-256 or "
-                                                      "row counts differ): it was replaced; the row is left as it is"})
+            reason = "this is not the file catalogued under its id (its SHA-256 or row counts differ): it was replaced"
+            result.refused.append({**where, "reason": reason})
+            if row.directory == f.directory and row.status in READABLE and row.verify_ok is not False:
+                result.failed[row.id] = reason  # as verify records a swapped file
             continue
         changes = _completion(row, f)
         if changes:

@@ -65,7 +65,7 @@ def test_plan_refuses_what_did_not_authenticate_and_files_swapped_under_an_id() 
     bad = Finding("default", "/b", ID_A, 100, problem="backup file is not authentic")
     swapped = _found(ID_B, sha256="bb" * 32)
     result = plan([bad, swapped], [_row(ID_B)], ["/b"])
-    assert result.failed == {}  # no row of ID_A; ID_B's file authenticates (it is only not the catalogued one)
+    assert list(result.failed) == [ID_B]  # no row of ID_A; ID_B's file is not the catalogued one: verify fails it
     assert plan([bad], [_row(ID_A)], ["/b"]).failed == {ID_A: "backup file is not authentic"}
     assert plan([bad], [_row(ID_A)], ["/b"]).missing == []  # it is there, only not good
     busy = Finding("default", "/b", ID_A, 100, problem="busy", unread=True)
