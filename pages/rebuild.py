@@ -11,6 +11,7 @@ from .frame import PageSession, guarded, human_size, local_time, tid
 from .theme import notify
 
 Reload = Callable[[], Awaitable[Any]]
+SHOWN = 200  # lines per kind in the dialog: a rebuild of ten thousand backups stays a page, not a flood
 
 
 def rebuild_button(ps: PageSession, state: dict[str, Any], reload: Reload) -> None:
@@ -98,20 +99,29 @@ class RebuildDialog:
                              f"(not authentic or not the catalogued file), {r['unchanged']} unchanged")
         self.listing.clear()
         with self.listing:
-            for a in r["added"]:
+            for a in self._first(r["added"]):
                 self._line("add", "teal", a["id"], f"{a['description'] or a['id']} · {a['database']} · "
                            f"{local_time(a['createdAt'])} · {human_size(a['size'])}")
-            for u in r["updated"]:
+            for u in self._first(r["updated"]):
                 self._line("complete", "primary", u["id"], f"{u['id']}: {', '.join(u['changes'])}")
-            for m in r["missing"]:
+            for m in self._first(r["missing"]):
                 self._line("missing", "warning", m, m)
-            for f in r["refused"]:
+            for f in self._first(r["refused"]):
                 self._line("refused", "negative", f["file"], f"{f['file']} in {f['directory']}: {f['reason']}")
-            for f in r["failedVerification"]:
-                self._line("fails verification", "negative", f["id"], f"{f['id']}: catalogued, but its file does "
-                           "not authenticate: recorded as failing verification")
-            for w in r["warnings"]:
+            for f in self._first(r["failedVerification"]):
+                self._line("failing", "negative", f["id"], f"{f['id']}: catalogued, but its file is not "
+                           "good: recorded as failing verification")
+            for w in self._first(r["warnings"]):
                 self._line("warning", "orange", w["file"], f"{w['file']}: {w['warning']}")
+            longest = max(len(r[k]) for k in ("added", "updated", "missing", "refused", "failedVerification",
+                                               "warnings"))
+            if longest > SHOWN:
+                tid(ui.label(f"The first {SHOWN} of each kind are shown; `ehr-backup catalogue rebuild --dry-run "
+                             "--json` lists them all.").classes("text-sm italic"), "rebuild-more")
+
+    @staticmethod
+    def _first(items: list[Any]) -> list[Any]:
+        return items[:SHOWN]
 
     @staticmethod
     def _line(what: str, color: str, key: str, text: str) -> None:
