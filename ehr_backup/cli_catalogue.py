@@ -28,8 +28,8 @@ def add_commands(cmd: Any) -> None:
                                        "add the backups the catalogue lacks, complete the rows it has, and mark "
                                        "rows whose file is gone as missing; files that do not authenticate are "
                                        "reported (exit 1), never recorded")
-    r.add_argument("--location", choices=list(LOCATIONS), metavar="KEY",
-                   help=f"only this location ({', '.join(LOCATIONS)}); default: every location")
+    r.add_argument("--location", "--destination", dest="location", metavar="KEY",
+                   help=f"only this location ({', '.join(LOCATIONS)}) or destination; default: every one")
     r.add_argument("--path", action="append", default=[], metavar="DIR",
                    help="a custom folder to read as well (repeatable; inside EHR_BACKUP_CUSTOM_ROOTS): after the "
                         "metadata database was lost, the app knows only the standard locations")
