@@ -113,9 +113,11 @@ class Restores:
     def prepare(self, actor: Actor, backup_id: str, *, target_url: str | None = None,
                 target_database: str | None = None, mode: str = "swap", jobs: int | None = None,
                 roles: bool | None = None, safety_backup: bool | None = None, tables: list[str] | None = None,
-                schemas: list[str] | None = None, into_schema: str | None = None) -> Task:
+                schemas: list[str] | None = None, into_schema: str | None = None,
+                database: str | None = None) -> Task:
         """Validate and reserve the target; the task authenticates, builds, checks and swaps (or, with
-        tables or schemas chosen, restores just those beside the live ones)."""
+        tables or schemas chosen, restores just those beside the live ones). The target is the backup's own
+        database profile's server unless `database` names another profile or a target is given."""
         from ..service import Task
 
         record = self.s._resolve(actor, "restore", backup_id)
@@ -126,7 +128,10 @@ class Restores:
                 raise InvalidInput(f"unknown restore mode {mode!r}: choose swap or recreate")
             if jobs is not None and not 1 <= jobs <= 64:
                 raise InvalidInput("jobs must be between 1 and 64")
-            target = self._target(target_url, target_database)
+            if database is not None and target_url:
+                raise InvalidInput("give a target URL or a database profile, not both")
+            profile = self.s.profiles.checked(database) if database is not None else record.profile
+            target = self._target(target_url, target_database, profile)
             selection = self._selection(tables, schemas, into_schema, another=bool(target_url or target_database))
             identity = pg.server_identity(target)
             lock = self.s._lock(target, identity).acquire(f"a restore by {actor.name}")
@@ -150,7 +155,7 @@ class Restores:
             if selection is not None:
                 return self._run_selective(actor, record, target, selection, progress, cancel)
             return self._run(actor, record, target, identity, mode, jobs or default_jobs(), roles, safety, lock,
-                             progress, cancel)
+                             progress, cancel, None if target_url else profile)
 
         return Task("restore", record.id, work, held, backup_id=record.id)
 
@@ -202,23 +207,31 @@ class Restores:
         progress.phase = "done"
         return report
 
-    def _target(self, target_url: str | None, target_database: str | None) -> ConnInfo:
-        configured = self.s.connection()
+    def _target(self, target_url: str | None, target_database: str | None, profile: str | None = None) -> ConnInfo:
         if target_url and target_database:
             raise InvalidInput("give a target URL or a target database name, not both")
         if target_url:
-            target = ConnInfo.parse(target_url)
-        elif target_database:
+            return self._checked_target(ConnInfo.parse(target_url))
+        try:
+            configured = self.s.connection(profile)
+        except NotFound:  # the profile was removed since the backup was made
+            raise NotFound(f"the backup's database profile {profile} no longer exists: add it again, or give "
+                           "another database profile or a target URL") from None
+        if target_database:
             target = configured.with_dbname(_clean_db_name(target_database))
         else:
             target = configured
+        return self._checked_target(target)
+
+    @staticmethod
+    def _checked_target(target: ConnInfo) -> ConnInfo:
         if target.dbname in SYSTEM_DATABASES:
             raise InvalidInput(f"refusing to restore into the system database {target.dbname}")
         return target
 
     def _run(self, actor: Actor, record: BackupRecord, target: ConnInfo, identity: str, mode: str, jobs: int,
              roles: bool | None, safety: bool, lock: Any, progress: Progress,
-             cancel: threading.Event) -> RestoreReport:
+             cancel: threading.Event, profile: str | None = None) -> RestoreReport:
         started = time.monotonic()
 
         def step(name: str, detail: str) -> None:
@@ -230,7 +243,7 @@ class Restores:
             protects = f"{record.id} into {target.dbname}"  # shown with the backup: which restore it guarded
             task = self.s.prepare_create(actor, description=f"Safety backup before restoring {protects}",
                                          kind="safety", lock=lock, slug=f"pre_restore_safety_{target.dbname}",
-                                         conn=target, protects=protects)
+                                         conn=target, protects=protects, database=profile)
             task.cancel = cancel  # its own progress: its phases and byte counts are not the restore's
             return str(task.run().id)
 
