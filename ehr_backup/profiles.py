@@ -23,7 +23,6 @@ from .catalogue import utcnow
 from .errors import BackupError, ConfigError, InvalidInput, NotFound
 from .models import BackupRecord, DatabaseProfile, Schedule
 from .pg import ConnInfo
-from .text import clean_text
 
 if TYPE_CHECKING:
     from .service import BackupService
@@ -41,7 +40,7 @@ MAX_URL = 2000
 def check_name(name: Any) -> str:
     """A profile name as typed, or InvalidInput saying what a name may hold."""
     if not isinstance(name, str) or not NAME_RE.fullmatch(name):
-        shown = clean_text(name, 80, "a profile name") if isinstance(name, str) and len(name) < 80 else "that"
+        shown = _target(name) if isinstance(name, str) else "that"
         raise InvalidInput(f"database profile name {shown!r} is not allowed: {NAME_RULE}")
     return name
 

@@ -762,6 +762,24 @@ class BackupService:
             raise
         return fh, os.fstat(fh.fileno()).st_size, record.id
 
+    # ----- database profiles (ehr_backup/profiles.py) ------------------------------------------------------
+    def database_list(self) -> list[dict[str, Any]]:
+        """Every database profile, the implicit default (DATABASE_URL) first; never a password."""
+        return self.profiles.views()
+
+    def database_add(self, actor: Actor, name: str, url: str, *, password_env: str | None = None,
+                     password: str | None = None) -> dict[str, Any]:
+        """Add a profile: a URL without a password, the password from an env var, stored encrypted, or libpq's."""
+        return self.profiles.add(actor, name, url, password_env=password_env, password=password)
+
+    def database_remove(self, actor: Actor, name: str) -> None:
+        """Forget a profile (refused while a schedule uses it); its backups stay."""
+        self.profiles.remove(actor, name)
+
+    def database_test(self, actor: Actor, name: str | None) -> dict[str, Any]:
+        """Connect with a profile and report the server's version and the database's size."""
+        return self.profiles.test(actor, name)
+
     def decrypt_file(self, actor: Actor, source: Path, output: Path) -> dict[str, Any]:
         """Authenticate and decrypt a backup file to plain SQL, with only the file and the key."""
         target = _safe_target(str(source))
