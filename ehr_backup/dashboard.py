@@ -44,7 +44,8 @@ def overview(service: BackupService, now: datetime | None = None) -> list[dict[s
         configured = None
     if configured and configured not in names:
         names.insert(0, configured)
-    schedules = [s for s in service.schedule_list() if s["enabled"] and s["kind"] == "backup"]
+    schedules = [s for s in service.schedule_list() if s["enabled"] and s["kind"] == "backup"
+                 and s.get("database", "default") == "default"]  # a database profile's schedules back up another
     interval = expected_interval([(s["cron"], s["timezone"]) for s in schedules], now)
     next_run = min((s["nextRuns"][0] for s in schedules if s["nextRuns"]), default=None)
     drills = _drills(service)

@@ -246,3 +246,19 @@ def test_cli_adds_lists_tests_and_removes_profiles(env: dict[str, str],
     assert unknown.returncode == 1 and "no database profile named 'nowhere'" in unknown.stderr
     assert _cli(env, "database", "remove", "site-b").returncode == 0
     assert "site-b" not in _cli(env, "database", "list").stdout
+
+
+def test_a_profile_is_overdue_by_its_own_schedule_and_does_not_make_the_default_one_overdue(
+        service: BackupService) -> None:
+    from datetime import timedelta
+
+    from ehr_backup.alerts.conditions import Collector
+    from ehr_backup.catalogue import utcnow
+
+    service.database_add(ACTOR, "site-b", "postgresql://backup@db-b.example.org/ehr")
+    service.schedule_create(ACTOR, "hourly-b", cron="0 * * * *", description="b {date}", database="site-b")
+    found = Collector(service).overdue(utcnow() + timedelta(hours=5))
+    assert [c.key for c in found] == ["backup.overdue:ehr@site-b"]
+    assert "no successful backup of ehr@site-b" in found[0].message
+    cards = service.dashboard()
+    assert cards and all("no backup schedule" in c["measuredAgainst"] for c in cards)  # default has none of its own
