@@ -125,6 +125,7 @@ class RollbackBody(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     database: str | None = Field(default=None, max_length=63)
+    profile: str | None = Field(default=None, max_length=40)  # on this database profile's server
 
 
 class NameBody(BaseModel):
@@ -271,7 +272,7 @@ def build_router(ctx: ApiContext) -> APIRouter:
     @router.post("/restore/rollback")
     async def rollback(body: RollbackBody, who: Admin) -> dict[str, Any]:
         """Put back the database the newest restore replaced."""
-        return await asyncio.to_thread(ctx.service.rollback, who.actor(), body.database)
+        return await asyncio.to_thread(ctx.service.rollback, who.actor(), body.database, body.profile)
 
     @router.get("/restore/previous")
     async def previous(who: Admin) -> dict[str, Any]:

@@ -128,6 +128,7 @@ def _parser() -> argparse.ArgumentParser:
     d.add_argument("name", metavar="NAME")
     d.add_argument("--yes", action="store_true", help="confirm")
     d.add_argument("--json", action="store_true")
+    d.add_argument("--database", metavar="NAME", help="on this database profile's server (default: DATABASE_URL's)")
 
     c = cmd("delete", "delete a backup file and its catalogue entry")
     c.add_argument("backup_id", metavar="BACKUP_ID")
@@ -356,7 +357,7 @@ def _dispatch(service: Any, args: argparse.Namespace) -> Any:
             return {"previous": service.kept_databases()}
         if not args.yes:
             raise InvalidInput("drop removes the kept database for good; add --yes to confirm")
-        service.drop_kept(actor, args.name)
+        service.drop_kept(actor, args.name, args.database)
         return {"dropped": args.name}
     if args.command == "delete":
         if not args.yes:
@@ -422,7 +423,7 @@ def _restore(service: Any, args: argparse.Namespace, actor: Actor) -> Any:
             raise InvalidInput("--rollback takes a database name, not a backup id")
         if not args.yes:
             raise InvalidInput("rollback swaps the previous database back in; add --yes to confirm")
-        return service.rollback(actor, args.rollback or None)
+        return service.rollback(actor, args.rollback or None, args.database)
     if not args.backup_id:
         raise InvalidInput("give the BACKUP_ID to restore (see `ehr-backup list`), or --rollback")
     if not args.yes:

@@ -590,17 +590,17 @@ class BackupService:
         """Restore now and return the report."""
         return self.prepare_restore(actor, backup_id, **options).run()
 
-    def rollback(self, actor: Actor, database: str | None = None) -> dict[str, Any]:
-        """Put back the database the newest restore replaced."""
-        return self.restores.rollback(actor, database)
+    def rollback(self, actor: Actor, database: str | None = None, profile: str | None = None) -> dict[str, Any]:
+        """Put back the database the newest restore replaced (on a database profile's server, when given)."""
+        return self.restores.rollback(actor, database, profile)
 
     def kept_databases(self) -> list[dict[str, Any]]:
         """Databases restores keep for rollback."""
         return self.restores.kept_databases()
 
-    def drop_kept(self, actor: Actor, name: str) -> None:
-        """Drop a database a restore kept."""
-        self.restores.drop_kept(actor, name)
+    def drop_kept(self, actor: Actor, name: str, profile: str | None = None) -> None:
+        """Drop a database a restore kept (on a database profile's server, when given)."""
+        self.restores.drop_kept(actor, name, profile=profile)
 
     def contents(self, actor: Actor, backup_id: str) -> dict[str, Any]:
         """What a backup holds, like pg_restore -l."""

@@ -182,6 +182,19 @@ def test_same_named_databases_on_two_servers_stay_apart_and_restore_goes_to_thei
     assert query(other, "SELECT v FROM t") == [("second server",)]
     assert query(env["DATABASE_URL"], "SELECT v FROM t") == [("main, changed",)]  # untouched
     assert service.status(database="second")["databases"][0]["profile"] == "second"
+    # the rollback and the start-up clean-up work on the profile's server too
+    with pytest.raises(NotFound):
+        service.rollback(ACTOR)  # nothing was replaced on DATABASE_URL's server
+    back = service.rollback(ACTOR, profile="second")
+    assert query(other, "SELECT v FROM t") == [("changed after the backup",)]
+    undone = back["undoneKeptAs"]
+    assert query(cluster.url(), f"SELECT count(*) FROM pg_database WHERE datname = '{undone}'") == [(1,)]
+    later = BackupService(Settings.from_env({**env, "EHR_BACKUP_KEEP_PREVIOUS_HOURS": "0"}))
+    try:
+        assert later.reconcile()["droppedExpired"] >= 1
+    finally:
+        later.db.dispose()
+    assert query(cluster.url(), f"SELECT count(*) FROM pg_database WHERE datname = '{undone}'") == [(0,)]
 
 
 def test_a_schedule_backs_up_its_own_profile(service: BackupService, two_databases: tuple[str, str]) -> None:

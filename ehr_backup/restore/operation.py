@@ -341,9 +341,10 @@ class Restores:
         return self.s._job_lock(name).acquire(name)
 
     # ----- rollback and kept databases ----------------------------------------------------------------
-    def rollback(self, actor: Actor, database_name: str | None = None) -> dict[str, Any]:
-        """Put back the database the newest swap replaced; the restored one is kept as `__undone_`."""
-        target = self.s.connection() if not database_name else self.s.connection().with_dbname(
+    def rollback(self, actor: Actor, database_name: str | None = None, profile: str | None = None) -> dict[str, Any]:
+        """Put back the database the newest swap replaced; the restored one is kept as `__undone_`
+        (profile: on that database profile's server; default DATABASE_URL's)."""
+        target = self.s.connection(profile) if not database_name else self.s.connection(profile).with_dbname(
             _clean_db_name(database_name))
         identity = pg.server_identity(target)
         rows = self.kept.live(server=identity, kind=PREVIOUS, original=target.dbname)
@@ -403,9 +404,10 @@ class Restores:
                  "backupId": r.backup_id, "createdAt": _iso(r.created_at), "note": r.note}
                 for r in self.kept.live() if r.kind not in TRANSIENT]
 
-    def drop_kept(self, actor: Actor, name: str, *, reason: str = "by an administrator") -> None:
-        """Drop a kept database (previous or undone) of the configured server."""
-        conn_info = self.s.connection()
+    def drop_kept(self, actor: Actor, name: str, *, reason: str = "by an administrator",
+                  profile: str | None = None) -> None:
+        """Drop a kept database (previous or undone) of the configured server (or a database profile's)."""
+        conn_info = self.s.connection(profile)
         identity = pg.server_identity(conn_info)
         row = next((r for r in self.kept.live(server=identity) if r.name == name and r.kind not in TRANSIENT), None)
         if row is None:
@@ -425,13 +427,26 @@ class Restores:
         database set aside by a swap that committed is kept for rollback), drop kept databases past their
         time, and forget rows whose database is gone (dropped by hand)."""
         removed = expired = 0
-        try:
-            conn_info = self.s.connection()
-            identity = pg.server_identity(conn_info)
-            with connect(database.maintenance(conn_info)) as conn:
-                names = {r[0] for r in conn.execute("SELECT datname FROM pg_database").fetchall()}
-        except (BackupError, psycopg.Error):
-            return {"droppedUnfinished": 0, "droppedExpired": 0}
+        seen: set[str] = set()
+        # the configured server and every database profile's: a restore on any of them may have crashed
+        for profile in [None, *(p.name for p in self.s.profiles.all())]:
+            try:
+                conn_info = self.s.connection(profile)
+                identity = pg.server_identity(conn_info)
+                if identity in seen:
+                    continue
+                seen.add(identity)
+                with connect(database.maintenance(conn_info)) as conn:
+                    names = {r[0] for r in conn.execute("SELECT datname FROM pg_database").fetchall()}
+            except (BackupError, psycopg.Error):
+                continue
+            r, e = self._reconcile_server(alive, conn_info, identity, names)
+            removed, expired = removed + r, expired + e
+        return {"droppedUnfinished": removed, "droppedExpired": expired}
+
+    def _reconcile_server(self, alive: Any, conn_info: ConnInfo, identity: str, names: set[str]) -> tuple[int, int]:
+        """reconcile() on one server: (half-built copies dropped, kept databases dropped as expired)."""
+        removed = expired = 0
         system = Actor("system")
         keep = timedelta(hours=self.s.settings.keep_previous_hours)
         for row in self.kept.live(server=identity):
@@ -465,7 +480,7 @@ class Restores:
                 removed += 1
             else:
                 expired += 1
-        return {"droppedUnfinished": removed, "droppedExpired": expired}
+        return removed, expired
 
 
 def check_matches_catalogue(record: BackupRecord, opened: OpenedFile, trailer: dict[str, Any]) -> None:
