@@ -64,3 +64,32 @@ async def test_create_backs_up_the_chosen_profile_and_restore_targets_its_own(
     await user.should_see("Row counts match the backup", retries=200)
     assert query(other, "SELECT count(*) FROM visits") == [(30,)]
     assert backup_table(user) is not None
+
+
+async def test_a_schedule_made_on_the_page_backs_up_the_chosen_profile(user: User, accounts,
+                                                                      web_env: dict[str, str]) -> None:
+    svc = BackupService(Settings.from_env(web_env))
+    try:
+        svc.database_add(ACTOR, "site-b", "postgresql://backup@db-b.example.org/ehr")
+    finally:
+        svc.db.dispose()
+    await login(user, next_="/admin/backup")
+    await user.should_see(marker="schedule-new")
+    user.find(marker="schedule-new").click()
+    await user.should_see(marker="schedule-database")
+    chooser = user.find(marker="schedule-database").elements.pop()
+    await eventually(lambda: "site-b" in chooser.options)
+    chooser.value = "site-b"
+    user.find(marker="schedule-name").type("nightly-b")
+    user.find(marker="schedule-cron").type("30 2 * * *")
+    user.find(marker="schedule-save").click()
+
+    def saved() -> str | None:
+        svc = BackupService(Settings.from_env(web_env))
+        try:
+            return next((s["database"] for s in svc.schedule_list() if s["name"] == "nightly-b"), None)
+        finally:
+            svc.db.dispose()
+
+    await eventually(lambda: saved() == "site-b")
+    await user.should_see("backs up site-b")
