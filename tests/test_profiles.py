@@ -17,6 +17,7 @@ from ehr_backup.audit import Actor
 from ehr_backup.config import Settings
 from ehr_backup.errors import Busy, ConfigError, InvalidInput, NotFound
 from ehr_backup.profiles import check_env_name, check_name, db_key, parse_url, split_key
+from ehr_backup.retention import RetentionPolicy
 from ehr_backup.scheduler import Scheduler
 from ehr_backup.service import BackupService
 
@@ -154,6 +155,15 @@ def test_two_profiles_back_up_in_parallel_and_one_database_twice_is_busy(
     assert service.list(database="default") == []
     status = service.status(database="site-a")
     assert [d["database"] for d in status["databases"]] == [f"{a}@site-a"]
+    # rotation of one profile: its own backups only, under the lock of its own database
+    newer = service.create(ACTOR, description="site b newer", database="site-b")
+    policy = RetentionPolicy(daily=1, weekly=0, monthly=0, yearly=0)
+    preview = service.prune(ACTOR, database="site-b", policy=policy, dry_run=True)
+    assert [f["id"] for f in preview["forget"]] == [task_b.backup_id]
+    assert {k["id"] for k in preview["keep"]} == {newer.id}
+    done = service.prune(ACTOR, database="site-b", policy=policy, dry_run=False)
+    assert done["deleted"] == [task_b.backup_id]
+    assert [x["id"] for x in service.list(database="site-a")] == [task_a.backup_id]  # the other profile untouched
 
 
 def test_same_named_databases_on_two_servers_stay_apart_and_restore_goes_to_their_own_server(
