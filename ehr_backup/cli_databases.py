@@ -52,7 +52,7 @@ def dispatch(service: Any, args: argparse.Namespace, actor: Actor) -> Any:
     action = args.database_command
     if action == "add":
         password = _read_password() if args.password_stdin else None
-        if args.password_stdin and not password.strip("\r\n"):
+        if args.password_stdin and not (password or "").strip("\r\n"):
             raise InvalidInput("no password on stdin")
         return service.database_add(actor, args.name, args.url, password_env=args.password_env, password=password)
     if action == "list":

@@ -88,7 +88,8 @@ class StorageStatus:
         # per database of each profile: two servers' databases of one name are two histories
         n = func.row_number().over(partition_by=(B.database, B.profile), order_by=(B.created_at, B.id)).label("n")
         total = func.count().over(partition_by=(B.database, B.profile)).label("total")
-        inner = (sa_select(B.database, B.profile, B.created_at, B.size, B.dump_bytes, B.duration_s, B.location, n, total)
+        inner = (sa_select(B.database, B.profile, B.created_at, B.size, B.dump_bytes, B.duration_s, B.location, n,
+                           total)
                  .where(B.status == Status.COMPLETED).subquery())
         q = sa_select(inner)
         if points:
@@ -153,7 +154,8 @@ class StorageStatus:
                     "seconds": r.duration_s, "location": r.location}
 
         return {"at": _iso(now), "locations": locations,
-                "databases": [{"database": db, "profile": split_key(db)[1] or DEFAULT, "backups": count, "latest": point(items[-1]),
+                "databases": [{"database": db, "profile": split_key(db)[1] or DEFAULT, "backups": count,
+                               "latest": point(items[-1]),
                                "history": [point(r) for r in items]}
                               for db, (count, items) in sorted(self._history(points).items())]}
 

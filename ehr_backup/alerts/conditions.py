@@ -185,7 +185,8 @@ class Collector:
             interval = expected_interval(((s.cron, s.timezone) for s in scheduled), now)
             good = [r for r in self.s.catalogue.all(database=database)
                     if r.status == Status.COMPLETED and (r.profile or None) == profile]
-            last = max((as_utc(r.finished_at) or as_utc(r.created_at) for r in good), default=None)  # type: ignore[type-var]
+            last = max((as_utc(r.finished_at) or as_utc(r.created_at) for r in good),  # type: ignore[type-var]
+                       default=None)
             reference = min((as_utc(s.created_at) for s in scheduled), default=added)  # type: ignore[type-var]
             found = overdue(db_key(database, profile), last, reference, interval, max_age, now)
             if found:
