@@ -283,5 +283,11 @@ def test_a_profile_is_overdue_by_its_own_schedule_and_does_not_make_the_default_
     found = Collector(service).overdue(utcnow() + timedelta(hours=5))
     assert [c.key for c in found] == ["backup.overdue:ehr@site-b"]
     assert "no successful backup of ehr@site-b" in found[0].message
-    cards = service.dashboard()
-    assert cards and all("no backup schedule" in c["measuredAgainst"] for c in cards)  # default has none of its own
+    cards = {c["database"]: c for c in service.dashboard()}
+    default_db = service.connection().dbname
+    assert set(cards) == {default_db, "ehr@site-b"}
+    assert "no backup schedule" in cards[default_db]["measuredAgainst"]  # default has no schedule of its own
+    assert cards[default_db]["nextRun"] is None
+    site_b = cards["ehr@site-b"]
+    assert (site_b["profile"], site_b["status"], site_b["lastGoodAt"]) == ("site-b", "red", None)
+    assert site_b["measuredAgainst"] == "its schedule (every 1 hours)" and site_b["nextRun"]
