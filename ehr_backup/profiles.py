@@ -49,7 +49,7 @@ def check_env_name(name: Any) -> str:
     """An environment variable's name that may hold a database password."""
     if not isinstance(name, str) or not ENV_RE.fullmatch(name):
         raise InvalidInput("the password variable must be an environment variable's name (letters, digits, '_')")
-    if name.upper().startswith(_OWN_SECRETS):
+    if name.upper().startswith(_OWN_SECRETS) or name.upper() == "DATABASE_URL":
         raise InvalidInput(f"{name} holds EHR Backup's own settings or keys, not a database password")
     return name
 

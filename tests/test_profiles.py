@@ -48,7 +48,7 @@ def test_a_url_holding_a_password_is_refused_and_the_message_says_how_to_give_it
 
 def test_password_variables_may_not_be_our_own_secrets() -> None:
     assert check_env_name("SITE_B_PGPASSWORD") == "SITE_B_PGPASSWORD"
-    for name in ("BACKUP_ENCRYPTION_KEY", "EHR_BACKUP_AUDIT_KEY", "backup_encryption_old_keys"):
+    for name in ("BACKUP_ENCRYPTION_KEY", "EHR_BACKUP_AUDIT_KEY", "backup_encryption_old_keys", "DATABASE_URL"):
         with pytest.raises(InvalidInput, match="own settings or keys"):
             check_env_name(name)
     with pytest.raises(InvalidInput):
