@@ -164,6 +164,12 @@ def test_two_profiles_back_up_in_parallel_and_one_database_twice_is_busy(
     done = service.prune(ACTOR, database="site-b", policy=policy, dry_run=False)
     assert done["deleted"] == [task_b.backup_id]
     assert [x["id"] for x in service.list(database="site-a")] == [task_a.backup_id]  # the other profile untouched
+    # /metrics: each profile's database is a series of its own, and the deleted run still counts
+    from ehr_backup.metrics import make_registry, render
+
+    text = render(make_registry(service, lambda: [])).decode()
+    assert f'ehr_backup_last_backup_success{{database="{a}@site-a"}} 1.0' in text
+    assert f'ehr_backup_backups_total{{database="{b}@site-b",outcome="completed"}} 2.0' in text
 
 
 def test_same_named_databases_on_two_servers_stay_apart_and_restore_goes_to_their_own_server(
