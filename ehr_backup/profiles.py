@@ -127,10 +127,9 @@ class Profiles:
     def connection(self, name: str | None) -> ConnInfo:
         """The connection of a profile (None or "default": DATABASE_URL, else the demo cluster), with its
         password from where the profile says."""
-        stored = self.checked(name)
-        if stored is None:
+        if name is None or name == "" or name == DEFAULT:
             return self.s.connection()
-        row = self.get(stored)
+        row = self.get(name)
         conn = ConnInfo.parse(row.url)
         password = self._password(row)
         return ConnInfo({**conn.params, "password": password}) if password else conn
