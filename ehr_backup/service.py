@@ -439,15 +439,21 @@ class BackupService:
     # ----- list --------------------------------------------------------------------------------------
     def list(self, *, location: str | None = None, database: str | None = None) -> list[dict[str, Any]]:
         """Every backup across locations: catalogued ones, files found on disk, and missing files
-        (database: only that profile's)."""
+        (database: only that profile's; a name that is no profile: the databases of that name)."""
         if location is not None and location not in storage.LOCATIONS:
             raise InvalidInput(f"unknown location {location!r}")
-        profile = self.profiles.checked(database) if database is not None else None
+        by_profile = database is not None and self.profiles.is_profile(database)  # else the database's own name
+        profile = self.profiles.checked(database) if by_profile else None
         self._import_discovered()
         records = self.catalogue.all()
         kept = self.rotation.kept_by(records)  # one planning pass for the whole list
-        records = [r for r in records if (location is None or r.location == location)
-                   and (database is None or (r.profile or None) == profile)]
+
+        def wanted(r: BackupRecord) -> bool:
+            if database is None:
+                return True
+            return (r.profile or None) == profile if by_profile else r.database == database
+
+        records = [r for r in records if (location is None or r.location == location) and wanted(r)]
         drills = last_drills(self.db, [r.id for r in records])  # one query, not one per backup
         return [self.view(r, kept.get(r.id, []), last_drill=drills.get(r.id)) for r in records]
 

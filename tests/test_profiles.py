@@ -153,6 +153,7 @@ def test_two_profiles_back_up_in_parallel_and_one_database_twice_is_busy(
     assert [x["id"] for x in page["backups"]] == [task_b.backup_id] and page["backups"][0]["profile"] == "site-b"
     assert [x["id"] for x in service.list(database="site-a")] == [task_a.backup_id]
     assert service.list(database="default") == []
+    assert [x["id"] for x in service.list(database=b)] == [task_b.backup_id]  # a database's own name, as before
     status = service.status(database="site-a")
     assert [d["database"] for d in status["databases"]] == [f"{a}@site-a"]
     # rotation of one profile: its own backups only, under the lock of its own database
