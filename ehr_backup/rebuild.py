@@ -19,6 +19,7 @@ from typing import Any
 from .errors import BackupError
 from .fileformat import OpenedFile
 from .keys import KEY_ID_RE, KeyRing
+from .profiles import NAME_RE as PROFILE_NAME_RE
 from .rebuild_source import Entry, Source
 from .verified_sidecar import SidecarInvalid, Verified, check
 
@@ -28,7 +29,7 @@ READABLE = ("completed", "discovered")  # statuses whose file should be in its l
 COMPLETABLE = ("completed", "discovered", "failed", "cancelled")  # rows an authentic file may complete
 # the record fields a file proves; a row of ours keeps its own values, the file only fills the gaps
 FILLED = ("description", "database", "created_by", "kind", "compression", "key_id", "server_version",
-          "pg_dump_version", "schedule", "protects", "size", "sha256", "dump_bytes", "table_counts",
+          "pg_dump_version", "schedule", "protects", "profile", "size", "sha256", "dump_bytes", "table_counts",
           "finished_at", "duration_s")
 
 
@@ -138,6 +139,7 @@ def record_fields(name: str, header: dict[str, Any], trailer: dict[str, Any], *,
     dump_bytes = trailer.get("dumpBytes")
     kind = text(header, "kind", 20)
     key_id = header.get("keyId")
+    profile = text(header, "profile", 40)  # the database profile it was made from (profiles.py); none: default
     return {"id": name, "description": text(header, "description", MAX_DESCRIPTION),
             "database": text(header, "database", 63), "created_at": created, "created_by": text(header, "createdBy", 200),
             "kind": kind if kind in KINDS else "manual", "compression": text(header, "compression", 10) or "gzip",
@@ -145,6 +147,7 @@ def record_fields(name: str, header: dict[str, Any], trailer: dict[str, Any], *,
             "server_version": text(header, "serverVersion", 200) or None,
             "pg_dump_version": text(header, "pgDumpVersion", 200) or None,
             "schedule": text(header, "schedule", 64) or None, "protects": text(header, "protects", 300) or None,
+            "profile": profile if profile and profile != "default" and PROFILE_NAME_RE.fullmatch(profile) else None,
             "size": size, "sha256": sha256,
             "dump_bytes": dump_bytes if isinstance(dump_bytes, int) else None,
             "table_counts": json.dumps(counts) if isinstance(counts, dict) else None,

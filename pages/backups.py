@@ -47,6 +47,7 @@ def register(ctx: WebContext) -> None:
             await kept.load()
             await storage.load()
             await schedules.load()
+            await state["load_profiles"]()
 
         titles: dict[str, str] = {}  # job id -> its card's title, looked up once
 
@@ -145,6 +146,8 @@ def _create_card(ps: PageSession, state: dict[str, Any], watch: Callable[[Job], 
             compression = tid(ui.select({"gzip": "gzip (smallest)", "zstd": "zstd (fastest)"},
                                         value=service.settings.compression, label="Compression").classes("w-40"),
                               "compression")
+            database = tid(ui.select({"default": "default (DATABASE_URL)"}, value="default", label="Database")
+                           .classes("w-56"), "create-database")  # the database profile to back up
         with ui.row().classes("w-full items-end gap-2") as custom_row:
             custom_path = tid(ui.input("Folder (absolute path)").classes("w-96"), "custom-path")
             tid(ui.button("Browse…", icon="folder_open", on_click=lambda: browser.open_at(custom_path.value))
@@ -157,7 +160,7 @@ def _create_card(ps: PageSession, state: dict[str, Any], watch: Callable[[Job], 
             task = await run.io_bound(service.prepare_create, ps.actor, description=description.value or "",
                                       location=location.value,
                                       custom_path=custom_path.value if location.value == "custom" else None,
-                                      compression=compression.value)
+                                      compression=compression.value, database=database.value)
             if task is None:
                 return
             watch(ps.ctx.jobs.start(task, ps.principal.username))
@@ -165,6 +168,15 @@ def _create_card(ps: PageSession, state: dict[str, Any], watch: Callable[[Job], 
             notify("Backup started", type="info")
 
         tid(ui.button("Create Backup", icon="backup", on_click=create), "create-button")
+
+    async def load_profiles() -> None:
+        """The database selector's choices: the default profile and every stored one."""
+        names = await run.io_bound(lambda: [p.name for p in service.profiles.all()])
+        if names is not None:
+            database.set_options({"default": "default (DATABASE_URL)", **{n: n for n in names}},
+                                 value=database.value if database.value in ("default", *names) else "default")
+
+    state["load_profiles"] = load_profiles
 
 
 async def _row_action(ps: PageSession, action: str, row: dict[str, Any], watch: Callable[[Job], Any],
