@@ -241,7 +241,7 @@ def _completion(row: Row, f: Finding) -> dict[str, Any]:
     changes: dict[str, Any] = {}
     take_all = row.status != "completed"  # discovered (unauthenticated claims) or failed by a crash
     for name in FILLED:
-        value, now = f.fields[name], row.values.get(name)
+        value, now = f.fields.get(name), row.values.get(name)
         if value is not None and (take_all or now in (None, "")) and now != value:
             changes[name] = value
     if row.status == "discovered" and f.fields["created_at"]:

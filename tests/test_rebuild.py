@@ -286,3 +286,16 @@ def test_files_listed_as_discovered_after_the_loss_are_completed_by_the_rebuild(
     assert [u["id"] for u in out["updated"]] == [made.id] and not out["added"]
     after = service.view(service.get(made.id))
     assert _facts(after) == before and after["origin"] == "catalogue" and after["unverified"] is False
+
+
+def test_a_rebuilt_row_takes_its_profile_from_the_authenticated_header() -> None:
+    from ehr_backup.rebuild import record_fields
+
+    def profile_of(value: object) -> object:
+        header = {"createdAt": "2026-11-30T01:00:00Z", "description": "x", "profile": value}
+        return record_fields("b.sql.gz.enc", header, {}, size=1, sha256="0" * 64)["profile"]
+
+    assert profile_of("site-b") == "site-b"
+    assert profile_of("default") is None  # DATABASE_URL's backups carry no profile in the catalogue
+    assert profile_of("Bad Name!") is None  # not a profile name: never a label to trust
+    assert profile_of(None) is None  # files made before profiles belong to the default
