@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from . import __version__, cli_alerts, cli_drills, cli_schedules, demo
+from . import __version__, cli_alerts, cli_destinations, cli_drills, cli_schedules, demo
 from .audit import Actor
 from .config import VARIABLES, Settings
 from .drills import DrillFailed
@@ -51,6 +51,9 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--path", help="directory for --location custom: absolute, inside EHR_BACKUP_CUSTOM_ROOTS; "
                                   "its last folder is created if missing")
     c.add_argument("--compression", choices=["gzip", "zstd"], help="default: EHR_BACKUP_COMPRESSION or gzip")
+    c.add_argument("--destination", action="append", default=[], metavar="NAME",
+                   help="also copy to this S3 destination (repeatable; a local location key picks the local "
+                        "file's location); one pg_dump, every copy with its own SHA-256 and status")
     c.add_argument("--json", action="store_true", help="print the backup as one JSON object")
 
     c = cmd("list", "list backups in every location (newest first); --limit shows one page")
@@ -133,6 +136,7 @@ def _parser() -> argparse.ArgumentParser:
     cli_schedules.add_commands(cmd)
     cli_drills.add_commands(cmd)
     cli_alerts.add_commands(cmd)
+    cli_destinations.add_commands(cmd)
 
     c = cmd("decrypt", "decrypt a backup file to plain SQL with only the file and the key")
     c.add_argument("file", metavar="FILE")
@@ -306,6 +310,13 @@ def run(argv: list[str] | None = None) -> int:
         cli_drills.print_failed(exc.report, as_json)
         print(f"ehr-backup: error: {exc.message}", file=sys.stderr)
         return 1
+    except cli_destinations.TestFailed as exc:
+        if as_json:
+            print(json.dumps(exc.result, indent=2, ensure_ascii=False))
+        else:
+            cli_destinations.print_checks(exc.result)
+        print(f"ehr-backup: error: the connection test failed: {exc.result['message']}", file=sys.stderr)
+        return 1
     except VerifyFailed as exc:
         if as_json:
             print(json.dumps(exc.result, indent=2, ensure_ascii=False))
@@ -328,7 +339,8 @@ def _dispatch(service: Any, args: argparse.Namespace) -> Any:
     actor = _actor()
     if args.command == "create":
         task = service.prepare_create(actor, description=args.description, location=args.location,
-                                      custom_path=args.path, compression=args.compression)
+                                      custom_path=args.path, compression=args.compression,
+                                      destinations=args.destination)
         return service.view(_run_task(task))
     if args.command == "list" and (args.limit is not None or args.cursor):
         return service.list_page(location=args.location, database=args.database, kind=args.kind, status=args.status,
@@ -368,6 +380,8 @@ def _dispatch(service: Any, args: argparse.Namespace) -> Any:
         return cli_drills.dispatch(service, args, actor)
     if args.command == "alerts":
         return cli_alerts.dispatch(service, args, actor)
+    if args.command in ("destination", "copy"):
+        return cli_destinations.dispatch(service, args, actor)
     if args.command == "pin":
         return service.pin(actor, args.backup_id, args.reason)
     if args.command == "unpin":
@@ -594,6 +608,8 @@ def _print_human(args: argparse.Namespace, result: Any) -> None:
         cli_drills.print_human(args, result)
     elif cmd == "alerts":
         cli_alerts.print_human(args, result)
+    elif cmd in ("destination", "copy"):
+        cli_destinations.print_human(args, result)
     elif cmd in ("pin", "unpin"):
         print(f"{cmd}ned {result['id']}" + (f": {_printable(result['pinReason'])}" if result["pinned"] else ""))
     elif cmd == "decrypt":
