@@ -106,14 +106,17 @@ class MultipartWriter:
         """Hash and buffer; send a part whenever a whole one is held."""
         self.sha.update(data)
         self.size += len(data)
-        self._buf += data
-        while len(self._buf) >= self.part_size:
-            part = bytes(self._buf[:self.part_size])
-            del self._buf[:self.part_size]
-            self._send(part)
+        view = memoryview(data)
+        while view:  # fill the part exactly: the buffer never holds more than one part
+            take = min(self.part_size - len(self._buf), len(view))
+            self._buf += view[:take]
+            view = view[take:]
+            if len(self._buf) == self.part_size:
+                part, self._buf = self._buf, bytearray()
+                self._send(part)
         return len(data)
 
-    def _send(self, part: bytes) -> None:
+    def _send(self, part: bytes | bytearray) -> None:
         number = len(self._parts) + 1
         try:
             answer = self.s3.upload_part(Bucket=self.target.settings.bucket, Key=self.key, UploadId=self.upload_id,

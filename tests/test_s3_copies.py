@@ -1,0 +1,184 @@
+"""Backups written to S3 beside the local file (one pg_dump fanned out), read back from S3 by streaming, copied
+later, deleted everywhere; an upload that fails or is cancelled leaves nothing listed. Real moto_server."""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+import time
+import tracemalloc
+from pathlib import Path
+
+import pytest
+
+from ehr_backup.config import Settings
+from ehr_backup.destinations.s3 import MIB, MultipartWriter, ObjectReader
+from ehr_backup.destinations.store import check_settings
+from ehr_backup.errors import BackupError, Cancelled
+from ehr_backup.service import BackupService
+
+from .conftest import ACTOR, query, run_sql
+from .s3server import start
+
+
+def destination(service: BackupService, server, name: str, bucket: str, user: str = "full",
+                prefix: str = "ehr/") -> None:
+    service.destination_add(ACTOR, name, server.keys.get(user, (user, "wrong-secret-value")), bucket=bucket,
+                            prefix=prefix, endpoint_url=server.url, path_style=True)
+
+
+def fill_random(url: str, rows: int) -> None:
+    """Rows of random hex (compresses only about 2:1), so a small database still makes a multi-part object."""
+    run_sql(url, "CREATE TABLE notes AS SELECT g AS id, md5(random()::text) || md5(random()::text) || "
+                 f"md5(random()::text) || md5(random()::text) AS body FROM generate_series(1, {rows}) g;")
+
+
+def test_a_large_object_goes_up_in_parts_in_constant_memory_and_reads_back(s3_server) -> None:
+    from ehr_backup.destinations.store import Target
+
+    target = Target("big", check_settings(bucket=s3_server.bucket(), endpoint_url=s3_server.url, path_style=True),
+                    s3_server.keys["full"])
+    data = hashlib.sha256(b"seed").digest() * (48 * MIB // 32)  # 48 MiB
+    writer = MultipartWriter(target, "big.bin", 5 * MIB)
+    tracemalloc.start()
+    for i in range(0, len(data), MIB):
+        writer.write(data[i:i + MIB])
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    uri = writer.complete()
+    assert uri == f"s3://{target.settings.bucket}/big.bin"
+    assert len(writer._parts) == 10  # 9 full parts of 5 MiB and the rest
+    print(f"peak traced memory while streaming 48 MiB in 5 MiB parts: {peak / MIB:.1f} MiB")
+    assert peak < 12 * MIB, f"peak {peak / MIB:.1f} MiB while streaming 48 MiB"  # a few parts, not the object
+    with ObjectReader(target, "big.bin") as reader:
+        got = hashlib.sha256()
+        for piece in reader.chunks():
+            got.update(piece)
+        assert got.hexdigest() == hashlib.sha256(data).hexdigest() == writer.sha.hexdigest()
+        assert reader.pread(10, 5 * MIB) == data[5 * MIB:5 * MIB + 10]
+
+
+def test_backup_to_local_and_s3_then_verify_download_restore_from_s3_only(env, s3_server, make_db) -> None:
+    env["EHR_BACKUP_S3_PART_MB"] = "5"
+    service = BackupService(Settings.from_env(env))
+    fill_random(env["DATABASE_URL"], 100_000)
+    bucket = s3_server.bucket()
+    destination(service, s3_server, "offsite", bucket)
+    record = service.create(ACTOR, description="nightly", destinations=["default", "offsite"])
+    view = service.view(record)
+    assert [c["destination"] for c in view["copies"]] == ["default", "offsite"]
+    local, remote = view["copies"]
+    assert local["status"] == remote["status"] == "ok" and view["degraded"] is False
+    assert remote["uri"] == f"s3://{bucket}/ehr/{record.id}"
+    assert remote["sha256"] == local["sha256"] == record.sha256 and remote["size"] == record.size
+    assert record.size > 5 * MIB  # more than one part
+    assert s3_server.keys_in(bucket) == [f"ehr/{record.id}"]
+    Path(view["path"]).unlink()  # only the S3 copy is left: everything below streams from it
+    assert service.view(service.get(record.id))["degraded"] is True
+    assert service.verify(ACTOR, record.id)["ok"] is True
+    fh, size, name = service.open_download(ACTOR, record.id)
+    try:
+        assert size == record.size and name == record.id
+        assert hashlib.sha256(b"".join(iter(lambda: fh.read(MIB), b""))).hexdigest() == record.sha256
+    finally:
+        fh.close()
+    target = make_db()
+    report = service.restore(ACTOR, record.id, target_url=target)
+    assert report.ok and report.as_dict()["rowCountsMatch"] is True
+    assert query(target, "SELECT count(*) FROM notes") == [(100_000,)]
+    assert service.copies.verify_copy(ACTOR, record.id, "offsite")["ok"] is True
+    service.delete(ACTOR, record.id)  # every copy goes
+    assert s3_server.keys_in(bucket) == []
+    service.db.dispose()
+
+
+def test_fan_out_with_one_destination_failing_keeps_the_others_and_marks_the_backup_degraded(env, s3_server) -> None:
+    service = BackupService(Settings.from_env(env))
+    run_sql(env["DATABASE_URL"], "CREATE TABLE t AS SELECT g FROM generate_series(1, 1000) g;")
+    good = s3_server.bucket()
+    destination(service, s3_server, "good", good)
+    destination(service, s3_server, "broken", "no-such-bucket-xyz")
+    record = service.create(ACTOR, description="three copies", destinations=["good", "broken"])
+    view = service.view(record)
+    by = {c["destination"]: c for c in view["copies"]}
+    assert view["status"] == "completed" and view["degraded"] is True
+    assert by["default"]["status"] == "ok" and by["good"]["status"] == "ok"
+    assert by["broken"]["status"] == "failed" and "does not exist" in by["broken"]["error"]
+    assert s3_server.keys_in(good) == [f"ehr/{record.id}"]
+    listed = {b["id"]: b for b in service.list()}
+    assert listed[record.id]["degraded"] is True
+    assert service.verify(ACTOR, record.id)["ok"] is True
+    service.db.dispose()
+
+
+def test_copy_later_completes_a_backup_and_refuses_unknown_destinations(env, s3_server) -> None:
+    service = BackupService(Settings.from_env(env))
+    run_sql(env["DATABASE_URL"], "CREATE TABLE t AS SELECT g FROM generate_series(1, 1000) g;")
+    record = service.create(ACTOR, description="local only")
+    assert [c["destination"] for c in service.view(record)["copies"]] == ["default"]
+    bucket = s3_server.bucket()
+    destination(service, s3_server, "later", bucket, prefix="")
+    done = service.copy(ACTOR, record.id, "later")
+    assert done["sha256"] == record.sha256 and done["uri"] == f"s3://{bucket}/{record.id}"
+    copies = service.view(service.get(record.id))["copies"]
+    assert [(c["destination"], c["status"]) for c in copies] == [("default", "ok"), ("later", "ok")]
+    with pytest.raises(BackupError, match="no destination"):
+        service.copy(ACTOR, record.id, "nowhere")
+    service.db.dispose()
+
+
+def test_a_cancelled_backup_leaves_no_object_and_no_open_upload(env, s3_server) -> None:
+    env["EHR_BACKUP_S3_PART_MB"] = "5"
+    service = BackupService(Settings.from_env(env))
+    fill_random(env["DATABASE_URL"], 150_000)
+    bucket = s3_server.bucket()
+    destination(service, s3_server, "offsite", bucket)
+    task = service.prepare_create(ACTOR, description="cancelled", destinations=["offsite"])
+    result: list[BaseException] = []
+    worker = threading.Thread(target=lambda: _catch(task.run, result))
+    worker.start()
+    deadline = time.monotonic() + 60
+    while not s3_server.uploads_in(bucket) and time.monotonic() < deadline and worker.is_alive():
+        time.sleep(0.05)
+    task.cancel.set()
+    worker.join(120)
+    assert result and isinstance(result[0], Cancelled)
+    assert s3_server.keys_in(bucket) == [] and s3_server.uploads_in(bucket) == []
+    assert service.get(task.backup_id).status == "cancelled"
+    service.db.dispose()
+
+
+def test_the_server_stopped_mid_upload_is_a_clear_failed_copy_never_a_good_one(env, tmp_path, make_db) -> None:
+    env["EHR_BACKUP_S3_PART_MB"] = "5"
+    env["EHR_BACKUP_VERIFY_AFTER_BACKUP"] = "0"
+    server = start(tmp_path)
+    try:
+        service = BackupService(Settings.from_env(env))
+        fill_random(env["DATABASE_URL"], 150_000)
+        bucket = server.bucket()
+        destination(service, server, "flaky", bucket)
+        task = service.prepare_create(ACTOR, description="server dies", destinations=["flaky"])
+        out: list[object] = []
+        worker = threading.Thread(target=lambda: _catch(task.run, out))
+        worker.start()
+        deadline = time.monotonic() + 60
+        while not server.uploads_in(bucket) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        server.kill()
+        worker.join(300)
+        view = service.view(service.get(task.backup_id))
+        copy = {c["destination"]: c for c in view["copies"]}["flaky"]
+        assert copy["status"] == "failed" and copy["sha256"] is None
+        assert f"{server.url} is unreachable" in copy["error"]
+        assert view["degraded"] is True and view["status"] == "completed"  # the local copy is whole
+        assert service.verify(ACTOR, task.backup_id)["ok"] is True
+        service.db.dispose()
+    finally:
+        server.kill()
+
+
+def _catch(fn, out: list) -> None:
+    try:
+        out.append(fn())
+    except BaseException as exc:  # noqa: BLE001 - the test inspects it
+        out.append(exc)
