@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from . import __version__
 from .api_alerts import add_routes as add_alert_routes
+from .api_destinations import add_routes as add_destination_routes
 from .audit import Actor
 from .auth import AuthService, Principal, require_admin
 from .clientaddr import client_address
@@ -96,6 +97,7 @@ class CreateBody(BaseModel):
     location: Literal["default", "desktop", "documents", "downloads", "custom"] = "default"
     customPath: str | None = Field(default=None, max_length=4096)
     compression: Literal["gzip", "zstd"] | None = None
+    destinations: list[str] = Field(default_factory=list, max_length=20)  # S3 destinations (and a location key)
 
 
 class IdBody(BaseModel):
@@ -235,7 +237,7 @@ def build_router(ctx: ApiContext) -> APIRouter:
         """Start a backup (202 with the job), or with ?wait=true return the finished backup."""
         task = await asyncio.to_thread(ctx.service.prepare_create, who.actor(), description=body.description,
                                        location=body.location, custom_path=body.customPath,
-                                       compression=body.compression)
+                                       compression=body.compression, destinations=body.destinations)
         return await finish(ctx.jobs.start(task, who.username), wait)
 
     @router.get("/list", response_model=None)
@@ -414,6 +416,7 @@ def build_router(ctx: ApiContext) -> APIRouter:
         return Response(data, media_type="application/pdf" if kind == "pdf" else "application/json", headers={
             "Content-Disposition": f'attachment; filename="{name}"', "Cache-Control": "no-store"})
     add_alert_routes(router, ctx, admin)  # ehr_backup/api_alerts.py
+    add_destination_routes(router, ctx, admin)  # ehr_backup/api_destinations.py
 
     @router.get("/openapi.json", include_in_schema=False)
     async def openapi(who: Admin) -> dict[str, Any]:
