@@ -275,6 +275,11 @@ def _print_backups(rows: list[dict[str, Any]]) -> None:
               f"{b['createdAt']}  by {_printable(b['createdBy'])}  verified: {verified}  "
               f"{_printable(b['description'])}{claim}\n    rotation: "
               f"{', '.join(b['keptBy']) or 'removed by the next prune'}{pinned}")
+        for c in (b.get("copies") or [])[1:]:  # the S3 copies beside the local file
+            print(f"    copy: {c['destination']} {c['status']} {c['uri']}"
+                  + (f" ({_printable(c['error'])})" if c.get("error") else ""))
+        if b.get("degraded"):
+            print("    DEGRADED: a copy failed or is missing (ehr-backup copy ID --to NAME completes it)")
 
 
 def run(argv: list[str] | None = None) -> int:

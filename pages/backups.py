@@ -143,6 +143,9 @@ def _create_card(ps: PageSession, state: dict[str, Any], watch: Callable[[Job], 
             compression = tid(ui.select({"gzip": "gzip (smallest)", "zstd": "zstd (fastest)"},
                                         value=service.settings.compression, label="Compression").classes("w-40"),
                               "compression")
+            # S3 destinations the backup is also copied to (ehr_backup/destinations/); names are validated
+            copies = tid(ui.select([d["name"] for d in service.destination_list()], multiple=True,
+                                   label="Also copy to").classes("min-w-48"), "destinations")
         with ui.row().classes("w-full items-end gap-2") as custom_row:
             custom_path = tid(ui.input("Folder (absolute path)").classes("w-96"), "custom-path")
             tid(ui.button("Browse…", icon="folder_open", on_click=lambda: browser.open_at(custom_path.value))
@@ -155,7 +158,7 @@ def _create_card(ps: PageSession, state: dict[str, Any], watch: Callable[[Job], 
             task = await run.io_bound(service.prepare_create, ps.actor, description=description.value or "",
                                       location=location.value,
                                       custom_path=custom_path.value if location.value == "custom" else None,
-                                      compression=compression.value)
+                                      compression=compression.value, destinations=list(copies.value or []))
             if task is None:
                 return
             watch(ps.ctx.jobs.start(task, ps.principal.username))

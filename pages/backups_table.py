@@ -127,11 +127,14 @@ def table_row(b: dict[str, Any], now: datetime) -> dict[str, Any]:
         "kindColor": KIND_COLORS.get(kind, "grey-7"),
         "schedule": b.get("schedule") or "", "status": status,
         "protects": f"before restoring {b['protects']}" if b.get("protects") else "",
-        "stateLabel": state + (" (found on disk)" if status == "discovered" else ""),
-        "stateColor": STATE_COLORS.get(state, "grey-7"), "createdAt": b["createdAt"],
+        "stateLabel": state + (" (found on disk)" if status == "discovered" else "")
+        + (" · degraded" if b.get("degraded") else ""),  # a copy failed or is missing (destinations/copies.py)
+        "stateColor": "warning" if b.get("degraded") else STATE_COLORS.get(state, "grey-7"), "createdAt": b["createdAt"],
         "createdAgo": ago(b["createdAt"], now), "createdLocal": local_time(b["createdAt"]),
         "createdUtc": utc_text(b["createdAt"]), "size": b["size"], "sizeText": human_size(b["size"]),
-        "location": b["location"], "locationLabel": LOCATIONS.get(b["location"], b["location"]),
+        "location": b["location"], "locationLabel": LOCATIONS.get(b["location"], b["location"])
+        + "".join(f" + {c['destination']} {'✓' if c['status'] == 'ok' else '✗ ' + c['status']}"
+                  for c in (b.get("copies") or [])[1:]),  # the S3 copies beside the local file
         "locationPath": b["path"].rsplit("/", 1)[0] if b["location"] == "custom" else "",
         "database": b["database"], "createdBy": b["createdBy"] or "—", "verifiedText": verified,
         "verifiedBad": b["verifyOk"] is False, "drillText": drill_text,

@@ -145,3 +145,20 @@ def test_bad_input_is_refused_and_audited(env: dict[str, str], s3_server) -> Non
     assert res.returncode == 2 and "bucket:" in res.stderr
     assert cli(env, "destination", "test", "nope").returncode == 1
     assert "refused" in cli(env, "audit", "export", "--csv", "/dev/stdout").stdout
+
+
+def test_the_table_row_shows_the_copies_and_a_degraded_backup() -> None:
+    from datetime import UTC, datetime
+
+    from pages.backups_table import table_row
+
+    b = {"id": "backup_x", "description": "d", "status": "completed", "verifyOk": True, "origin": "created",
+         "kind": "manual", "createdAt": "2026-11-30T00:00:00.000Z", "size": 10, "location": "default",
+         "path": "/b/backup_x", "verifiedAt": "2026-11-30T00:00:00.000Z", "verifyMessage": "", "keptBy": [],
+         "database": "ehr", "createdBy": "alice", "pinned": False, "pinReason": None,
+         "degraded": True, "copies": [{"destination": "default", "status": "ok"},
+                                      {"destination": "offsite", "status": "ok"},
+                                      {"destination": "second", "status": "failed"}]}
+    row = table_row(b, datetime(2026, 11, 30, tzinfo=UTC))
+    assert row["stateLabel"].endswith("· degraded") and row["stateColor"] == "warning"
+    assert row["locationLabel"] == "Default + offsite ✓ + second ✗ failed"
