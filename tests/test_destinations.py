@@ -162,3 +162,27 @@ def test_the_table_row_shows_the_copies_and_a_degraded_backup() -> None:
     row = table_row(b, datetime(2026, 11, 30, tzinfo=UTC))
     assert row["stateLabel"].endswith("· degraded") and row["stateColor"] == "warning"
     assert row["locationLabel"] == "Default + offsite ✓ + second ✗ failed"
+
+
+def test_an_alert_holds_while_the_newest_backup_of_a_database_has_a_failed_copy() -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from ehr_backup.destinations.copies import failed_copies
+    from ehr_backup.destinations.tables import BackupCopy
+    from ehr_backup.models import BackupRecord
+
+    t0 = datetime(2026, 11, 1, tzinfo=UTC)
+
+    def rec(n: int, db: str = "ehr") -> BackupRecord:
+        return BackupRecord(id=f"b{n}", location="default", directory="/b", status="completed", database=db,
+                            created_at=t0 + timedelta(days=n))
+
+    def copy(n: int, status: str, dest: str = "offsite") -> BackupCopy:
+        return BackupCopy(id=n, backup_id=f"b{n}", destination=dest, uri="s3://x/y", status=status,
+                          error="unreachable" if status == "failed" else None, created_at=t0 + timedelta(days=n))
+
+    records = [rec(2), rec(1), rec(3, "other")]
+    assert failed_copies(records, [copy(1, "ok"), copy(2, "failed"), copy(3, "ok")]) == [
+        {"database": "ehr", "destination": "offsite", "backupId": "b2", "status": "failed", "error": "unreachable",
+         "at": t0 + timedelta(days=2)}]
+    assert failed_copies(records, [copy(1, "failed"), copy(2, "ok")]) == []  # a newer good copy resolves it

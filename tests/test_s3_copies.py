@@ -108,6 +108,10 @@ def test_fan_out_with_one_destination_failing_keeps_the_others_and_marks_the_bac
     listed = {b["id"]: b for b in service.list()}
     assert listed[record.id]["degraded"] is True
     assert service.verify(ACTOR, record.id)["ok"] is True
+    service.alerts.check()  # the alerts of a degraded backup (no channel needed to open one)
+    opened = {a["key"]: a for a in service.alerts.open_alerts()}
+    key = f"copy.failed:{record.database}:broken"
+    assert key in opened and "does not exist" in opened[key]["message"] and "good" not in str(list(opened))
     service.db.dispose()
 
 
@@ -182,3 +186,20 @@ def _catch(fn, out: list) -> None:
         out.append(fn())
     except BaseException as exc:  # noqa: BLE001 - the test inspects it
         out.append(exc)
+
+
+def test_rotation_removes_the_s3_copies_of_what_it_deletes(env, s3_server) -> None:
+    from ehr_backup.retention import RetentionPolicy
+
+    service = BackupService(Settings.from_env(env))
+    run_sql(env["DATABASE_URL"], "CREATE TABLE t AS SELECT g FROM generate_series(1, 100) g;")
+    bucket = s3_server.bucket()
+    destination(service, s3_server, "offsite", bucket)
+    old = service.create(ACTOR, description="old", destinations=["offsite"])
+    new = service.create(ACTOR, description="new", destinations=["offsite"])
+    assert sorted(s3_server.keys_in(bucket)) == sorted([f"ehr/{old.id}", f"ehr/{new.id}"])
+    result = service.prune(ACTOR, policy=RetentionPolicy(daily=1, weekly=0, monthly=0, yearly=0), dry_run=False)
+    assert result["deleted"] == [old.id]
+    assert s3_server.keys_in(bucket) == [f"ehr/{new.id}"]
+    assert service.copies.rows(old.id) == []
+    service.db.dispose()

@@ -50,6 +50,11 @@ class Copies:
             s.add(row)
         return row
 
+    def all(self) -> list[BackupCopy]:
+        """Every recorded copy (for the alert check)."""
+        with self.db.reading() as s:
+            return list(s.exec(select(BackupCopy)).all())
+
     def rows(self, backup_id: str) -> list[BackupCopy]:
         """The recorded (non-local) copies of a backup."""
         with self.db.reading() as s:
@@ -206,3 +211,20 @@ def _size(fh: IO[bytes]) -> int:
     fh.seek(0)
     return size
 
+
+
+def failed_copies(records: list[BackupRecord], copies: list[BackupCopy]) -> list[dict[str, Any]]:
+    """Pure: per database and destination, the newest completed backup's copy there when it is not ok
+    (records newest first): what an alert is about until a later backup's copy, or `copy --to`, succeeds."""
+    by_backup = {r.id: r for r in records if r.status == Status.COMPLETED}
+    newest: dict[tuple[str, str], tuple[BackupRecord, BackupCopy]] = {}
+    for c in copies:
+        r = by_backup.get(c.backup_id)
+        if r is None:
+            continue
+        key = (r.database, c.destination)
+        seen = newest.get(key)
+        if seen is None or (r.created_at, c.id or 0) > (seen[0].created_at, seen[1].id or 0):
+            newest[key] = (r, c)
+    return [{"database": db, "destination": dest, "backupId": r.id, "status": c.status, "error": c.error or "",
+             "at": c.created_at} for (db, dest), (r, c) in sorted(newest.items()) if c.status != OK]
