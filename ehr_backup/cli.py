@@ -80,6 +80,8 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--since", metavar="YYYY-MM-DD", help="with --all: only backups made on or after this day (UTC)")
     c.add_argument("--due", action="store_true", help="re-read tonight's share of the stored backups, so that each "
                    "is re-read within EHR_BACKUP_REVERIFY_DAYS days (for a nightly timer)")
+    c.add_argument("--destination", metavar="NAME", help="with BACKUP_ID: read back its copy at this S3 destination "
+                   "(every byte authenticated, SHA-256 compared with the backup's)")
     c.add_argument("--json", action="store_true")
 
     c = cmd("status", "storage per location (used, free, growth, forecast fill date, warnings) and backup sizes "
@@ -407,6 +409,10 @@ def _verify(service: Any, args: argparse.Namespace, actor: Actor) -> Any:
         raise InvalidInput("give one BACKUP_ID, or --all, or --due")
     if args.since and not args.all:
         raise InvalidInput("--since goes with --all")
+    if args.destination and not args.backup_id:
+        raise InvalidInput("--destination goes with one BACKUP_ID")
+    if args.destination:  # one S3 copy, read back in full (ehr_backup/destinations/copies.py)
+        return service.copies.verify_copy(actor, args.backup_id, args.destination)
     if args.backup_id:
         return _run_task(service.prepare_verify(actor, args.backup_id))
     if args.due:

@@ -46,6 +46,8 @@ def register(ctx: WebContext) -> None:
             await kept.load()
             await storage.load()
             await schedules.load()
+            names = [d["name"] for d in await run.io_bound(ctx.service.destination_list) or []]
+            state["destinations"].set_options(names, value=[v for v in state["destinations"].value or [] if v in names])
 
         titles: dict[str, str] = {}  # job id -> its card's title, looked up once
 
@@ -144,8 +146,8 @@ def _create_card(ps: PageSession, state: dict[str, Any], watch: Callable[[Job], 
                                         value=service.settings.compression, label="Compression").classes("w-40"),
                               "compression")
             # S3 destinations the backup is also copied to (ehr_backup/destinations/); names are validated
-            copies = tid(ui.select([d["name"] for d in service.destination_list()], multiple=True,
-                                   label="Also copy to").classes("min-w-48"), "destinations")
+            copies = tid(ui.select([], multiple=True, label="Also copy to").classes("min-w-48"), "destinations")
+            state["destinations"] = copies  # its options are read off the event loop, in reload()
         with ui.row().classes("w-full items-end gap-2") as custom_row:
             custom_path = tid(ui.input("Folder (absolute path)").classes("w-96"), "custom-path")
             tid(ui.button("Browse…", icon="folder_open", on_click=lambda: browser.open_at(custom_path.value))

@@ -79,6 +79,18 @@ def test_add_list_test_remove_with_stored_credentials_never_shown(env: dict[str,
     assert s3_server.keys_in(bucket) == []  # the probe object is gone again
     human = cli(env, "destination", "list")
     assert "offsite" in human.stdout and "credentials: stored" in human.stdout
+    made = cli(env, "create", "--description", "cli copy", "--destination", "offsite", "--json")
+    assert made.returncode == 0, made.stderr
+    backup = json.loads(made.stdout)
+    assert [(c["destination"], c["status"]) for c in backup["copies"]] == [("default", "ok"), ("offsite", "ok")]
+    assert s3_server.keys_in(bucket) == [f"ehr/nightly/{backup['id']}"]
+    checked = cli(env, "verify", backup["id"], "--destination", "offsite")
+    assert checked.returncode == 0 and "authentic, dump complete" in checked.stdout, checked.stderr
+    listed_human = cli(env, "list").stdout
+    assert f"copy: offsite ok s3://{bucket}/ehr/nightly/{backup['id']}" in listed_human
+    assert cli(env, "copy", backup["id"], "--to", "offsite").returncode == 0
+    assert cli(env, "delete", backup["id"], "--yes").returncode == 0
+    assert s3_server.keys_in(bucket) == []
     assert cli(env, "destination", "remove", "offsite").returncode == 2  # needs --yes
     assert cli(env, "destination", "remove", "offsite", "--yes").returncode == 0
     assert json.loads(cli(env, "destination", "list", "--json").stdout)["destinations"] == []

@@ -185,7 +185,7 @@ class Copies:
             try:
                 opened = OpenedFile(reader, self.s.keyring())  # type: ignore[arg-type]
                 trailer = opened.authenticate()
-                scan_dump(opened, trailer, Progress(), threading.Event())
+                scan = scan_dump(opened, trailer, Progress(), threading.Event())
             finally:
                 reader.close()
             if record.sha256 and opened.sha256 != record.sha256:
@@ -196,7 +196,9 @@ class Copies:
             raise
         self._set_status(rows[-1], OK, None)
         self.s.audit.record(actor, "verify", record.id, "ok", f"copy at {destination}: authentic")
-        return {"backupId": record.id, "destination": destination, "ok": True, "sha256": opened.sha256}
+        return {"backupId": record.id, "destination": destination, "ok": True, "authentic": True,
+                "complete": scan.complete, "sha256": opened.sha256, "dumpBytes": scan.dump_bytes,
+                "tableRowCounts": scan.rows}
 
     def _set_status(self, row: BackupCopy, status: str, error: str | None) -> None:
         with self.db.writing() as s:
