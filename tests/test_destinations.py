@@ -24,7 +24,7 @@ def cli(env: dict[str, str], *args: str, input_: str | None = None,
 
 
 def add(env: dict[str, str], s3_server, name: str, bucket: str, user: str = "full", *more: str):
-    key_id, secret = s3_server.keys[user] if user in s3_server.keys else (user, "not-the-secret-xyz")
+    key_id, secret = s3_server.keys.get(user, (user, "not-the-secret-xyz"))
     return cli(env, "destination", "add", name, "--s3", "--bucket", bucket, "--endpoint-url", s3_server.url,
                "--path-style", "--access-key-id", key_id, "--secret-env", "S3_TEST_SECRET", *more, "--json",
                extra={"S3_TEST_SECRET": secret})
@@ -34,12 +34,12 @@ def add(env: dict[str, str], s3_server, name: str, bucket: str, user: str = "ful
 def test_settings_are_checked_field_by_field() -> None:
     st = check_settings(bucket="ehr-backups", prefix="nightly", region="eu-west-1", storage_class="STANDARD_IA")
     assert st.prefix == "nightly/" and st.region == "eu-west-1"
-    for bad, field in ((dict(bucket="A"), "bucket"), (dict(bucket="ok-bucket", prefix="../etc"), "prefix"),
-                       (dict(bucket="ok-bucket", prefix="/abs"), "prefix"),
-                       (dict(bucket="ok-bucket", endpoint_url="ftp://x"), "endpoint URL"),
-                       (dict(bucket="ok-bucket", endpoint_url="http://user:pw@host"), "endpoint URL"),
-                       (dict(bucket="ok-bucket", region="EU west"), "region"),
-                       (dict(bucket="ok-bucket", storage_class="glacier; rm"), "storage class")):
+    for bad, field in (({"bucket": "A"}, "bucket"), ({"bucket": "ok-bucket", "prefix": "../etc"}, "prefix"),
+                       ({"bucket": "ok-bucket", "prefix": "/abs"}, "prefix"),
+                       ({"bucket": "ok-bucket", "endpoint_url": "ftp://x"}, "endpoint URL"),
+                       ({"bucket": "ok-bucket", "endpoint_url": "http://user:pw@host"}, "endpoint URL"),
+                       ({"bucket": "ok-bucket", "region": "EU west"}, "region"),
+                       ({"bucket": "ok-bucket", "storage_class": "glacier; rm"}, "storage class")):
         with pytest.raises(InvalidInput, match=field):
             check_settings(**bad)
 

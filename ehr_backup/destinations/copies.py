@@ -6,7 +6,6 @@ others. A backup whose copy failed or went missing is "degraded"; `copy ID --to 
 
 from __future__ import annotations
 
-import hashlib
 import threading
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
@@ -137,7 +136,7 @@ class Copies:
                 "status": OK}
 
     def _stream(self, record: BackupRecord, target: Target) -> tuple[str, int, str]:
-        fh, _size_ = self.open_stream(record)
+        fh, _ = self.open_stream(record)
         writer = s3.MultipartWriter(target, target.key_for(record.id), self.s.settings.s3_part_mb * s3.MIB)
         try:
             try:
