@@ -182,12 +182,14 @@ class ScheduleFields(BaseModel):
     enabled: bool | None = None
     retries: Annotated[int, Field(ge=0, le=10, strict=True)] | None = None
     retryDelaySeconds: Annotated[int, Field(ge=10, le=86_400, strict=True)] | None = None
+    destinations: list[str] | None = Field(default=None, max_length=20)  # S3 destinations copied to
 
     def fields(self) -> dict[str, Any]:
         """The service's keyword arguments, for the fields that were given."""
         names = {"kind": "kind", "cron": "cron", "timezone": "timezone", "location": "location",
                  "customPath": "custom_path", "compression": "compression", "description": "description",
-                 "enabled": "enabled", "retries": "retries", "retryDelaySeconds": "retry_delay_s"}
+                 "enabled": "enabled", "retries": "retries", "retryDelaySeconds": "retry_delay_s",
+                 "destinations": "destinations"}
         out = {names[k]: v for k, v in self.model_dump(exclude_unset=True).items() if k in names}
         if self.rotation is False:
             out["policy"] = None

@@ -30,6 +30,7 @@ ADDED_COLUMNS = [
     ("backups", "protects", "VARCHAR"),
     ("api_tokens", "scope", "VARCHAR NOT NULL DEFAULT 'admin'"),
     ("drills", "roles_pending", "VARCHAR NOT NULL DEFAULT ''"),
+    ("schedules", "destinations", "VARCHAR NOT NULL DEFAULT ''"),
 ]
 
 # Indexes added after a table was first created (create_all makes them only with a new table): the

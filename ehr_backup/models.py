@@ -197,6 +197,7 @@ class Schedule(SQLModel, table=True):
     created_by: str = ""
     updated_at: datetime
     fired_until: datetime  # runs due up to here have been taken (by this or another process)
+    destinations: str = ""  # S3 destinations each backup is also copied to, comma-separated (destinations/)
 
 
 class ScheduleRun(SQLModel, table=True):

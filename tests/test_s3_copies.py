@@ -203,3 +203,25 @@ def test_rotation_removes_the_s3_copies_of_what_it_deletes(env, s3_server) -> No
     assert s3_server.keys_in(bucket) == [f"ehr/{new.id}"]
     assert service.copies.rows(old.id) == []
     service.db.dispose()
+
+
+def test_a_scheduled_backup_is_copied_to_the_schedules_destinations(env, s3_server) -> None:
+    service = BackupService(Settings.from_env(env))
+    run_sql(env["DATABASE_URL"], "CREATE TABLE t AS SELECT g FROM generate_series(1, 100) g;")
+    bucket = s3_server.bucket()
+    destination(service, s3_server, "offsite", bucket)
+    with pytest.raises(BackupError, match="no destination"):
+        service.schedule_create(ACTOR, "bad", cron="0 2 * * *", destinations=["nowhere"])
+    made = service.schedule_create(ACTOR, "nightly", cron="0 2 * * *", destinations=["offsite"])
+    assert made["destinations"] == ["offsite"]
+    from ehr_backup.scheduler import Scheduler
+
+    started = Scheduler(service).run_now(ACTOR, "nightly")  # runs on this thread without a starter
+    assert started.task is not None
+    backup_id = started.task.backup_id
+    view = service.view(service.get(backup_id))
+    assert [(c["destination"], c["status"]) for c in view["copies"]] == [("default", "ok"), ("offsite", "ok")]
+    assert s3_server.keys_in(bucket) == [f"ehr/{backup_id}"]
+    cleared = service.schedule_update(ACTOR, "nightly", destinations=[])
+    assert cleared["destinations"] == []
+    service.db.dispose()
