@@ -777,7 +777,12 @@ class BackupService:
         """Test connection: list, write, read and delete a probe object; say which permission is missing."""
         from .destinations.probe import probe
 
-        result = probe(self.destinations.target(name))
+        try:
+            target = self.destinations.target(name)
+        except BackupError as exc:
+            self.audit.record(actor, "destination.test", _safe_target(str(name))[:63], "refused", exc.message)
+            raise
+        result = probe(target)
         self.audit.record(actor, "destination.test", name, "ok" if result["ok"] else "failed", result["message"])
         return result
 

@@ -117,3 +117,53 @@ def start(log_dir: Path) -> S3Server:
         server.kill()
         raise
     return server
+
+
+class ThrottledProxy:
+    """A TCP proxy on 127.0.0.1 in front of the S3 server that passes uploads at a limited rate: a slow
+    destination, for real sockets (nothing in the code under test is replaced)."""
+
+    def __init__(self, upstream_port: int, bytes_per_second: int) -> None:
+        import threading
+
+        self.upstream_port, self.rate = upstream_port, bytes_per_second
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(16)
+        self.port = self.sock.getsockname()[1]
+        self._threads: list[threading.Thread] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def _accept(self) -> None:
+        import threading
+
+        while True:
+            try:
+                client, _ = self.sock.accept()
+            except OSError:
+                return
+            upstream = socket.create_connection(("127.0.0.1", self.upstream_port))
+            threading.Thread(target=self._pipe, args=(client, upstream, True), daemon=True).start()
+            threading.Thread(target=self._pipe, args=(upstream, client, False), daemon=True).start()
+
+    def _pipe(self, src: socket.socket, dst: socket.socket, slow: bool) -> None:
+        try:
+            while data := src.recv(64 * 1024):
+                if slow:
+                    time.sleep(len(data) / self.rate)
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for s in (src, dst):
+                try:
+                    s.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+    def close(self) -> None:
+        self.sock.close()

@@ -109,6 +109,11 @@ def check_name(name: str) -> str:
     return name
 
 
+def printable_name(name: object) -> str:
+    """An untrusted name as bounded, escaped text for the audit log."""
+    return str(name).encode("unicode_escape").decode("ascii")[:63]
+
+
 def _context(name: str) -> str:
     return f"destination:{name}"  # the sealed credentials belong to this destination only
 
@@ -139,8 +144,7 @@ class Destinations:
             sealed = None if credentials is None else secrets.seal(self.s.keyring(), "\n".join(credentials),
                                                                    _context(name))
         except BackupError as exc:
-            self.s.audit.record(actor, "destination.add", name[:63] if isinstance(name, str) else "?", "refused",
-                                exc.message)
+            self.s.audit.record(actor, "destination.add", printable_name(name), "refused", exc.message)
             raise
         row = Destination(name=name, kind="s3", settings=json.dumps(settings.as_json()), credentials=sealed,
                           created_at=utcnow(), created_by=actor.name)
@@ -182,7 +186,7 @@ class Destinations:
         try:
             self.target(name)
         except BackupError as exc:
-            self.s.audit.record(actor, "destination.remove", str(name)[:63], "refused", exc.message)
+            self.s.audit.record(actor, "destination.remove", printable_name(name), "refused", exc.message)
             raise
         with self.db.writing() as s:
             row = s.get(Destination, name)
