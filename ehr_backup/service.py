@@ -375,7 +375,7 @@ class BackupService:
                       "compression": record.compression, "kind": record.kind, "app": f"ehr-backup {__version__}",
                       "databaseSize": facts.database_size,
                       AUDIT_ANCHOR_FIELD: self.audit.anchor()}  # the log must reach this entry from now on
-            sinks = destination_plan.start_sinks(targets, record.id, self.settings.s3_part_mb * 1024 * 1024)
+            sinks = destination_plan.start_sinks(self, targets, record.id, self.settings.s3_part_mb * 1024 * 1024)
             try:
                 result = run_backup(conn=conn, pg_dump=pg_dump, directory=directory, backup_id=record.id, key=key,
                                     fields=fields, algorithm=record.compression, level=level,

@@ -258,3 +258,18 @@ def test_a_slow_destination_holds_the_writer_back_instead_of_buffering(s3_server
         assert s3_server.keys_in(bucket) == ["slow.bin"]
     finally:
         proxy.close()
+
+
+def test_an_upload_left_by_a_killed_process_is_aborted_by_the_next_backup_there(env, s3_server) -> None:
+    service = BackupService(Settings.from_env(env))
+    run_sql(env["DATABASE_URL"], "CREATE TABLE t AS SELECT g FROM generate_series(1, 100) g;")
+    bucket = s3_server.bucket()
+    destination(service, s3_server, "offsite", bucket)
+    crashed = "backup_2026-11-29T02-00-00-000Z_nightly.sql.gz.enc"  # no live backup owns it
+    foreign = "someone-elses-upload.bin"  # not a backup's name: never touched
+    for key in (f"ehr/{crashed}", f"ehr/{foreign}"):
+        s3_server.client().create_multipart_upload(Bucket=bucket, Key=key)
+    record = service.create(ACTOR, description="after the crash", destinations=["offsite"])
+    assert s3_server.uploads_in(bucket) == [f"ehr/{foreign}"]
+    assert s3_server.keys_in(bucket) == [f"ehr/{record.id}"]
+    service.db.dispose()

@@ -10,11 +10,12 @@ from __future__ import annotations
 import logging
 import queue
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from ..errors import BackupError
-from .s3 import MultipartWriter, delete
+from .s3 import MultipartWriter, abort_stale_uploads, delete
 from .store import Target
 
 log = logging.getLogger("ehr_backup.destinations")
@@ -36,8 +37,10 @@ class SinkResult:
 class S3Sink:
     """An S3 multipart upload fed from a bounded queue by the backup's thread."""
 
-    def __init__(self, target: Target, key: str, part_size: int) -> None:
+    def __init__(self, target: Target, key: str, part_size: int,
+                 stale: Callable[[str], bool] | None = None) -> None:
         self.target, self.key = target, key
+        self._stale = stale  # which leftover uploads under the prefix belong to no live backup
         self.part_size = part_size
         self.error: str | None = None
         self.uri = target.uri(key)
@@ -50,6 +53,9 @@ class S3Sink:
 
     def _run(self) -> None:
         try:
+            if self._stale is not None:  # on this thread: the local file does not wait for it
+                for key in abort_stale_uploads(self.target, self._stale):
+                    log.warning("aborted the unfinished upload of %s left at %s", key, self.target.name)
             self._writer = MultipartWriter(self.target, self.key, self.part_size)
             while True:
                 item = self._queue.get()

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 from ..errors import InvalidInput
-from ..storage import LOCATIONS
+from ..models import Status
+from ..storage import ID_RE, LOCATIONS
 from .fanout import S3Sink, SinkResult
 from .store import Target
 
@@ -33,9 +34,19 @@ def targets(service: BackupService, names: Sequence[str]) -> list[Target]:
     return [service.destinations.target(n) for n in names]
 
 
-def start_sinks(targets: Sequence[Target], backup_id: str, part_size: int) -> list[S3Sink]:
-    """One upload per destination, fed as the backup is written."""
-    return [S3Sink(t, t.key_for(backup_id), part_size) for t in targets]
+def start_sinks(service: BackupService, targets: Sequence[Target], backup_id: str, part_size: int) -> list[S3Sink]:
+    """One upload per destination, fed as the backup is written; each first aborts uploads left by a crash."""
+
+    def stale(target: Target) -> Callable[[str], bool]:
+        def check(key: str) -> bool:  # ours by name, and its backup is not running: nothing will finish it
+            name = key[len(target.settings.prefix):]
+            if name == backup_id or not ID_RE.fullmatch(name):
+                return False
+            record = service.catalogue.get(name)
+            return record is None or record.status != Status.RUNNING
+        return check
+
+    return [S3Sink(t, t.key_for(backup_id), part_size, stale(t)) for t in targets]
 
 
 def finish_sinks(service: BackupService, backup_id: str, sinks: Sequence[S3Sink]) -> list[SinkResult]:

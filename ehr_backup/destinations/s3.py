@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any, Self
 
 import boto3
@@ -247,6 +247,23 @@ class ObjectReader:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def abort_stale_uploads(target: Target, stale: Callable[[str], bool], s3: Any = None) -> list[str]:
+    """Abort multipart uploads under the prefix that `stale(key)` says no live backup owns (a process killed
+    mid-upload leaves its parts behind, unlisted but stored); return their keys. Best effort."""
+    s3 = s3 or client(target)
+    aborted: list[str] = []
+    try:
+        answer = s3.list_multipart_uploads(Bucket=target.settings.bucket, Prefix=target.settings.prefix)
+        for upload in answer.get("Uploads", []):
+            if stale(upload["Key"]):
+                s3.abort_multipart_upload(Bucket=target.settings.bucket, Key=upload["Key"],
+                                          UploadId=upload["UploadId"])
+                aborted.append(upload["Key"])
+    except (ClientError, BotoCoreError):
+        pass  # no permission to list uploads, or unreachable: the upload itself will say what is wrong
+    return aborted
 
 
 def delete(target: Target, key: str, s3: Any = None) -> None:
