@@ -175,7 +175,7 @@ async def _row_action(ps: PageSession, action: str, row: dict[str, Any], watch: 
     """Do a row's action (the row as the service listed it), after checking the session."""
     service = ps.ctx.service
     bid = row["id"]
-    if action not in ("download", "verify", "drill", "restore", "delete", "pin"):
+    if action not in ("download", "verify", "drill", "restore", "delete", "pin", "copy"):
         return
     if not await ps.check(f"{action} {bid}"):
         return
@@ -196,6 +196,10 @@ async def _row_action(ps: PageSession, action: str, row: dict[str, Any], watch: 
                 await RestoreDialog(ps, row, reload, dialogs).open()
         elif action == "pin":
             _pin_dialog(ps, row, reload, dialogs)
+        elif action == "copy":  # to an S3 destination (ehr_backup/destinations/copies.py)
+            names = [d["name"] for d in await run.io_bound(service.destination_list) or []]
+            with dialogs:
+                _copy_dialog(ps, row, names, reload)
         else:
             with dialogs:
                 _confirm_delete(ps, row, reload)
@@ -203,11 +207,35 @@ async def _row_action(ps: PageSession, action: str, row: dict[str, Any], watch: 
         notify(exc.message, type="negative", multi_line=True)
 
 
+def _copy_dialog(ps: PageSession, row: dict[str, Any], names: list[str], reload: Callable[[], Any]) -> None:
+    with ui.dialog() as dialog, tid(ui.card(), "copy-dialog"):
+        ui.label("Copy this backup to a destination").classes("text-lg font-bold")
+        ui.label(f"{row['description'] or row['id']} ({row['id']})").classes("break-all")
+        if not names:
+            ui.label("No S3 destinations yet: add one on the Destinations page.")
+        target = tid(ui.select(names, value=names[0] if names else None, label="Destination"), "copy-to")
+
+        @guarded(ps, f"copy {row['id']}")
+        async def copy() -> None:
+            if not target.value:
+                return
+            copied = await run.io_bound(ps.ctx.service.copy, ps.actor, row["id"], target.value)
+            if copied is not None:
+                dialog.close()
+                notify(f"Copied to {copied['destination']}: {copied['uri']}", type="positive")
+                await reload()
+
+        with ui.row():
+            ui.button("Cancel", on_click=dialog.close).props("flat")
+            tid(ui.button("Copy", on_click=copy), "copy-confirm")
+    dialog.open()
+
+
 def _confirm_delete(ps: PageSession, row: dict[str, Any], reload: Callable[[], Any]) -> None:
     with ui.dialog() as dialog, tid(ui.card(), "delete-dialog"):
         ui.label("Delete this backup?").classes("text-lg font-bold")
         ui.label(f"{row['description'] or row['id']} ({row['id']})").classes("break-all")
-        ui.label("The file and its catalogue entry are removed for good.")
+        ui.label("The file, its copies at S3 destinations and its catalogue entry are removed for good.")
 
         @guarded(ps, f"delete {row['id']}")
         async def delete() -> None:

@@ -79,7 +79,8 @@ SLOTS = {
    @click="() => $parent.$emit('row_action', {action: a.name, id: props.row.id})" /></div></q-td>""",
 }
 ACTIONS = (("download", "Download", "download"), ("verify", "Verify", "verified"), ("drill", "Drill", "fact_check"),
-           ("restore", "Restore", "settings_backup_restore"), ("delete", "Delete", "delete"))
+           ("restore", "Restore", "settings_backup_restore"), ("copy", "Copy to…", "cloud_upload"),
+           ("delete", "Delete", "delete"))
 STYLE = """.ehr-desc { max-width: 22rem; white-space: normal; overflow-wrap: anywhere; }
 .ehr-id { overflow-wrap: anywhere; } .ehr-wrap { white-space: normal; overflow-wrap: anywhere; }
 .ehr-actions { min-width: 16rem; }"""

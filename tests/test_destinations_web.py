@@ -61,3 +61,23 @@ async def test_a_missing_bucket_is_named_on_the_page(user: User, accounts, backu
 async def test_the_header_links_to_destinations(user: User, accounts) -> None:
     await login(user, next_="/admin/backup")
     await user.should_see(marker="nav-destinations", retries=100)
+
+
+async def test_copy_a_backup_to_a_destination_from_the_table(user: User, accounts, backups, web_env,
+                                                             s3_server) -> None:
+    from .conftest import run_sql
+    from .table_helpers import row_action, table_row
+
+    run_sql(web_env["DATABASE_URL"], "CREATE TABLE t AS SELECT generate_series(1, 10) g;")
+    bucket = s3_server.bucket()
+    backups.destination_add(ACTOR, "offsite", s3_server.keys["full"], bucket=bucket, endpoint_url=s3_server.url,
+                            path_style=True)
+    record = backups.create(ACTOR, description="to copy")
+    await login(user, next_="/admin/backup")
+    await table_row(user, record.id)
+    row_action(user, "copy", record.id)
+    await user.should_see(marker="copy-dialog", retries=100)
+    user.find(marker="copy-confirm").click()
+    await eventually(lambda: s3_server.keys_in(bucket) == [record.id])
+    row = await table_row(user, record.id, lambda r: "offsite ✓" in r["locationLabel"])
+    assert "degraded" not in row["stateLabel"]
