@@ -14,7 +14,7 @@ import pytest
 from ehr_backup.config import Settings
 from ehr_backup.destinations.s3 import MIB, MultipartWriter, ObjectReader
 from ehr_backup.destinations.store import check_settings
-from ehr_backup.errors import BackupError, Cancelled
+from ehr_backup.errors import BackupError, Cancelled, NotAuthentic
 from ehr_backup.service import BackupService
 
 from .conftest import ACTOR, query, run_sql
@@ -272,4 +272,25 @@ def test_an_upload_left_by_a_killed_process_is_aborted_by_the_next_backup_there(
     record = service.create(ACTOR, description="after the crash", destinations=["offsite"])
     assert s3_server.uploads_in(bucket) == [f"ehr/{foreign}"]
     assert s3_server.keys_in(bucket) == [f"ehr/{record.id}"]
+    service.db.dispose()
+
+
+def test_a_tampered_s3_copy_fails_verification_and_marks_the_backup_degraded(env, s3_server) -> None:
+    service = BackupService(Settings.from_env(env))
+    run_sql(env["DATABASE_URL"], "CREATE TABLE t AS SELECT g FROM generate_series(1, 1000) g;")
+    bucket = s3_server.bucket()
+    destination(service, s3_server, "offsite", bucket)
+    record = service.create(ACTOR, description="tamper", destinations=["offsite"])
+    key = f"ehr/{record.id}"
+    data = bytearray(s3_server.client().get_object(Bucket=bucket, Key=key)["Body"].read())
+    data[len(data) // 2] ^= 1  # one flipped bit in the body
+    s3_server.client().put_object(Bucket=bucket, Key=key, Body=bytes(data))
+    with pytest.raises(NotAuthentic):
+        service.copies.verify_copy(ACTOR, record.id, "offsite")
+    view = service.view(service.get(record.id))
+    assert {c["destination"]: c["status"] for c in view["copies"]} == {"default": "ok", "offsite": "failed"}
+    assert view["degraded"] is True
+    assert service.verify(ACTOR, record.id)["ok"] is True  # the local copy is read first, and is whole
+    failed = [e for e in service.audit.entries(action="verify") if e.outcome == "failed"]
+    assert failed and "copy at offsite" in failed[0].detail
     service.db.dispose()
