@@ -46,6 +46,16 @@ def add_commands(cmd: Any) -> None:
     r.add_argument("name", metavar="NAME")
     r.add_argument("--yes", action="store_true", help="confirm")
     r.add_argument("--json", action="store_true")
+    p = sub.add_parser("prune", help="rotate the copies at one destination (grandfather-father-son, as `prune`): "
+                                     "delete the copies the policy does not keep; the backups and their other "
+                                     "copies stay, and a backup's last readable copy is never deleted")
+    p.add_argument("name", metavar="NAME")
+    p.add_argument("--dry-run", action="store_true", help="show what would go; delete nothing")
+    for kind, default in (("daily", 7), ("weekly", 4), ("monthly", 12), ("yearly", 5)):
+        p.add_argument(f"--keep-{kind}", type=int, default=default, metavar="N", help=f"default {default}")
+    p.add_argument("--keep-within-days", type=int, metavar="N")
+    p.add_argument("--timezone", metavar="TZ")
+    p.add_argument("--json", action="store_true")
     c = cmd("copy", "copy a backup from a healthy copy to a destination (completes a degraded backup)")
     c.add_argument("backup_id", metavar="BACKUP_ID")
     c.add_argument("--to", required=True, metavar="NAME", dest="to")
@@ -80,6 +90,14 @@ def dispatch(service: Any, args: argparse.Namespace, actor: Actor) -> Any:
         if not result["ok"]:
             raise TestFailed(result)
         return result
+    if action == "prune":
+        from .destinations.rotation import prune_destination
+        from .retention import RetentionPolicy
+
+        policy = RetentionPolicy(daily=args.keep_daily, weekly=args.keep_weekly, monthly=args.keep_monthly,
+                                 yearly=args.keep_yearly, keep_within_days=args.keep_within_days,
+                                 timezone=args.timezone)
+        return prune_destination(service, actor, args.name, policy, dry_run=args.dry_run)
     if action == "remove":
         if not args.yes:
             raise InvalidInput("remove forgets the destination and its copies' records; add --yes to confirm")
@@ -117,6 +135,15 @@ def print_human(args: argparse.Namespace, result: Any) -> None:
         print_checks(result)
     elif action == "remove":
         print(f"removed destination {result['removed']}")
+    elif action == "prune":
+        for d in result["keep"]:
+            print(f"keep   {d['id']}  ({', '.join(d['reasons'])})")
+        for d in result["forget"]:
+            print(f"{'delete' if d['id'] in result['deleted'] else 'goes  '} {d['id']}  ({d['reason']})")
+        for s in result["skipped"]:
+            print(f"kept   {s['id']}  ({printable(s['reason'])})")
+        print(f"{len(result['deleted'])} copies deleted at {result['destination']}" if not args.dry_run
+              else f"dry run: {len(result['forget'])} copies at {result['destination']} would go")
 
 
 def print_checks(result: dict[str, Any]) -> None:

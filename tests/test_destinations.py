@@ -89,6 +89,8 @@ def test_add_list_test_remove_with_stored_credentials_never_shown(env: dict[str,
     listed_human = cli(env, "list").stdout
     assert f"copy: offsite ok s3://{bucket}/ehr/nightly/{backup['id']}" in listed_human
     assert cli(env, "copy", backup["id"], "--to", "offsite").returncode == 0
+    rotation = json.loads(cli(env, "destination", "prune", "offsite", "--dry-run", "--json").stdout)
+    assert [d["id"] for d in rotation["keep"]] == [backup["id"]] and rotation["deleted"] == []
     assert cli(env, "delete", backup["id"], "--yes").returncode == 0
     assert s3_server.keys_in(bucket) == []
     assert cli(env, "destination", "remove", "offsite").returncode == 2  # needs --yes

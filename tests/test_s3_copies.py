@@ -294,3 +294,29 @@ def test_a_tampered_s3_copy_fails_verification_and_marks_the_backup_degraded(env
     failed = [e for e in service.audit.entries(action="verify") if e.outcome == "failed"]
     assert failed and "copy at offsite" in failed[0].detail
     service.db.dispose()
+
+
+def test_rotation_per_destination_deletes_only_copies_there_and_never_the_last_one(env, s3_server) -> None:
+    from ehr_backup.destinations.rotation import prune_destination
+    from ehr_backup.retention import RetentionPolicy
+
+    service = BackupService(Settings.from_env(env))
+    run_sql(env["DATABASE_URL"], "CREATE TABLE t AS SELECT g FROM generate_series(1, 100) g;")
+    bucket = s3_server.bucket()
+    destination(service, s3_server, "offsite", bucket)
+    first = service.create(ACTOR, description="first", destinations=["offsite"])
+    second = service.create(ACTOR, description="second", destinations=["offsite"])
+    third = service.create(ACTOR, description="third", destinations=["offsite"])
+    Path(service.view(first)["path"]).unlink()  # first: only its S3 copy is left
+    one_a_day = RetentionPolicy(daily=1, weekly=0, monthly=0, yearly=0)
+    preview = prune_destination(service, ACTOR, "offsite", one_a_day)
+    assert [d["id"] for d in preview["keep"]] == [third.id]
+    assert sorted(d["id"] for d in preview["forget"]) == sorted([first.id, second.id])
+    assert len(s3_server.keys_in(bucket)) == 3  # a preview deletes nothing
+    done = prune_destination(service, ACTOR, "offsite", one_a_day, dry_run=False)
+    assert done["deleted"] == [second.id]
+    assert done["skipped"] == [{"id": first.id, "reason": "its last readable copy"}]
+    assert sorted(s3_server.keys_in(bucket)) == sorted([f"ehr/{first.id}", f"ehr/{third.id}"])
+    assert Path(service.view(second)["path"]).is_file()  # the backup itself and its local file stay
+    assert [c["destination"] for c in service.view(service.get(second.id))["copies"]] == ["default"]
+    service.db.dispose()

@@ -152,6 +152,13 @@ class Copies:
             raise
         return uri, writer.size, writer.sha.hexdigest()
 
+    def forget(self, backup_id: str, destination: str) -> None:
+        """Drop the record of one copy (its object was deleted)."""
+        with self.db.writing() as s:
+            for row in s.exec(select(BackupCopy).where(BackupCopy.backup_id == backup_id,
+                                                       BackupCopy.destination == destination)).all():
+                s.delete(row)
+
     # ----- delete -------------------------------------------------------------------------------------
     def delete_remote(self, record: BackupRecord) -> None:
         """Delete every S3 copy of a backup (an unreachable destination fails the delete, nothing forgotten)."""
