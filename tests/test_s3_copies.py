@@ -222,8 +222,11 @@ def test_a_scheduled_backup_is_copied_to_the_schedules_destinations(env, s3_serv
     view = service.view(service.get(backup_id))
     assert [(c["destination"], c["status"]) for c in view["copies"]] == [("default", "ok"), ("offsite", "ok")]
     assert s3_server.keys_in(bucket) == [f"ehr/{backup_id}"]
+    with pytest.raises(BackupError, match="schedule nightly copies its backups to offsite"):
+        service.destination_remove(ACTOR, "offsite")
     cleared = service.schedule_update(ACTOR, "nightly", destinations=[])
     assert cleared["destinations"] == []
+    service.destination_remove(ACTOR, "offsite")
     service.db.dispose()
 
 

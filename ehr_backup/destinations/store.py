@@ -185,6 +185,10 @@ class Destinations:
         """Forget a destination (the objects in the bucket stay; copies there are no longer reachable)."""
         try:
             self.target(name)
+            users = [s.name for s in self.s.schedules.all() if name in (s.destinations or "").split(",")]
+            if users:  # its scheduled backups would fail from now on
+                raise InvalidInput(f"schedule {users[0]} copies its backups to {name}; change it first "
+                                   f"(ehr-backup schedule edit {users[0]} --no-destinations)")
         except BackupError as exc:
             self.s.audit.record(actor, "destination.remove", printable_name(name), "refused", exc.message)
             raise
