@@ -83,6 +83,10 @@ class ScheduleDialog:
                                                       "gzip": "gzip (smallest)", "zstd": "zstd (fastest)"},
                                                      value=s.get("compression") or "default", label="Compression")
                                            .classes("w-44"), "schedule-compression")
+                    # S3 destinations each backup is also copied to; the choices are read in open()
+                    chosen = list(s.get("destinations") or [])
+                    self.destinations = tid(ui.select(chosen, value=chosen, multiple=True, label="Also copy to")
+                                            .classes("min-w-48"), "schedule-destinations")
                 self.description = tid(ui.input("Description of each backup",
                                                  value=s.get("description", "Scheduled {date}"),
                                                  on_change=self.refresh).props("debounce=250").classes("w-full"),
@@ -117,6 +121,9 @@ class ScheduleDialog:
     async def open(self) -> None:
         """Show the dialog with its preview (a new schedule's time zone starts as the server's)."""
         self.dialog.open()
+        names = [d["name"] for d in await run.io_bound(self.ps.ctx.service.destination_list) or []]
+        self.destinations.set_options(sorted({*names, *(self.destinations.value or [])}),
+                                      value=self.destinations.value or [])
         await self.refresh()
 
     async def refresh(self) -> None:
@@ -168,7 +175,8 @@ class ScheduleDialog:
                 or None, "location": self.location.value, "custom_path": (self.custom_path.value or "").strip() or None,
                 "compression": None if self.compression.value == "default" else self.compression.value,
                 "description": self.description.value or "", "policy": policy, "enabled": bool(self.enabled.value),
-                "retries": _whole(self.retries.value), "retry_delay_s": _whole(self.delay.value)}
+                "retries": _whole(self.retries.value), "retry_delay_s": _whole(self.delay.value),
+                "destinations": list(self.destinations.value or []) if self.kind.value == "backup" else []}
 
     async def save(self) -> None:
         """Create or change the schedule; a refusal stays in the dialog, where it can be fixed."""

@@ -81,3 +81,20 @@ async def test_copy_a_backup_to_a_destination_from_the_table(user: User, account
     await eventually(lambda: s3_server.keys_in(bucket) == [record.id])
     row = await table_row(user, record.id, lambda r: "offsite ✓" in r["locationLabel"])
     assert "degraded" not in row["stateLabel"]
+
+
+async def test_a_schedule_made_on_the_page_copies_to_the_destinations_chosen(user: User, accounts, backups,
+                                                                             s3_server) -> None:
+    backups.destination_add(ACTOR, "offsite", s3_server.keys["full"], bucket=s3_server.bucket(),
+                            endpoint_url=s3_server.url, path_style=True)
+    await login(user, next_="/admin/backup")
+    await user.should_see(marker="schedule-new", retries=100)
+    user.find(marker="schedule-new").click()
+    await user.should_see(marker="schedule-dialog")
+    chooser = user.find(marker="schedule-destinations").elements.pop()
+    await eventually(lambda: "offsite" in str(chooser.options))  # the choices are read when the dialog opens
+    user.find(marker="schedule-name").type("nightly-offsite")
+    user.find(marker="schedule-cron").type("0 2 * * *")
+    chooser.value = ["offsite"]
+    user.find(marker="schedule-save").click()
+    await eventually(lambda: [s["destinations"] for s in backups.schedule_list()] == [["offsite"]])
