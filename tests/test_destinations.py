@@ -200,3 +200,10 @@ def test_an_alert_holds_while_the_newest_backup_of_a_database_has_a_failed_copy(
         {"database": "ehr", "destination": "offsite", "backupId": "b2", "status": "failed", "error": "unreachable",
          "at": t0 + timedelta(days=2)}]
     assert failed_copies(records, [copy(1, "failed"), copy(2, "ok")]) == []  # a newer good copy resolves it
+
+
+def test_a_destination_never_shows_its_secret_in_a_repr() -> None:
+    from ehr_backup.destinations.store import Target
+
+    target = Target("x", check_settings(bucket="ok-bucket"), ("AKIAEXAMPLE", "very-secret-value"))
+    assert "very-secret-value" not in repr(target) and "very-secret-value" not in str(target)

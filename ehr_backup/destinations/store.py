@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from sqlmodel import select
@@ -60,7 +60,7 @@ class Target:
 
     name: str
     settings: S3Settings
-    credentials: tuple[str, str] | None  # (access key id, secret); None: the standard AWS chain
+    credentials: tuple[str, str] | None = field(repr=False)  # (key id, secret), never in a repr; None: AWS chain
 
     def uri(self, key: str) -> str:
         """The s3:// address of an object."""
