@@ -123,12 +123,14 @@ class ThrottledProxy:
     """A TCP proxy on 127.0.0.1 in front of the S3 server that passes uploads at a limited rate: a slow
     destination, for real sockets (nothing in the code under test is replaced)."""
 
-    def __init__(self, upstream_port: int, bytes_per_second: int) -> None:
+    def __init__(self, upstream_port: int, bytes_per_second: int, port: int = 0) -> None:
         import threading
 
         self.upstream_port, self.rate = upstream_port, bytes_per_second
+        self.conns: list[socket.socket] = []
         self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # a new proxy may take the same port
+        self.sock.bind(("127.0.0.1", port))
         self.sock.listen(16)
         self.port = self.sock.getsockname()[1]
         self._threads: list[threading.Thread] = []
@@ -147,6 +149,7 @@ class ThrottledProxy:
             except OSError:
                 return
             upstream = socket.create_connection(("127.0.0.1", self.upstream_port))
+            self.conns += [client, upstream]
             threading.Thread(target=self._pipe, args=(client, upstream, True), daemon=True).start()
             threading.Thread(target=self._pipe, args=(upstream, client, False), daemon=True).start()
 
@@ -166,4 +169,11 @@ class ThrottledProxy:
                     pass
 
     def close(self) -> None:
+        """Stop listening and cut every connection: to the client, the endpoint is gone mid-request."""
         self.sock.close()
+        for c in self.conns:
+            try:
+                c.shutdown(socket.SHUT_RDWR)
+                c.close()
+            except OSError:
+                pass

@@ -323,3 +323,40 @@ def test_rotation_per_destination_deletes_only_copies_there_and_never_the_last_o
     assert Path(service.view(second)["path"]).is_file()  # the backup itself and its local file stay
     assert [c["destination"] for c in service.view(service.get(second.id))["copies"]] == ["default"]
     service.db.dispose()
+
+
+def test_the_endpoint_gone_mid_upload_leaves_no_object_and_the_next_backup_clears_the_parts(env, s3_server) -> None:
+    from .s3server import ThrottledProxy
+
+    env["EHR_BACKUP_S3_PART_MB"] = "5"
+    env["EHR_BACKUP_VERIFY_AFTER_BACKUP"] = "0"
+    service = BackupService(Settings.from_env(env))
+    fill_random(env["DATABASE_URL"], 150_000)
+    bucket = s3_server.bucket()
+    proxy = ThrottledProxy(s3_server.port, 4 * MIB)  # the destination's endpoint; slow, so we cut it mid-upload
+    port = proxy.port
+    service.destination_add(ACTOR, "edge", s3_server.keys["full"], bucket=bucket, prefix="ehr/",
+                            endpoint_url=proxy.url, path_style=True)
+    task = service.prepare_create(ACTOR, description="endpoint dies", destinations=["edge"])
+    out: list[object] = []
+    worker = threading.Thread(target=lambda: _catch(task.run, out))
+    worker.start()
+    deadline = time.monotonic() + 60
+    while not s3_server.uploads_in(bucket) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.5)  # a part on its way
+    proxy.close()  # the endpoint is gone: nothing answers there any more, not even the abort
+    worker.join(300)
+    copy = {c["destination"]: c for c in service.view(service.get(task.backup_id))["copies"]}["edge"]
+    assert copy["status"] == "failed" and f"{proxy.url} is unreachable" in copy["error"]
+    assert s3_server.keys_in(bucket) == []  # no partial object is ever listed
+    assert s3_server.uploads_in(bucket) == [f"ehr/{task.backup_id}"]  # its parts wait on the server
+    proxy = ThrottledProxy(s3_server.port, 64 * MIB, port=port)  # the endpoint is back
+    try:
+        run_sql(env["DATABASE_URL"], "DROP TABLE notes; CREATE TABLE t AS SELECT 1 AS g;")
+        later = service.create(ACTOR, description="endpoint back", destinations=["edge"])
+        assert s3_server.uploads_in(bucket) == []  # the dead upload was aborted first
+        assert s3_server.keys_in(bucket) == [f"ehr/{later.id}"]
+    finally:
+        proxy.close()
+    service.db.dispose()
