@@ -16,6 +16,7 @@ from . import __version__
 from .api_alerts import add_routes as add_alert_routes
 from .api_catalogue import add_routes as add_catalogue_routes
 from .api_databases import add_routes as add_database_routes
+from .api_destinations import add_routes as add_destination_routes
 from .audit import Actor
 from .auth import AuthService, Principal, require_admin
 from .clientaddr import client_address
@@ -99,6 +100,7 @@ class CreateBody(BaseModel):
     customPath: str | None = Field(default=None, max_length=4096)
     compression: Literal["gzip", "zstd"] | None = None
     database: str | None = Field(default=None, max_length=40)  # a database profile; default: DATABASE_URL's
+    destinations: list[str] = Field(default_factory=list, max_length=20)  # S3 destinations (and a location key)
 
 
 class IdBody(BaseModel):
@@ -186,13 +188,14 @@ class ScheduleFields(BaseModel):
     enabled: bool | None = None
     retries: Annotated[int, Field(ge=0, le=10, strict=True)] | None = None
     retryDelaySeconds: Annotated[int, Field(ge=10, le=86_400, strict=True)] | None = None
+    destinations: list[str] | None = Field(default=None, max_length=20)  # S3 destinations copied to
 
     def fields(self) -> dict[str, Any]:
         """The service's keyword arguments, for the fields that were given."""
         names = {"kind": "kind", "cron": "cron", "timezone": "timezone", "location": "location",
                  "customPath": "custom_path", "compression": "compression", "description": "description",
                  "enabled": "enabled", "retries": "retries", "retryDelaySeconds": "retry_delay_s",
-                 "database": "database"}
+                 "database": "database", "destinations": "destinations"}
         out = {names[k]: v for k, v in self.model_dump(exclude_unset=True).items() if k in names}
         if self.rotation is False:
             out["policy"] = None
@@ -242,7 +245,8 @@ def build_router(ctx: ApiContext) -> APIRouter:
         """Start a backup (202 with the job), or with ?wait=true return the finished backup."""
         task = await asyncio.to_thread(ctx.service.prepare_create, who.actor(), description=body.description,
                                        location=body.location, custom_path=body.customPath,
-                                       compression=body.compression, database=body.database)
+                                       compression=body.compression, database=body.database,
+                                       destinations=body.destinations)
         return await finish(ctx.jobs.start(task, who.username), wait)
 
     @router.get("/list", response_model=None)
@@ -424,6 +428,7 @@ def build_router(ctx: ApiContext) -> APIRouter:
     add_alert_routes(router, ctx, admin)  # ehr_backup/api_alerts.py
     add_catalogue_routes(router, ctx, admin)  # ehr_backup/api_catalogue.py
     add_database_routes(router, ctx, admin)  # ehr_backup/api_databases.py
+    add_destination_routes(router, ctx, admin)  # ehr_backup/api_destinations.py
 
     @router.get("/openapi.json", include_in_schema=False)
     async def openapi(who: Admin) -> dict[str, Any]:

@@ -12,7 +12,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from . import __version__, cli_alerts, cli_catalogue, cli_databases, cli_drills, cli_schedules, demo
+from . import (__version__, cli_alerts, cli_catalogue, cli_databases, cli_destinations, cli_drills, cli_schedules,
+               demo)
 from .audit import Actor
 from .config import VARIABLES, Settings
 from .drills import DrillFailed
@@ -51,6 +52,9 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--path", help="directory for --location custom: absolute, inside EHR_BACKUP_CUSTOM_ROOTS; "
                                   "its last folder is created if missing")
     c.add_argument("--compression", choices=["gzip", "zstd"], help="default: EHR_BACKUP_COMPRESSION or gzip")
+    c.add_argument("--destination", action="append", default=[], metavar="NAME",
+                   help="also copy to this S3 destination (repeatable; a local location key picks the local "
+                        "file's location); one pg_dump, every copy with its own SHA-256 and status")
     c.add_argument("--json", action="store_true", help="print the backup as one JSON object")
     c.add_argument("--database", metavar="NAME", help=cli_databases.DATABASE_HELP)
 
@@ -79,6 +83,8 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--since", metavar="YYYY-MM-DD", help="with --all: only backups made on or after this day (UTC)")
     c.add_argument("--due", action="store_true", help="re-read tonight's share of the stored backups, so that each "
                    "is re-read within EHR_BACKUP_REVERIFY_DAYS days (for a nightly timer)")
+    c.add_argument("--destination", metavar="NAME", help="with BACKUP_ID: read back its copy at this S3 destination "
+                   "(every byte authenticated, SHA-256 compared with the backup's)")
     c.add_argument("--json", action="store_true")
 
     c = cmd("status", "storage per location (used, free, growth, forecast fill date, warnings) and backup sizes "
@@ -141,6 +147,7 @@ def _parser() -> argparse.ArgumentParser:
     cli_alerts.add_commands(cmd)
     cli_catalogue.add_commands(cmd)
     cli_databases.add_commands(cmd)
+    cli_destinations.add_commands(cmd)
 
     c = cmd("decrypt", "decrypt a backup file to plain SQL with only the file and the key")
     c.add_argument("file", metavar="FILE")
@@ -280,6 +287,11 @@ def _print_backups(rows: list[dict[str, Any]]) -> None:
               f"{b['createdAt']}  by {_printable(b['createdBy'])}  verified: {verified}  "
               f"{_printable(b['description'])}{claim}\n    rotation: "
               f"{', '.join(b['keptBy']) or 'removed by the next prune'}{pinned}")
+        for c in (b.get("copies") or [])[1:]:  # the S3 copies beside the local file
+            print(f"    copy: {c['destination']} {c['status']} {c['uri']}"
+                  + (f" ({_printable(c['error'])})" if c.get("error") else ""))
+        if b.get("degraded"):
+            print("    DEGRADED: a copy failed or is missing (ehr-backup copy ID --to NAME completes it)")
 
 
 def run(argv: list[str] | None = None) -> int:
@@ -315,6 +327,13 @@ def run(argv: list[str] | None = None) -> int:
         cli_drills.print_failed(exc.report, as_json)
         print(f"ehr-backup: error: {exc.message}", file=sys.stderr)
         return 1
+    except cli_destinations.TestFailed as exc:
+        if as_json:
+            print(json.dumps(exc.result, indent=2, ensure_ascii=False))
+        else:
+            cli_destinations.print_checks(exc.result)
+        print(f"ehr-backup: error: the connection test failed: {exc.result['message']}", file=sys.stderr)
+        return 1
     except (VerifyFailed, cli_catalogue.Refused) as exc:
         if as_json:
             print(json.dumps(exc.result, indent=2, ensure_ascii=False))
@@ -337,7 +356,8 @@ def _dispatch(service: Any, args: argparse.Namespace) -> Any:
     actor = _actor()
     if args.command == "create":
         task = service.prepare_create(actor, description=args.description, location=args.location,
-                                      custom_path=args.path, compression=args.compression, database=args.database)
+                                      custom_path=args.path, compression=args.compression, database=args.database,
+                                      destinations=args.destination)
         return service.view(_run_task(task))
     if args.command == "list" and (args.limit is not None or args.cursor):
         return service.list_page(location=args.location, database=args.database, kind=args.kind, status=args.status,
@@ -381,6 +401,8 @@ def _dispatch(service: Any, args: argparse.Namespace) -> Any:
         return cli_catalogue.dispatch(service, args, actor)
     if args.command == "database":
         return cli_databases.dispatch(service, args, actor)
+    if args.command in ("destination", "copy"):
+        return cli_destinations.dispatch(service, args, actor)
     if args.command == "pin":
         return service.pin(actor, args.backup_id, args.reason)
     if args.command == "unpin":
@@ -401,6 +423,10 @@ def _verify(service: Any, args: argparse.Namespace, actor: Actor) -> Any:
         raise InvalidInput("give one BACKUP_ID, or --all, or --due")
     if args.since and not args.all:
         raise InvalidInput("--since goes with --all")
+    if args.destination and not args.backup_id:
+        raise InvalidInput("--destination goes with one BACKUP_ID")
+    if args.destination:  # one S3 copy, read back in full (ehr_backup/destinations/copies.py)
+        return service.copies.verify_copy(actor, args.backup_id, args.destination)
     if args.backup_id:
         return _run_task(service.prepare_verify(actor, args.backup_id))
     if args.due:
@@ -611,6 +637,8 @@ def _print_human(args: argparse.Namespace, result: Any) -> None:
         cli_catalogue.print_human(args, result)
     elif cmd == "database":
         cli_databases.print_human(args, result)
+    elif cmd in ("destination", "copy"):
+        cli_destinations.print_human(args, result)
     elif cmd in ("pin", "unpin"):
         print(f"{cmd}ned {result['id']}" + (f": {_printable(result['pinReason'])}" if result["pinned"] else ""))
     elif cmd == "decrypt":

@@ -67,6 +67,9 @@ def _options(p: argparse.ArgumentParser, *, defaults: bool) -> None:
     p.add_argument("--location", choices=LOCATIONS, help="where the backups go (default: default)")
     p.add_argument("--path", help="directory for --location custom")
     p.add_argument("--compression", choices=["gzip", "zstd"], help="default: EHR_BACKUP_COMPRESSION or gzip")
+    p.add_argument("--destination", action="append", metavar="NAME", help="also copy each backup to this S3 "
+                   "destination (repeatable; see `destination add`)")
+    p.add_argument("--no-destinations", action="store_true", help="copy to no S3 destination any more")
     p.add_argument("--timezone", metavar="TZ", help="IANA time zone the expression is read in (default: the "
                                                      "server's), e.g. Europe/Berlin")
     for kind, default, unit in BUCKETS:
@@ -107,6 +110,8 @@ def _fields(service: Any, args: argparse.Namespace, current: dict[str, Any] | No
         fields["policy"] = policy
     if getattr(args, "disabled", False):
         fields["enabled"] = False
+    if args.destination or args.no_destinations:
+        fields["destinations"] = [] if args.no_destinations else args.destination
     return fields
 
 
@@ -208,8 +213,8 @@ def print_human(args: argparse.Namespace, result: Any) -> None:
     for s in rows:
         state = "enabled" if s["enabled"] else "DISABLED"
         what = {"verify": "verify stored backups", "drill": "drill the newest verified backups"}.get(
-            s["kind"], f"backup to {s['location']}" + (f" of database {s['database']}"
-                                                        if s.get("database", "default") != "default" else ""))
+            s["kind"], f"backup to {' + '.join([s['location'], *s.get('destinations', [])])}"
+            + (f" of database {s['database']}" if s.get("database", "default") != "default" else ""))
         print(f"{s['name']}: {s['reading']} ({s['cron']}, {s['timezone']}), {what}, {state}")
         if s["kind"] == "backup":
             policy = s["policy"]

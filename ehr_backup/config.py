@@ -86,6 +86,8 @@ VARIABLES = {
     "EHR_BACKUP_METRICS_PUBLIC": "1: GET /metrics answers without a token (e.g. behind a firewall that only lets "
                                  "the Prometheus server in); 0 (default): an administrator's token or session, "
                                  "or a metrics token (`ehr-backup token create USER --scope metrics`)",
+    "EHR_BACKUP_S3_PART_MB": "part size of multipart uploads to S3 destinations, in MiB (5-5120, default 16): "
+                             "the memory an upload holds; an object has at most 10,000 parts",
 }
 
 
@@ -189,6 +191,7 @@ class Settings:
     drill_schedule: str | None = "0 5 * * 0"  # None: no default drill schedule
     drill_check_timeout: int = 30
     metrics_public: bool = False
+    s3_part_mb: int = 16  # multipart part size for S3 destinations: memory per upload
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -244,6 +247,7 @@ class Settings:
             drill_url=env.get("EHR_BACKUP_DRILL_URL") or None,
             drill_schedule=_drill_schedule(env.get("EHR_BACKUP_DRILL_SCHEDULE", "")),
             drill_check_timeout=_int(env, "EHR_BACKUP_DRILL_CHECK_TIMEOUT", 30, 1, 3600),
+            s3_part_mb=_int(env, "EHR_BACKUP_S3_PART_MB", 16, 5, 5120),
         )
 
 

@@ -16,6 +16,7 @@ from sqlmodel import Session, SQLModel, create_engine
 
 from . import models  # noqa: F401 - registers the tables
 from .alerts import tables as _alert_tables  # noqa: F401 - registers the alert tables
+from .destinations import tables as _destination_tables  # noqa: F401 - registers destinations and copies
 from .errors import StorageError
 
 # Columns added after a table was first created: create_all makes new tables, never new columns,
@@ -31,6 +32,7 @@ ADDED_COLUMNS = [
     ("drills", "roles_pending", "VARCHAR NOT NULL DEFAULT ''"),
     ("backups", "profile", "VARCHAR"),
     ("schedules", "database", "VARCHAR"),
+    ("schedules", "destinations", "VARCHAR NOT NULL DEFAULT ''"),
 ]
 
 # Indexes added after a table was first created (create_all makes them only with a new table): the

@@ -201,6 +201,7 @@ class Schedule(SQLModel, table=True):
     updated_at: datetime
     fired_until: datetime  # runs due up to here have been taken (by this or another process)
     database: str | None = None  # the database profile it backs up (ehr_backup/profiles.py); None: the default
+    destinations: str = ""  # S3 destinations each backup is also copied to, comma-separated (destinations/)
 
 
 class ScheduleRun(SQLModel, table=True):

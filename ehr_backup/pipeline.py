@@ -14,7 +14,7 @@ import sys
 import threading
 import time
 from array import array
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -88,14 +88,17 @@ class DumpResult:
 class _HashingFile:
     """Count and hash what is written to the file beneath."""
 
-    def __init__(self, fh: IO[bytes]) -> None:
+    def __init__(self, fh: IO[bytes], sinks: Sequence[Any] = ()) -> None:
         self._fh = fh
         self.sha = hashlib.sha256()
         self.size = 0
+        self._sinks = sinks  # extra copies (destinations/fanout.py): each takes the same bytes, queued
 
     def write(self, data: bytes | memoryview) -> int:
         self.sha.update(data)
         self.size += len(data)
+        for sink in self._sinks:
+            sink.write(data)
         return self._fh.write(data)
 
 
@@ -134,8 +137,11 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
 
 def run_backup(*, conn: ConnInfo, pg_dump: str, directory: Path, backup_id: str, key: MasterKey,
                fields: dict[str, Any], algorithm: str, level: int, threads: int, progress: Progress,
-               cancel: threading.Event, recorded: dict[str, Any] | None = None) -> DumpResult:
-    """Stream pg_dump into an authenticated, compressed file; nothing remains unless all succeeded."""
+               cancel: threading.Event, recorded: dict[str, Any] | None = None,
+               sinks: Sequence[Any] = ()) -> DumpResult:
+    """Stream pg_dump into an authenticated, compressed file; nothing remains unless all succeeded.
+
+    sinks: extra destinations that receive the same encrypted bytes (the caller finishes or aborts them)."""
     start = time.monotonic()
     progress.phase = "dumping"
 
@@ -160,7 +166,7 @@ def run_backup(*, conn: ConnInfo, pg_dump: str, directory: Path, backup_id: str,
     threading.Thread(target=_kill_on_cancel, args=(proc, cancel, done), daemon=True).start()
     try:
         with storage.atomic_file(directory, backup_id) as fh:
-            out = _HashingFile(fh)
+            out = _HashingFile(fh, sinks)
             writer = EncryptedWriter(out, key, fields)
             comp = compression.open_compressor(algorithm, writer, level, threads)
             try:

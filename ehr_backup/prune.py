@@ -241,6 +241,7 @@ class Rotation:
                 return "kept now: " + ", ".join(now.reasons)
             self.s.audit.record(actor, "prune.delete", backup_id, "started", now.reasons[0])
             try:
+                self.s.copies.delete_remote(record)  # its S3 copies go with it (ehr_backup/destinations/)
                 if record.status in (Status.COMPLETED, Status.DISCOVERED):  # failed runs left no file
                     storage.unlink_in(Path(record.directory), record.id)
             except BackupError as exc:

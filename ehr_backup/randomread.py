@@ -20,6 +20,7 @@ from array import array
 from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
+from functools import partial
 from typing import Any
 
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
@@ -46,7 +47,9 @@ class RandomReader:
                 sizes.byteswap()
         except (KeyError, TypeError, ValueError):
             raise NotAuthentic() from None
-        self._fd = opened.fh.fileno()
+        # a file is read by offset with os.pread; an S3 object (destinations/s3.py) by ranged GETs
+        pread = getattr(opened.fh, "pread", None)
+        self._pread = pread if pread is not None else partial(os.pread, opened.fh.fileno())
         self._key = opened.enc_key
         self._iv = bytes.fromhex(opened.header.fields["iv"])
         self._body_offset = opened.header.body_offset
@@ -138,7 +141,7 @@ class RandomReader:
         while i * SEGMENT < self._body_len:
             start = i * SEGMENT
             size = min(SEGMENT, self._body_len - start)
-            data = os.pread(self._fd, size, self._body_offset + start)
+            data = self._pread(size, self._body_offset + start)
             if len(data) != size or not hmac.compare_digest(hashlib.sha256(data).digest(),
                                                              self._digests[32 * i:32 * i + 32]):
                 raise NotAuthentic()

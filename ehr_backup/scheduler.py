@@ -220,7 +220,8 @@ class Scheduler:
                 description = render(sched.description, when, sched.name, service.connection(sched.database).dbname)
                 inner = service.prepare_create(SCHEDULER, description=description, location=sched.location,
                                                custom_path=sched.custom_path, compression=sched.compression,
-                                               kind="scheduled", schedule=sched.name, database=sched.database)
+                                               kind="scheduled", schedule=sched.name, database=sched.database,
+                                               destinations=[d for d in sched.destinations.split(",") if d])
         except BackupError as exc:
             lock.release()
             self._finish(run.id, False, f"could not start: {exc.message}", None)

@@ -33,7 +33,7 @@ MAX_RETRIES = 10
 KEEP_RUNS = 500  # runs kept per schedule (a year and more of nightly runs); older ones are forgotten
 RETRY_DELAY = (10, 86_400)
 FIELDS = ("kind", "cron", "timezone", "location", "custom_path", "compression", "description", "policy",
-          "enabled", "retries", "retry_delay_s", "database")
+          "enabled", "retries", "retry_delay_s", "database", "destinations")
 
 
 def server_zone_name() -> str:
@@ -123,9 +123,12 @@ class Schedules:
         merged: dict[str, Any] = {k: getattr(current, k) for k in FIELDS} if current else {
             "kind": "backup", "location": "default", "custom_path": None, "compression": None,
             "description": "Scheduled {date}", "policy": RetentionPolicy().as_dict(), "enabled": True,
-            "retries": 2, "retry_delay_s": 600, "timezone": None, "cron": None, "database": None}
+            "retries": 2, "retry_delay_s": 600, "timezone": None, "cron": None, "database": None,
+            "destinations": ""}
         if current is not None and current.policy:
             merged["policy"] = json.loads(current.policy)
+        if current is not None:
+            merged["destinations"] = current.destinations.split(",") if current.destinations else []
         merged.update(fields)
         out: dict[str, Any] = {}
         out["kind"] = merged["kind"]
@@ -157,6 +160,14 @@ class Schedules:
         if out["kind"] != "backup" and fields.get("policy") is not None:
             raise InvalidInput(f"rotation applies to backup schedules; a {out['kind']} schedule makes no backups")
         out["policy"] = check_policy(merged["policy"], tz) if out["kind"] == "backup" else None
+        names = merged["destinations"] or []
+        if not isinstance(names, list | tuple) or not all(isinstance(n, str) for n in names):
+            raise InvalidInput("destinations: a list of destination names")
+        if names and out["kind"] != "backup":
+            raise InvalidInput(f"destinations apply to backup schedules; a {out['kind']} schedule makes no backups")
+        for n in names:  # each must exist now (ehr_backup/destinations/); a later removal fails the run clearly
+            self.service.destinations.target(n)
+        out["destinations"] = ",".join(dict.fromkeys(names))
         return out
 
     # ----- reading ---------------------------------------------------------------------------------------
@@ -219,6 +230,7 @@ class Schedules:
                 "compression": sched.compression, "description": sched.description,
                 "policy": json.loads(sched.policy) if sched.policy else None, "enabled": sched.enabled,
                 "retries": sched.retries, "retryDelaySeconds": sched.retry_delay_s,
+                "destinations": sched.destinations.split(",") if sched.destinations else [],
                 "createdAt": _iso(sched.created_at), "createdBy": sched.created_by,
                 "updatedAt": _iso(sched.updated_at),
                 "nextRuns": [r.isoformat() for r in nexts] if sched.enabled else [],

@@ -28,6 +28,9 @@ from .compression import EXTENSIONS, check
 from .config import Settings
 from .db import Database
 from .default_location import resolve as resolve_default_location
+from .destinations import plan as destination_plan
+from .destinations.copies import Copies
+from .destinations.store import Destinations
 from .drill_checks import view as drill_check_view
 from .drills import Drills
 from .drills import view as drill_view
@@ -109,6 +112,8 @@ class BackupService:
         self.listing = Listing(self)  # ehr_backup/listing.py: paged, filtered, sorted in SQLite
         self.catalogue_rebuild = CatalogueRebuild(self)  # ehr_backup/catalogue_rebuild.py, rebuild.py
         self.profiles = Profiles(self)  # ehr_backup/profiles.py: named databases besides DATABASE_URL
+        self.destinations = Destinations(self)  # ehr_backup/destinations/: S3 destinations and backup copies
+        self.copies = Copies(self)
 
     # ----- configuration -----------------------------------------------------------------------------
     def connection(self, database: str | None = None) -> ConnInfo:
@@ -291,11 +296,16 @@ class BackupService:
                        custom_path: str | None = None, compression: str | None = None,
                        kind: str = "manual", lock: DatabaseLock | None = None,
                        slug: str | None = None, conn: ConnInfo | None = None, schedule: str | None = None,
-                       protects: str | None = None, database: str | None = None) -> Task:
-        """Validate, reserve the database and record a RUNNING backup; the returned task does the work
-        (database: the profile to back up, default DATABASE_URL's)."""
+                       protects: str | None = None, database: str | None = None,
+                       destinations: Sequence[str] = ()) -> Task:
+        """Validate, reserve the database and record a RUNNING backup; the returned task does the work.
+
+        database: the profile to back up (default DATABASE_URL's); destinations: where copies go
+        (ehr_backup/destinations/): a local location key, and S3 destinations."""
         try:
             profile = self.profiles.checked(database)
+            location, remote = destination_plan.split(destinations, location)
+            targets = destination_plan.targets(self, remote)
             description = clean_text(description, MAX_DESCRIPTION, "description")
             algorithm = compression or self.settings.compression
             level = check(algorithm, self.settings.gzip_level if algorithm == "gzip"
@@ -330,7 +340,7 @@ class BackupService:
             raise
 
         def work(progress: Progress, cancel: threading.Event) -> BackupRecord:
-            return self._run_create(actor, record, conn, key, level, directory, progress, cancel)
+            return self._run_create(actor, record, conn, key, level, directory, progress, cancel, targets)
 
         return Task("create", backup_id, work, locks, backup_id=backup_id)
 
@@ -349,7 +359,8 @@ class BackupService:
             now += timedelta(milliseconds=1)
 
     def _run_create(self, actor: Actor, record: BackupRecord, conn: ConnInfo, key: Any, level: int,
-                    directory: Path, progress: Progress, cancel: threading.Event) -> BackupRecord:
+                    directory: Path, progress: Progress, cancel: threading.Event,
+                    targets: Sequence[Any] = ()) -> BackupRecord:
         step = "connecting"
         progress.phase = step
         try:
@@ -377,10 +388,17 @@ class BackupService:
                       # what a catalogue rebuilt from the files alone shows for it (catalogue_rebuild.py)
                       **{k: v for k, v in (("schedule", record.schedule), ("protects", record.protects)) if v},
                       AUDIT_ANCHOR_FIELD: self.audit.anchor()}  # the log must reach this entry from now on
-            result = run_backup(conn=conn, pg_dump=pg_dump, directory=directory, backup_id=record.id, key=key,
-                                fields=fields, algorithm=record.compression, level=level,
-                                threads=self.settings.threads, progress=progress, cancel=cancel,
-                                recorded=recorded)
+            sinks = destination_plan.start_sinks(self, targets, record.id, self.settings.s3_part_mb * 1024 * 1024)
+            try:
+                result = run_backup(conn=conn, pg_dump=pg_dump, directory=directory, backup_id=record.id, key=key,
+                                    fields=fields, algorithm=record.compression, level=level,
+                                    threads=self.settings.threads, progress=progress, cancel=cancel,
+                                    recorded=recorded, sinks=sinks)
+                step = "finishing the copies"
+                failed_copies = [c for c in destination_plan.finish_sinks(self, record.id, sinks) if c.error]
+            except BaseException:
+                destination_plan.abort_sinks(sinks)  # a failed backup leaves no copy anywhere
+                raise
         except Cancelled as exc:
             self._finish_failed(actor, record, Status.CANCELLED, step, exc.message, "create")
             raise
@@ -403,7 +421,8 @@ class BackupService:
                                      table_counts=json.dumps(result.rows), finished_at=utcnow(),
                                      duration_s=round(result.seconds, 3))
         self.audit.record(actor, "create", record.id, "ok",
-                          f"{result.size} bytes, {len(result.rows)} tables, {result.seconds:.1f}s")
+                          f"{result.size} bytes, {len(result.rows)} tables, {result.seconds:.1f}s"
+                          + "".join(f"; degraded: the copy to {c.destination} failed: {c.error}" for c in failed_copies))
         assert done is not None
         try:
             self.storage_status.sample(force=True)
@@ -545,7 +564,8 @@ class BackupService:
                 "protects": r.protects, "profile": r.profile or "default",
                 # a file found on disk and not verified yet: its description, creator and database are
                 # what its unauthenticated header claims
-                "unverified": r.status == Status.DISCOVERED, "lastDrill": last_drill}
+                "unverified": r.status == Status.DISCOVERED, "lastDrill": last_drill,
+                **self.copies.view(r, exists)}  # copies: [{destination, uri, size, sha256, status}], degraded
 
     def get(self, backup_id: str) -> BackupRecord:
         """The catalogued backup with this id (ids are validated, never used as paths directly)."""
@@ -566,12 +586,8 @@ class BackupService:
             raise
 
     def _open(self, record: BackupRecord) -> OpenedFile:
-        fh = storage.open_in(Path(record.directory), record.id)
-        try:
-            return OpenedFile(fh, self.keyring())
-        except BaseException:
-            fh.close()
-            raise
+        """The backup from a healthy copy: its local file, else a good S3 copy (streamed, no temporary file)."""
+        return self.copies.open_any(record)
 
     # ----- verify (ehr_backup/verification.py) ---------------------------------------------------------
     def prepare_verify(self, actor: Actor, backup_id: str) -> Task:
@@ -636,6 +652,7 @@ class BackupService:
                              "unpin it first")
             self.audit.record(actor, "delete", record.id, "started")
             try:
+                self.copies.delete_remote(record)  # every S3 copy first: the record goes only when all are gone
                 storage.unlink_in(Path(record.directory), record.id)
             except BackupError as exc:
                 self.audit.record(actor, "delete", record.id, "failed", exc.message)
@@ -756,12 +773,12 @@ class BackupService:
         return self.view(pins.unpin(self, actor, backup_id))
 
     def open_download(self, actor: Actor, backup_id: str) -> tuple[IO[bytes], int, str]:
-        """Open a backup file for streaming to a client: (handle, size, file name)."""
+        """Open a backup for streaming to a client from a healthy copy (local first): (handle, size, file name)."""
         record = self._resolve(actor, "download", backup_id)
         try:
             if record.status not in (Status.COMPLETED, Status.DISCOVERED):
                 raise InvalidInput(f"backup {record.id} is {record.status}; nothing to download")
-            fh = storage.open_in(Path(record.directory), record.id)
+            fh, size = self.copies.open_stream(record)
         except BackupError as exc:
             self.audit.record(actor, "download", record.id, "refused", exc.message)
             raise
@@ -770,7 +787,45 @@ class BackupService:
         except BaseException:
             fh.close()
             raise
-        return fh, os.fstat(fh.fileno()).st_size, record.id
+        return fh, size, record.id
+
+    # ----- destinations and copies (ehr_backup/destinations/) -------------------------------------------
+    def destination_list(self) -> list[dict[str, Any]]:
+        """Every S3 destination (credentials only as stored / AWS chain)."""
+        return self.destinations.list()
+
+    def destination_add(self, actor: Actor, name: str, credentials: tuple[str, str] | None = None,
+                        **settings: Any) -> dict[str, Any]:
+        """Add an S3 destination (see destinations/store.check_settings for the fields)."""
+        from .destinations.store import check_settings
+
+        try:
+            checked = check_settings(**settings)
+        except BackupError as exc:
+            self.audit.record(actor, "destination.add", _safe_target(str(name))[:63], "refused", exc.message)
+            raise
+        return self.destinations.add(actor, name, checked, credentials)
+
+    def destination_test(self, actor: Actor, name: str) -> dict[str, Any]:
+        """Test connection: list, write, read and delete a probe object; say which permission is missing."""
+        from .destinations.probe import probe
+
+        try:
+            target = self.destinations.target(name)
+        except BackupError as exc:
+            self.audit.record(actor, "destination.test", _safe_target(str(name))[:63], "refused", exc.message)
+            raise
+        result = probe(target)
+        self.audit.record(actor, "destination.test", name, "ok" if result["ok"] else "failed", result["message"])
+        return result
+
+    def destination_remove(self, actor: Actor, name: str) -> None:
+        """Forget a destination (its objects stay in the bucket)."""
+        self.destinations.remove(actor, name)
+
+    def copy(self, actor: Actor, backup_id: str, destination: str) -> dict[str, Any]:
+        """Copy a backup from a healthy copy to a destination and record it."""
+        return self.copies.copy_to(actor, backup_id, destination)
 
     def rebuild_catalogue(self, actor: Actor, *, location: str | None = None, paths: Sequence[str] = (),
                           dry_run: bool = False) -> dict[str, Any]:

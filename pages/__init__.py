@@ -7,7 +7,7 @@ from typing import Any
 
 def register(ctx: Any) -> None:
     """Register every page."""
-    from . import alerts, audit, backups, drill_report, errors, login, modules, users
+    from . import alerts, audit, backups, destinations, drill_report, errors, login, modules, users
 
     login.register(ctx)
     modules.register(ctx)
@@ -16,4 +16,5 @@ def register(ctx: Any) -> None:
     users.register(ctx)
     drill_report.register(ctx)
     alerts.register(ctx)
+    destinations.register(ctx)
     errors.register()

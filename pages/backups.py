@@ -48,6 +48,8 @@ def register(ctx: WebContext) -> None:
             await storage.load()
             await schedules.load()
             await state["load_profiles"]()
+            names = [d["name"] for d in await run.io_bound(ctx.service.destination_list) or []]
+            state["destinations"].set_options(names, value=[v for v in state["destinations"].value or [] if v in names])
 
         titles: dict[str, str] = {}  # job id -> its card's title, looked up once
 
@@ -148,6 +150,9 @@ def _create_card(ps: PageSession, state: dict[str, Any], watch: Callable[[Job], 
                               "compression")
             database = tid(ui.select({"default": "default (DATABASE_URL)"}, value="default", label="Database")
                            .classes("w-56"), "create-database")  # the database profile to back up
+            # S3 destinations the backup is also copied to (ehr_backup/destinations/); names are validated
+            copies = tid(ui.select([], multiple=True, label="Also copy to").classes("min-w-48"), "destinations")
+            state["destinations"] = copies  # its options are read off the event loop, in reload()
         with ui.row().classes("w-full items-end gap-2") as custom_row:
             custom_path = tid(ui.input("Folder (absolute path)").classes("w-96"), "custom-path")
             tid(ui.button("Browse…", icon="folder_open", on_click=lambda: browser.open_at(custom_path.value))
@@ -160,7 +165,8 @@ def _create_card(ps: PageSession, state: dict[str, Any], watch: Callable[[Job], 
             task = await run.io_bound(service.prepare_create, ps.actor, description=description.value or "",
                                       location=location.value,
                                       custom_path=custom_path.value if location.value == "custom" else None,
-                                      compression=compression.value, database=database.value)
+                                      compression=compression.value, database=database.value,
+                                      destinations=list(copies.value or []))
             if task is None:
                 return
             watch(ps.ctx.jobs.start(task, ps.principal.username))
@@ -184,7 +190,7 @@ async def _row_action(ps: PageSession, action: str, row: dict[str, Any], watch: 
     """Do a row's action (the row as the service listed it), after checking the session."""
     service = ps.ctx.service
     bid = row["id"]
-    if action not in ("download", "verify", "drill", "restore", "delete", "pin"):
+    if action not in ("download", "verify", "drill", "restore", "delete", "pin", "copy"):
         return
     if not await ps.check(f"{action} {bid}"):
         return
@@ -205,6 +211,10 @@ async def _row_action(ps: PageSession, action: str, row: dict[str, Any], watch: 
                 await RestoreDialog(ps, row, reload, dialogs).open()
         elif action == "pin":
             _pin_dialog(ps, row, reload, dialogs)
+        elif action == "copy":  # to an S3 destination (ehr_backup/destinations/copies.py)
+            names = [d["name"] for d in await run.io_bound(service.destination_list) or []]
+            with dialogs:
+                _copy_dialog(ps, row, names, reload)
         else:
             with dialogs:
                 _confirm_delete(ps, row, reload)
@@ -212,11 +222,35 @@ async def _row_action(ps: PageSession, action: str, row: dict[str, Any], watch: 
         notify(exc.message, type="negative", multi_line=True)
 
 
+def _copy_dialog(ps: PageSession, row: dict[str, Any], names: list[str], reload: Callable[[], Any]) -> None:
+    with ui.dialog() as dialog, tid(ui.card(), "copy-dialog"):
+        ui.label("Copy this backup to a destination").classes("text-lg font-bold")
+        ui.label(f"{row['description'] or row['id']} ({row['id']})").classes("break-all")
+        if not names:
+            ui.label("No S3 destinations yet: add one on the Destinations page.")
+        target = tid(ui.select(names, value=names[0] if names else None, label="Destination"), "copy-to")
+
+        @guarded(ps, f"copy {row['id']}")
+        async def copy() -> None:
+            if not target.value:
+                return
+            copied = await run.io_bound(ps.ctx.service.copy, ps.actor, row["id"], target.value)
+            if copied is not None:
+                dialog.close()
+                notify(f"Copied to {copied['destination']}: {copied['uri']}", type="positive")
+                await reload()
+
+        with ui.row():
+            ui.button("Cancel", on_click=dialog.close).props("flat")
+            tid(ui.button("Copy", on_click=copy), "copy-confirm")
+    dialog.open()
+
+
 def _confirm_delete(ps: PageSession, row: dict[str, Any], reload: Callable[[], Any]) -> None:
     with ui.dialog() as dialog, tid(ui.card(), "delete-dialog"):
         ui.label("Delete this backup?").classes("text-lg font-bold")
         ui.label(f"{row['description'] or row['id']} ({row['id']})").classes("break-all")
-        ui.label("The file and its catalogue entry are removed for good.")
+        ui.label("The file, its copies at S3 destinations and its catalogue entry are removed for good.")
 
         @guarded(ps, f"delete {row['id']}")
         async def delete() -> None:

@@ -79,7 +79,8 @@ SLOTS = {
    @click="() => $parent.$emit('row_action', {action: a.name, id: props.row.id})" /></div></q-td>""",
 }
 ACTIONS = (("download", "Download", "download"), ("verify", "Verify", "verified"), ("drill", "Drill", "fact_check"),
-           ("restore", "Restore", "settings_backup_restore"), ("delete", "Delete", "delete"))
+           ("restore", "Restore", "settings_backup_restore"), ("copy", "Copy to…", "cloud_upload"),
+           ("delete", "Delete", "delete"))
 STYLE = """.ehr-desc { max-width: 22rem; white-space: normal; overflow-wrap: anywhere; }
 .ehr-id { overflow-wrap: anywhere; } .ehr-wrap { white-space: normal; overflow-wrap: anywhere; }
 .ehr-actions { min-width: 16rem; }"""
@@ -127,11 +128,14 @@ def table_row(b: dict[str, Any], now: datetime) -> dict[str, Any]:
         "kindColor": KIND_COLORS.get(kind, "grey-7"),
         "schedule": b.get("schedule") or "", "status": status,
         "protects": f"before restoring {b['protects']}" if b.get("protects") else "",
-        "stateLabel": state + (" (found on disk)" if status == "discovered" else ""),
-        "stateColor": STATE_COLORS.get(state, "grey-7"), "createdAt": b["createdAt"],
+        "stateLabel": state + (" (found on disk)" if status == "discovered" else "")
+        + (" · degraded" if b.get("degraded") else ""),  # a copy failed or is missing (destinations/copies.py)
+        "stateColor": "warning" if b.get("degraded") else STATE_COLORS.get(state, "grey-7"), "createdAt": b["createdAt"],
         "createdAgo": ago(b["createdAt"], now), "createdLocal": local_time(b["createdAt"]),
         "createdUtc": utc_text(b["createdAt"]), "size": b["size"], "sizeText": human_size(b["size"]),
-        "location": b["location"], "locationLabel": LOCATIONS.get(b["location"], b["location"]),
+        "location": b["location"], "locationLabel": LOCATIONS.get(b["location"], b["location"])
+        + "".join(f" + {c['destination']} {'✓' if c['status'] == 'ok' else '✗ ' + c['status']}"
+                  for c in (b.get("copies") or [])[1:]),  # the S3 copies beside the local file
         "locationPath": b["path"].rsplit("/", 1)[0] if b["location"] == "custom" else "",
         "database": b["database"] if b.get("profile", "default") == "default" else f"{b['database']} ({b['profile']})",
         "createdBy": b["createdBy"] or "—", "verifiedText": verified,

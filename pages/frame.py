@@ -98,7 +98,8 @@ def guarded(ps: PageSession, what: str) -> Callable[[Callable[..., Awaitable[Any
 
 
 NAV = (("Backups", "backup", "/admin/backup"), ("Audit log", "policy", "/admin/audit"),
-       ("Users", "group", "/admin/users"), ("Alerts", "notifications", "/admin/alerts"))
+       ("Users", "group", "/admin/users"), ("Alerts", "notifications", "/admin/alerts"),
+       ("Destinations", "cloud", "/admin/destinations"))
 
 
 def header(ps: PageSession, title: str, origin: str, *, back: bool = True) -> None:

@@ -86,6 +86,10 @@ class ScheduleDialog:
                                                       "gzip": "gzip (smallest)", "zstd": "zstd (fastest)"},
                                                      value=s.get("compression") or "default", label="Compression")
                                            .classes("w-44"), "schedule-compression")
+                    # S3 destinations each backup is also copied to; the choices are read in open()
+                    chosen = list(s.get("destinations") or [])
+                    self.destinations = tid(ui.select(chosen, value=chosen, multiple=True, label="Also copy to")
+                                            .classes("min-w-48"), "schedule-destinations")
                 self.description = tid(ui.input("Description of each backup",
                                                  value=s.get("description", "Scheduled {date}"),
                                                  on_change=self.refresh).props("debounce=250").classes("w-full"),
@@ -123,6 +127,9 @@ class ScheduleDialog:
         names = await run.io_bound(lambda: ["default", *(p.name for p in self.ps.ctx.service.profiles.all())])
         if names is not None:
             self.database.set_options(list(dict.fromkeys([*names, self.database.value])), value=self.database.value)
+        names = [d["name"] for d in await run.io_bound(self.ps.ctx.service.destination_list) or []]
+        self.destinations.set_options(sorted({*names, *(self.destinations.value or [])}),
+                                      value=self.destinations.value or [])
         await self.refresh()
 
     async def refresh(self) -> None:
@@ -175,7 +182,8 @@ class ScheduleDialog:
                 "compression": None if self.compression.value == "default" else self.compression.value,
                 "description": self.description.value or "", "policy": policy, "enabled": bool(self.enabled.value),
                 "retries": _whole(self.retries.value), "retry_delay_s": _whole(self.delay.value),
-                "database": self.database.value if self.kind.value == "backup" else None}
+                "database": self.database.value if self.kind.value == "backup" else None,
+                "destinations": list(self.destinations.value or []) if self.kind.value == "backup" else []}
 
     async def save(self) -> None:
         """Create or change the schedule; a refusal stays in the dialog, where it can be fixed."""

@@ -220,3 +220,13 @@ async def user(web_env: dict[str, str], caplog: pytest.LogCaptureFixture, reques
         errors = [r for r in caplog.get_records("call") if r.levelname == "ERROR"]
         if errors:
             pytest.fail(f"unexpected ERROR logs: {[r.getMessage() for r in errors]}", pytrace=False)
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory: pytest.TempPathFactory):
+    """A real S3 server process (moto_server) on 127.0.0.1 for the whole session (tests/s3server.py)."""
+    from .s3server import start
+
+    server = start(tmp_path_factory.mktemp("moto"))
+    yield server
+    server.stop()

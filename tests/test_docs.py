@@ -12,15 +12,15 @@ README = (ROOT / "README.md").read_text()
 
 
 def test_every_environment_variable_is_in_the_readme_table() -> None:
-    documented = set(re.findall(r"^\| `([A-Z_]+)` \|", README, re.MULTILINE))
+    documented = set(re.findall(r"^\| `([A-Z0-9_]+)` \|", README, re.MULTILINE))
     assert documented == set(VARIABLES)
 
 
 def test_every_environment_variable_read_by_the_code_is_declared() -> None:
     read = set()
     for path in (ROOT / "ehr_backup").rglob("*.py"):
-        read |= set(re.findall(r"""env\.get\(\s*["']([A-Z_]+)["']""", path.read_text()))
-        read |= set(re.findall(r"""_int\(env, ["']([A-Z_]+)["']""", path.read_text()))
+        read |= set(re.findall(r"""env\.get\(\s*["']([A-Z0-9_]+)["']""", path.read_text()))
+        read |= set(re.findall(r"""_int\(env, ["']([A-Z0-9_]+)["']""", path.read_text()))
     assert read <= set(VARIABLES), read - set(VARIABLES)
 
 

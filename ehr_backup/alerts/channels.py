@@ -37,7 +37,8 @@ FOOTER = ("EHR Backup sends this alert when a backup, verification, drill or sch
           "overdue, storage runs low, or the audit log does not verify; and once more when it is resolved.")
 TITLES = {"backup.failed": "Backup failed", "backup.overdue": "Backup overdue", "verify.failed": "Verification failed",
           "drill.failed": "Restore drill failed", "storage.low": "Storage low", "schedule.failed": "Scheduled run failed",
-          "audit.broken": "Audit log does not verify", "test": "Test alert"}
+          "audit.broken": "Audit log does not verify", "copy.failed": "Backup copy failed (degraded)",
+          "test": "Test alert"}
 
 
 @dataclass(frozen=True)

@@ -119,7 +119,8 @@ class Collector:
         """Every condition that holds now."""
         out: list[Condition] = []
         checks: Sequence[Callable[[datetime], list[Condition]]] = (
-            self.backups, self.verifications, self.drills, self.overdue, self.storage, self.schedules, self.audit)
+            self.backups, self.verifications, self.drills, self.overdue, self.storage, self.schedules, self.audit,
+            self.copies)
         for check in checks:
             try:
                 out.extend(check(now))
@@ -134,6 +135,16 @@ class Collector:
         except (BackupError, ValueError):
             configured = None  # a DATABASE_URL that does not parse: only databases backed up before count
         return failed_backups(self.s.catalogue.all(), configured, now)
+
+    def copies(self, now: datetime) -> list[Condition]:
+        """The newest backup of a database has a failed copy at a destination (ehr_backup/destinations/)."""
+        from ..destinations.copies import failed_copies
+
+        return [Condition(f"copy.failed:{f['database']}:{f['destination']}", "copy.failed",
+                          f"backup {f['backupId']} of {f['database']} is degraded: its copy to {f['destination']} "
+                          f"{f['status']}: {clean_message(f['error'])}", as_utc(f["at"]) or now,
+                          database=f["database"], location=f["destination"])
+                for f in failed_copies(self.s.catalogue.all(), self.s.copies.all())]
 
     def verifications(self, now: datetime) -> list[Condition]:
         """A stored backup whose latest verification failed."""

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 
 EVENTS = ("backup.failed", "backup.overdue", "verify.failed", "drill.failed", "storage.low", "schedule.failed",
-          "audit.broken")
+          "audit.broken", "copy.failed")
 
 
 @dataclass(frozen=True)
