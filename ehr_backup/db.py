@@ -51,8 +51,16 @@ def _add_missing_columns(engine: Engine) -> None:
             conn.exec_driver_sql(f'CREATE INDEX IF NOT EXISTS "ix_{table}_{column}" ON "{table}" ("{column}")')
 
 
+# Connections kept open per engine: one for each thread that may read at once (the web server's worker
+# threads), so that concurrent requests reuse connections instead of opening one each (a new SQLite
+# connection also re-runs the PRAGMAs below); beyond that, extra ones are opened and closed as needed.
+POOL_SIZE = 20
+POOL_OVERFLOW = 40
+
+
 def _engine(path: Path, begin: str) -> Engine:
-    engine = create_engine(f"sqlite:///{path}", connect_args={"check_same_thread": False, "timeout": 30})
+    engine = create_engine(f"sqlite:///{path}", connect_args={"check_same_thread": False, "timeout": 30},
+                           pool_size=POOL_SIZE, max_overflow=POOL_OVERFLOW)
 
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi: sqlite3.Connection, _record: Any) -> None:

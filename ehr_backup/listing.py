@@ -140,8 +140,12 @@ def _filters(q: ListQuery) -> list[Any]:
     return where
 
 
-def page_records(db: Any, q: ListQuery) -> tuple[list[BackupRecord], int, str | None]:
-    """One page of records, the number matching the filters, and the cursor of the next page (None: last)."""
+def page_records(db: Any, q: ListQuery) -> tuple[list[Any], int, str | None]:
+    """One page of records, the number matching the filters, and the cursor of the next page (None: last).
+
+    The records are rows of the backups table, read like a BackupRecord (same attribute names) but
+    without building ORM instances, which was a third of the cost of a page.
+    """
     column, null = SORTS[q.sort]
     key = column if null is None else func.coalesce(column, null)
     where = _filters(q)
@@ -155,8 +159,8 @@ def page_records(db: Any, q: ListQuery) -> tuple[list[BackupRecord], int, str | 
             else:
                 page_where.append(or_(key > value, and_(key == value, col(BackupRecord.id) > after)))
         order = (key.desc(), col(BackupRecord.id).desc()) if q.descending else (key.asc(), col(BackupRecord.id).asc())
-        rows = list(s.exec(select(BackupRecord).where(*page_where).order_by(*order).limit(q.limit + 1)
-                           .offset(0 if q.cursor else q.offset)).all())
+        rows = list(s.execute(sa_select(BackupRecord.__table__).where(*page_where)  # type: ignore[attr-defined]
+                              .order_by(*order).limit(q.limit + 1).offset(0 if q.cursor else q.offset)).all())
     more = len(rows) > q.limit
     rows = rows[:q.limit]
     cursor = None

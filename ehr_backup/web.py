@@ -23,7 +23,7 @@ from starlette.middleware.base import BaseHTTPMiddleware, RequestResponseEndpoin
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from . import monitoring
-from .api import SESSION_COOKIE, ApiContext, authenticate, build_router, error_response
+from .api import PRINCIPAL_KEY, SESSION_COOKIE, ApiContext, authenticate, build_router, error_response
 from .api_errors import JsonErrors, invalid_request
 from .audit import Actor
 from .auth import AuthService, Principal
@@ -157,6 +157,14 @@ class AuthGate(BaseHTTPMiddleware):
         super().__init__(app)
         self.ctx = ctx
 
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        # everything but a page goes straight through: BaseHTTPMiddleware's task group and streams cost
+        # every API request CPU on the event loop for nothing (the API checks its own credentials)
+        if scope["type"] != "http" or not _is_page(scope.get("path", "")):
+            await self.app(scope, receive, send)
+            return
+        await super().__call__(scope, receive, send)
+
     async def dispatch(self, request: Request, call_next: RequestResponseEndpoint) -> Response:
         path = request.url.path
         if not _is_page(path):
@@ -270,7 +278,9 @@ async def _precheck(api_ctx: ApiContext, scope: Scope) -> Response | None:
         principal = await run_in_threadpool(authenticate, api_ctx, Request(scope))
     except BackupError as exc:
         return error_response(exc)
-    scope.setdefault("state", {})["ehr_actor"] = principal.username
+    state = scope.setdefault("state", {})
+    state["ehr_actor"] = principal.username
+    state[PRINCIPAL_KEY] = principal  # the routes' dependency uses it instead of checking the token again
     return None
 
 
