@@ -68,12 +68,16 @@ class Catalogue:
                 q = q.where(BackupRecord.database == database)
             return s.exec(q).all()
 
-    def columns(self, names: Sequence[str], *, database: str | None = None) -> Sequence[Any]:
-        """These columns of every record (rows with those attributes, lighter than records), newest first."""
+    def columns(self, names: Sequence[str], *, database: str | None = None,
+                where: Sequence[Any] = ()) -> Sequence[Any]:
+        """These columns of every record (rows with those attributes, lighter than records), newest first;
+        `where`: further conditions on BackupRecord's columns."""
         with self._db.reading() as s:
             q = sa_select(*(getattr(BackupRecord, n) for n in names)).order_by(col(BackupRecord.created_at).desc())
             if database is not None:
                 q = q.where(BackupRecord.database == database)  # type: ignore[arg-type]
+            if where:
+                q = q.where(*where)
             return s.execute(q).all()  # type: ignore[no-any-return]
 
     def directories(self, location: str) -> list[str]:

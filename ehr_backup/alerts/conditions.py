@@ -15,10 +15,12 @@ from datetime import datetime, timedelta
 from itertools import pairwise
 from typing import TYPE_CHECKING, Any
 
+from sqlmodel import col
+
 from .. import cron, demo
 from ..catalogue import as_utc
 from ..errors import BackupError
-from ..models import Status
+from ..models import BackupRecord, Status
 from ..pg import ConnInfo
 from .state import Condition
 
@@ -27,6 +29,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("ehr_backup.alerts")
 MAX_MESSAGE = 600
+# the catalogue columns each check reads (light rows, not records)
+FAILED_FACTS = ("id", "database", "location", "kind", "status", "step", "error", "finished_at", "created_at")
+VERIFY_FACTS = ("id", "database", "location", "status", "verify_ok", "verified_at", "verify_message")
 MIN_GRACE = timedelta(hours=1)  # a scheduled backup may take a while, and be retried, before it is late
 FORGET_FAILED = timedelta(days=7)  # a failure of a database that is no longer configured stops alerting
 AUDIT_EVERY = timedelta(hours=1)  # the whole chain is re-read at most this often: its cost grows with the log
@@ -132,12 +137,15 @@ class Collector:
             configured = self.configured_database()
         except (BackupError, ValueError):
             configured = None  # a DATABASE_URL that does not parse: only databases backed up before count
-        return failed_backups(self.s.catalogue.all(), configured, now)
+        # the columns it reads, not 10,000 records: this runs after every job, beside the web server
+        return failed_backups(self.s.catalogue.columns(FAILED_FACTS), configured, now)
 
     def verifications(self, now: datetime) -> list[Condition]:
         """A stored backup whose latest verification failed."""
         out = []
-        for r in self.s.catalogue.all():
+        failed = [col(BackupRecord.verify_ok).is_(False),
+                  col(BackupRecord.status).in_((Status.COMPLETED, Status.DISCOVERED))]
+        for r in self.s.catalogue.columns(VERIFY_FACTS, where=failed):  # only those, found by SQLite
             if r.verify_ok is False and r.status in (Status.COMPLETED, Status.DISCOVERED):
                 at = as_utc(r.verified_at) or now
                 out.append(Condition(f"verify.failed:{r.id}", "verify.failed",
@@ -175,7 +183,8 @@ class Collector:
         scheduled = [s for s in self.s.schedules.all() if s.enabled and s.kind == "backup"]
         interval = expected_interval(((s.cron, s.timezone) for s in scheduled), now)
         hours = self.s.alert_thresholds.current().max_backup_age_hours
-        good = [r for r in self.s.catalogue.all(database=database) if r.status == Status.COMPLETED]
+        good = self.s.catalogue.columns(("status", "finished_at", "created_at"), database=database,
+                                        where=[BackupRecord.status == Status.COMPLETED])
         last = max((as_utc(r.finished_at) or as_utc(r.created_at) for r in good), default=None)  # type: ignore[type-var]
         reference = min((as_utc(s.created_at) for s in scheduled), default=None)  # type: ignore[type-var]
         found = overdue(database, last, reference, interval, timedelta(hours=hours) if hours else None, now)
