@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import select as sa_select
+from sqlalchemy import text
 from sqlmodel import col, func, select
 
 from .db import Database
@@ -33,6 +34,11 @@ class Catalogue:
     def __init__(self, db: Database) -> None:
         self._db = db
         self.generation = 0  # bumped by every change made through this object (cached list plans compare it)
+
+    def changes(self) -> int:
+        """How many times the backups table has changed, by any process (a counter SQLite keeps, see db.py)."""
+        with self._db.reading() as s:
+            return int(s.execute(text("SELECT n FROM catalogue_changes WHERE id = 1")).scalar_one())
 
     def add(self, record: BackupRecord) -> BackupRecord:
         """Insert a new record."""

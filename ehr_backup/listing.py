@@ -3,8 +3,8 @@
 A page is read with keyset paging: the cursor holds the sort value and id of the last row shown, so a
 walk sees every backup once even while new backups are added. Rotation's reasons (keptBy) come from a
 plan of each database on the page, read from the few columns rotation needs (prune.facts()), and kept
-for a few seconds while the catalogue is unchanged, so paging through ten thousand backups does not
-plan ten thousand backups per page.
+while the catalogue is unchanged (its change counter, moved by any process), so paging through ten
+thousand backups does not plan ten thousand backups per page.
 """
 
 from __future__ import annotations
@@ -33,10 +33,12 @@ if TYPE_CHECKING:
     from .service import BackupService
 
 MAX_LIMIT = 500
-# How long a database's rotation plan is reused while this process changed no backup row (any change
-# here, a new policy, or a backup the plan does not know makes a new one). Changes made by another
-# process (a pin from the command line) show within this time.
-PLAN_SECONDS = 60.0
+# How long a database's rotation plan is reused while no backup row changed. Any change, by any process
+# (the catalogue's change counter, see db.py), a new policy, or a backup the plan does not know makes a
+# new one at once; the time bound only covers what no row records: files removed by hand, and time
+# passing (a day's or week's backup becoming the newest of its period, keep-within-days running out).
+# Planning reads every backup of a database (about 0.25 s at 10,000): a page view must not pay it.
+PLAN_SECONDS = 300.0
 # sortable fields (API names) -> column, and the value that stands for NULL so that keyset comparisons work
 SORTS: dict[str, tuple[Any, Any]] = {
     "createdAt": (BackupRecord.created_at, None), "description": (BackupRecord.description, ""),
@@ -243,7 +245,7 @@ class Listing:
         from .schedules import policy_of
 
         policies = {s.name: p for s in self.s.schedules.all() if (p := policy_of(s)) is not None}
-        stamp = (self.s.catalogue.generation, repr(sorted(policies.items())))
+        stamp = (self.s.catalogue.changes(), repr(sorted(policies.items())))
         out: dict[str, list[str]] = {}
         for database in ids:
             with self._lock:

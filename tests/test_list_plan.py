@@ -1,0 +1,68 @@
+"""The list's rotation plan is reused until the catalogue changes, whichever process changes it."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+from ehr_backup.audit import Actor
+from ehr_backup.config import Settings
+from ehr_backup.db import Database
+from ehr_backup.service import BackupService
+
+from .catalogue_fill import fill
+
+
+def kept(service: BackupService, backup_id: str) -> list[str]:
+    return {b["id"]: b for b in service.list_page(limit=20)["backups"]}[backup_id]["keptBy"]
+
+
+def test_a_pin_made_by_another_process_shows_in_the_next_page_at_once(service: BackupService, env: dict[str, str],
+                                                                      tmp_path: Path) -> None:
+    ids = fill(service, 40, directory=tmp_path / "backups", files=40)
+    assert "pinned" not in kept(service, ids[5])  # the server has planned rotation and keeps the plan
+    other = BackupService(Settings.from_env(env))  # the command line, a cron job: its own catalogue object
+    try:
+        other.pin(Actor("cli"), ids[5], "legal hold")
+    finally:
+        other.db.dispose()
+    assert "pinned" in kept(service, ids[5])  # not after the plan's time bound
+
+
+def test_the_change_counter_moves_with_every_insert_update_and_delete_of_a_backup(tmp_path: Path) -> None:
+    path = tmp_path / "c.sqlite3"
+    db = Database(path)
+    db.dispose()
+    con = sqlite3.connect(path, isolation_level=None)  # plain SQL, as any other writer would
+
+    def counter() -> int:
+        return int(con.execute("SELECT n FROM catalogue_changes").fetchone()[0])
+
+    before = counter()
+    con.execute("INSERT INTO backups (id, location, directory, description, kind, status, compression, database, "
+                "created_at, created_by, origin, pinned) VALUES ('b1', 'default', '/x', '', 'manual', 'completed', "
+                "'gzip', 'ehr', '2026-01-01 00:00:00', 't', 'catalogue', 0)")
+    assert counter() == before + 1
+    con.execute("UPDATE backups SET pinned = 1 WHERE id = 'b1'")
+    assert counter() == before + 2
+    con.execute("DELETE FROM backups WHERE id = 'b1'")
+    assert counter() == before + 3
+    con.execute("CREATE TABLE other (x)")
+    con.execute("INSERT INTO other VALUES (1)")  # writes to other tables (audit, sessions) do not count
+    assert counter() == before + 3
+    con.close()
+
+
+def test_an_older_catalogue_gets_the_change_counter(tmp_path: Path) -> None:
+    path = tmp_path / "old.sqlite3"
+    Database(path).dispose()
+    con = sqlite3.connect(path, isolation_level=None)
+    con.execute("DROP TRIGGER backups_changed_update")
+    con.execute("DROP TABLE catalogue_changes")
+    con.close()
+    Database(path).dispose()  # opening it again, as a new version would
+    con = sqlite3.connect(path)
+    assert con.execute("SELECT n FROM catalogue_changes").fetchone() == (0,)
+    assert {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type = 'trigger'")} >= {
+        "backups_changed_insert", "backups_changed_update", "backups_changed_delete"}
+    con.close()
