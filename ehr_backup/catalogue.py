@@ -10,6 +10,7 @@ from sqlalchemy import select as sa_select
 from sqlalchemy import text
 from sqlmodel import col, func, select
 
+from .change_memo import ChangeMemo
 from .db import Database
 from .models import BackupRecord, BackupTally, Status
 
@@ -34,6 +35,7 @@ class Catalogue:
     def __init__(self, db: Database) -> None:
         self._db = db
         self.generation = 0  # bumped by every change made through this object (cached list plans compare it)
+        self.memo = ChangeMemo(self)  # results of queries over the backups table, until the next change
 
     def changes(self) -> int:
         """How many times the backups table has changed, by any process (a counter SQLite keeps, see db.py)."""

@@ -68,7 +68,12 @@ def overview(service: BackupService, now: datetime | None = None) -> list[dict[s
 
 
 def _databases(service: BackupService) -> list[str]:
-    """The databases with backups made here (a few indexed queries, whatever the number of backups)."""
+    """The databases with backups made here (a few indexed queries, whatever the number of backups; reused
+    until the catalogue changes)."""
+    return list(service.catalogue.memo.get("dashboard databases", lambda: _read_databases(service)))
+
+
+def _read_databases(service: BackupService) -> list[str]:
     with service.db.reading() as s:
         q = (select(BackupRecord.database).where(BackupRecord.database != "", BackupRecord.origin != "discovered")
              .distinct())
@@ -76,7 +81,12 @@ def _databases(service: BackupService) -> list[str]:
 
 
 def _newest(service: BackupService, name: str) -> tuple[BackupRecord | None, BackupRecord | None]:
-    """A database's newest good backup (completed, verification not failed) and newest verified one."""
+    """A database's newest good backup (completed, verification not failed) and newest verified one (reused
+    until the catalogue changes: the newest verified one is found by reading every verified backup)."""
+    return service.catalogue.memo.get(("dashboard newest", name), lambda: _read_newest(service, name))
+
+
+def _read_newest(service: BackupService, name: str) -> tuple[BackupRecord | None, BackupRecord | None]:
     with service.db.reading() as s:
         good = s.exec(select(BackupRecord).where(BackupRecord.database == name, BackupRecord.status == Status.COMPLETED,
                                                  or_(col(BackupRecord.verify_ok).is_(None),

@@ -1,11 +1,14 @@
-"""The list's rotation plan is reused until the catalogue changes, whichever process changes it."""
+"""The list's rotation plan and the storage and dashboard figures are reused until the catalogue changes,
+whichever process changes it."""
 
 from __future__ import annotations
 
 import sqlite3
+from datetime import UTC, datetime
 from pathlib import Path
 
 from ehr_backup.audit import Actor
+from ehr_backup.change_memo import ChangeMemo
 from ehr_backup.config import Settings
 from ehr_backup.db import Database
 from ehr_backup.service import BackupService
@@ -66,3 +69,39 @@ def test_an_older_catalogue_gets_the_change_counter(tmp_path: Path) -> None:
     assert {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type = 'trigger'")} >= {
         "backups_changed_insert", "backups_changed_update", "backups_changed_delete"}
     con.close()
+
+
+def test_storage_and_dashboard_figures_follow_backups_added_by_another_process(service: BackupService,
+                                                                              env: dict[str, str],
+                                                                              tmp_path: Path) -> None:
+    fill(service, 30, directory=tmp_path / "backups")
+    counted = sum(d["backups"] for d in service.status(points=10)["databases"])  # read, and kept
+    cards = {c["database"]: c for c in service.dashboard()}
+    other = BackupService(Settings.from_env(env))  # the command line: its own catalogue object
+    try:
+        new = fill(other, 3, directory=tmp_path / "backups", start=datetime(2026, 12, 1, tzinfo=UTC))
+    finally:
+        other.db.dispose()
+    assert sum(d["backups"] for d in service.status(points=10)["databases"]) == counted + 3  # all 3 completed
+    now = {c["database"]: c for c in service.dashboard()}
+    assert cards["ehr"]["lastGoodId"] != new[0] and now["ehr"]["lastGoodId"] == new[0]
+
+
+def test_a_memo_recomputes_only_when_the_counter_moves() -> None:
+    class Counter:
+        n = 0
+
+        def changes(self) -> int:
+            return self.n
+
+    counter, made = Counter(), []
+    memo = ChangeMemo(counter)
+
+    def make() -> int:
+        made.append(counter.n)
+        return counter.n * 10
+
+    assert memo.get("k", make) == 0 and memo.get("k", make) == 0 and made == [0]
+    counter.n = 1
+    assert memo.get("k", make) == 10 and made == [0, 1]
+    assert memo.get(("other", 1), make) == 10 and made == [0, 1, 1]  # keys are kept apart
