@@ -211,6 +211,7 @@ class Listing:
     def __init__(self, service: BackupService) -> None:
         self.s = service
         self._plans: dict[str, tuple[float, Any, dict[str, list[str]]]] = {}
+        self._plan_locks: dict[str, threading.Lock] = {}
         self._lock = threading.Lock()
 
     def page(self, query: ListQuery) -> dict[str, Any]:
@@ -247,18 +248,33 @@ class Listing:
         policies = {s.name: p for s in self.s.schedules.all() if (p := policy_of(s)) is not None}
         stamp = (self.s.catalogue.changes(), repr(sorted(policies.items())))
         out: dict[str, list[str]] = {}
-        for database in ids:
-            with self._lock:
-                cached = self._plans.get(database)
-            if (cached and cached[1] == stamp and time.monotonic() - cached[0] < PLAN_SECONDS
-                    and all(i in cached[2] for i in ids.get(database, ()))):
-                reasons = cached[2]
-            else:
-                rows = self.s.catalogue.columns(facts(), database=database)
-                plan = self.s.rotation.plan(DEFAULT_POLICY, [candidate(r, file_exists(r)) for r in rows],
-                                            schedule_policies=policies)
-                reasons = plan.reasons()
-                with self._lock:
-                    self._plans[database] = (time.monotonic(), stamp, reasons)
+        for database, wanted in ids.items():
+            reasons = self._reusable(database, stamp, wanted)
+            if reasons is None:
+                # one plan per database at a time: 20 requests arriving after a change used to plan the same
+                # 5,000 backups 20 times over (seconds of GIL); the others wait for it and reuse it
+                with self._planning(database):
+                    reasons = self._reusable(database, stamp, wanted)
+                    if reasons is None:
+                        rows = self.s.catalogue.columns(facts(), database=database)
+                        plan = self.s.rotation.plan(DEFAULT_POLICY, [candidate(r, file_exists(r)) for r in rows],
+                                                    schedule_policies=policies)
+                        reasons = plan.reasons()
+                        with self._lock:
+                            self._plans[database] = (time.monotonic(), stamp, reasons)
             out.update(reasons)
         return out
+
+    def _reusable(self, database: str, stamp: Any, wanted: list[str]) -> dict[str, list[str]] | None:
+        """The kept plan's reasons for a database, if it is current and knows every wanted backup."""
+        with self._lock:
+            cached = self._plans.get(database)
+        if (cached and cached[1] == stamp and time.monotonic() - cached[0] < PLAN_SECONDS
+                and all(i in cached[2] for i in wanted)):
+            return cached[2]
+        return None
+
+    def _planning(self, database: str) -> threading.Lock:
+        """The lock that lets one thread at a time plan a database."""
+        with self._lock:
+            return self._plan_locks.setdefault(database, threading.Lock())

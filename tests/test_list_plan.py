@@ -4,6 +4,7 @@ whichever process changes it."""
 from __future__ import annotations
 
 import sqlite3
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -105,3 +106,22 @@ def test_a_memo_recomputes_only_when_the_counter_moves() -> None:
     counter.n = 1
     assert memo.get("k", make) == 10 and made == [0, 1]
     assert memo.get(("other", 1), make) == 10 and made == [0, 1, 1]  # keys are kept apart
+
+
+def test_requests_arriving_together_after_a_change_plan_each_database_once(service: BackupService,
+                                                                          tmp_path: Path) -> None:
+    ids = fill(service, 2000, directory=tmp_path / "backups", files=20)
+    service.list_page(limit=10)  # planned and kept
+    service.pin(Actor("t"), ids[0], "legal hold")  # a change: the next page plans again
+    plans = []
+    real = service.rotation.plan
+
+    def counted(*args, **kwargs):  # the real planner, counted
+        plans.append(1)
+        return real(*args, **kwargs)
+
+    service.rotation.plan = counted  # type: ignore[method-assign]
+    with ThreadPoolExecutor(10) as pool:
+        pages = list(pool.map(lambda _: service.list_page(limit=10), range(10)))
+    assert len(plans) == 2  # one per database on the page (ehr, rh), not one per request
+    assert all("pinned" in {b["id"]: b for b in p["backups"]}[ids[0]]["keptBy"] for p in pages)
