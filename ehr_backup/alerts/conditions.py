@@ -146,7 +146,7 @@ class Collector:
         """What failed_backups reads, chosen by SQLite: each database's newest attempt (newest first), then
         one marker per database that has a good backup. Not every backup: this runs after every job,
         beside the web server, and reading 10,000 rows held the GIL for a tenth of a second."""
-        attempt = and_(BackupRecord.kind != "safety", col(BackupRecord.status).in_((Status.COMPLETED, Status.FAILED)))
+        attempt = and_(col(BackupRecord.kind) != "safety", col(BackupRecord.status).in_((Status.COMPLETED, Status.FAILED)))
         rank = func.row_number().over(partition_by=BackupRecord.database,
                                       order_by=(col(BackupRecord.created_at).desc(), col(BackupRecord.id).desc()))
         inner = (sa_select(*(getattr(BackupRecord, n) for n in FAILED_FACTS), rank.label("rank"))
@@ -155,7 +155,7 @@ class Collector:
         with self.s.db.reading() as session:
             newest = session.execute(sa_select(inner).where(inner.c.rank == 1)
                                      .order_by(inner.c.created_at.desc(), inner.c.id.desc())).all()
-            succeeded = session.execute(sa_select(BackupRecord.database).where(good).distinct()).scalars().all()
+            succeeded = session.execute(sa_select(col(BackupRecord.database)).where(good).distinct()).scalars().all()
         # a marker counts as a good backup of its database and never as an attempt (kind safety)
         return [*newest, *(SimpleNamespace(database=d, status=Status.DISCOVERED, kind="safety") for d in succeeded)]
 
