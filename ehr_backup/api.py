@@ -21,6 +21,7 @@ from .audit import Actor
 from .auth import AuthService, Principal, require_admin
 from .clientaddr import client_address
 from .errors import BackupError, Forbidden, NotFound, Unauthenticated
+from .fastjson import json_in_thread
 from .jobs import Job, JobManager
 from .listing import json_stream
 from .retention import MAX_COUNT, MAX_WITHIN_DAYS, RetentionPolicy
@@ -29,6 +30,7 @@ from .service import BackupService, iter_file
 PREFIX = "/api/admin/backup"
 SAFE_METHODS = {"GET", "HEAD", "OPTIONS"}
 SESSION_COOKIE = "ehr_session"
+PRINCIPAL_KEY = "ehr_principal"  # scope["state"] key: the principal authenticate() found for this request
 
 
 @dataclass
@@ -221,8 +223,13 @@ class PinBody(IdBody):
 def build_router(ctx: ApiContext) -> APIRouter:
     """All API routes; every one requires an administrator."""
 
-    def admin(request: Request) -> Principal:
-        return authenticate(ctx, request)
+    async def admin(request: Request) -> Principal:
+        # httpguard checked this very request's headers before its body (web._precheck) and left the
+        # principal in the scope: checking again would repeat the token lookups, on another thread hop
+        checked = request.scope.get("state", {}).get(PRINCIPAL_KEY)
+        if isinstance(checked, Principal):
+            return checked
+        return await asyncio.to_thread(authenticate, ctx, request)
 
     Admin = Annotated[Principal, Depends(admin)]
     Wait = Annotated[bool, Query()]
@@ -250,10 +257,10 @@ def build_router(ctx: ApiContext) -> APIRouter:
         return await finish(ctx.jobs.start(task, who.username), wait)
 
     @router.get("/list", response_model=None)
-    async def list_(who: Admin, location: str | None = None, database: str | None = None, kind: str | None = None,
+    async def list_(request: Request, who: Admin, location: str | None = None, database: str | None = None, kind: str | None = None,
                     status: str | None = None, search: str | None = None, sort: str = "createdAt",
                     order: Literal["asc", "desc"] = "desc", limit: int | None = None,
-                    cursor: str | None = None) -> dict[str, Any] | StreamingResponse:
+                    cursor: str | None = None) -> Response:
         """Backups across all locations, filtered; with limit (and cursor) one page {backups, total,
         nextCursor}, else every backup, streamed a page at a time."""
         filters = {"location": location, "database": database, "kind": kind, "status": status, "search": search,
@@ -261,8 +268,9 @@ def build_router(ctx: ApiContext) -> APIRouter:
         if limit is None and cursor is None:
             rows = await asyncio.to_thread(ctx.service.iter_list, **filters)
             return StreamingResponse(json_stream(rows), media_type="application/json")
-        return await asyncio.to_thread(ctx.service.list_page, **filters,
-                                       limit=100 if limit is None else limit, cursor=cursor)
+        # encoded in the worker thread (fastjson.py): FastAPI's own encoding ran on the event loop
+        return await json_in_thread(request.scope, ctx.service.list_page, **filters,
+                                    limit=100 if limit is None else limit, cursor=cursor)
 
     @router.post("/restore", status_code=202)
     async def restore(body: RestoreBody, who: Admin, wait: Wait = False) -> Any:

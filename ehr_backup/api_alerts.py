@@ -4,7 +4,7 @@ No `from __future__ import annotations`: FastAPI must see the route signatures' 
 """
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Query, Request
@@ -53,7 +53,7 @@ class ChannelPatch(BaseModel):
     recipients: list[str] | None = Field(default=None, max_length=20)
 
 
-def add_routes(router: APIRouter, ctx: Any, admin: Callable[[Request], Principal]) -> None:
+def add_routes(router: APIRouter, ctx: Any, admin: Callable[[Request], Awaitable[Principal]]) -> None:
     """Add the alert routes to the admin router (`admin`: the dependency that finds the administrator)."""
     Admin = Annotated[Principal, Depends(admin)]
 

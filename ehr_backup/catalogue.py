@@ -7,8 +7,10 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import select as sa_select
+from sqlalchemy import text
 from sqlmodel import col, func, select
 
+from .change_memo import ChangeMemo
 from .db import Database
 from .models import BackupRecord, BackupTally, Status
 
@@ -33,6 +35,12 @@ class Catalogue:
     def __init__(self, db: Database) -> None:
         self._db = db
         self.generation = 0  # bumped by every change made through this object (cached list plans compare it)
+        self.memo = ChangeMemo(self)  # results of queries over the backups table, until the next change
+
+    def changes(self) -> int:
+        """How many times the backups table has changed, by any process (a counter SQLite keeps, see db.py)."""
+        with self._db.reading() as s:
+            return int(s.execute(text("SELECT n FROM catalogue_changes WHERE id = 1")).scalar_one())
 
     def add(self, record: BackupRecord) -> BackupRecord:
         """Insert a new record."""
@@ -68,12 +76,16 @@ class Catalogue:
                 q = q.where(BackupRecord.database == database)
             return s.exec(q).all()
 
-    def columns(self, names: Sequence[str], *, database: str | None = None) -> Sequence[Any]:
-        """These columns of every record (rows with those attributes, lighter than records), newest first."""
+    def columns(self, names: Sequence[str], *, database: str | None = None,
+                where: Sequence[Any] = ()) -> Sequence[Any]:
+        """These columns of every record (rows with those attributes, lighter than records), newest first;
+        `where`: further conditions on BackupRecord's columns."""
         with self._db.reading() as s:
             q = sa_select(*(getattr(BackupRecord, n) for n in names)).order_by(col(BackupRecord.created_at).desc())
             if database is not None:
                 q = q.where(BackupRecord.database == database)  # type: ignore[arg-type]
+            if where:
+                q = q.where(*where)
             return s.execute(q).all()  # type: ignore[no-any-return]
 
     def directories(self, location: str) -> list[str]:

@@ -13,6 +13,7 @@ import deflate
 import zstandard
 from zlib_ng import zlib_ng
 
+from .background import lower_thread
 from .errors import InvalidInput, NotAuthentic
 
 ALGORITHMS = ("gzip", "zstd")
@@ -56,7 +57,9 @@ class ParallelFrames:
 
     def __init__(self, sink: Sink, algorithm: str, level: int, threads: int) -> None:
         self._sink = sink
-        self._pool = ThreadPoolExecutor(max(1, threads), thread_name_prefix=algorithm)
+        # the workers yield the CPU to the web server's event loop (background.py); they hold no GIL
+        # while they compress, so a lower priority never keeps a thread that needs the GIL waiting long
+        self._pool = ThreadPoolExecutor(max(1, threads), thread_name_prefix=algorithm, initializer=lower_thread)
         self._pending: deque[Future[bytes]] = deque()
         self._limit = 2 * max(1, threads)
         self._parts: list[bytes] = []

@@ -81,7 +81,12 @@ def overview(service: BackupService, now: datetime | None = None) -> list[dict[s
 
 
 def _databases(service: BackupService) -> list[tuple[str, str | None]]:
-    """The databases (and their profiles) with backups made here (one indexed query)."""
+    """The databases (and their profiles) with backups made here (one indexed query; reused until the
+    catalogue changes)."""
+    return list(service.catalogue.memo.get("dashboard databases", lambda: _read_databases(service)))
+
+
+def _read_databases(service: BackupService) -> list[tuple[str, str | None]]:
     with service.db.reading() as s:
         q = (select(BackupRecord.database, BackupRecord.profile)
              .where(BackupRecord.database != "", BackupRecord.origin != "discovered").distinct())
@@ -91,7 +96,13 @@ def _databases(service: BackupService) -> list[tuple[str, str | None]]:
 
 def _newest(service: BackupService, name: str,
             profile: str | None = None) -> tuple[BackupRecord | None, BackupRecord | None]:
-    """A database's newest good backup (completed, verification not failed) and newest verified one."""
+    """A database's newest good backup (completed, verification not failed) and newest verified one (reused
+    until the catalogue changes: the newest verified one is found by reading every verified backup)."""
+    return service.catalogue.memo.get(("dashboard newest", name, profile), lambda: _read_newest(service, name, profile))
+
+
+def _read_newest(service: BackupService, name: str,
+                 profile: str | None) -> tuple[BackupRecord | None, BackupRecord | None]:
     mine = (col(BackupRecord.profile).is_(None) if profile is None else BackupRecord.profile == profile)
     with service.db.reading() as s:
         good = s.exec(select(BackupRecord).where(BackupRecord.database == name, mine,

@@ -45,6 +45,16 @@ ADDED_INDEXES = [
 ]
 
 
+# A counter of changes to the backups table, kept by SQLite itself (triggers), so that every process (the
+# server, the CLI, a cron job) moves it: the list's rotation plan is reused until it moves (listing.py).
+CHANGE_COUNTER = [
+    "CREATE TABLE IF NOT EXISTS catalogue_changes (id INTEGER PRIMARY KEY CHECK (id = 1), n INTEGER NOT NULL)",
+    "INSERT OR IGNORE INTO catalogue_changes (id, n) VALUES (1, 0)",
+    *(f"CREATE TRIGGER IF NOT EXISTS backups_changed_{event.lower()} AFTER {event} ON backups "
+      "BEGIN UPDATE catalogue_changes SET n = n + 1 WHERE id = 1; END" for event in ("INSERT", "UPDATE", "DELETE")),
+]
+
+
 def _add_missing_columns(engine: Engine) -> None:
     """Bring tables made by an older version up to the current models."""
     with engine.begin() as conn:
@@ -54,10 +64,20 @@ def _add_missing_columns(engine: Engine) -> None:
                 conn.exec_driver_sql(f'ALTER TABLE "{table}" ADD COLUMN "{column}" {ddl}')
         for table, column in ADDED_INDEXES:
             conn.exec_driver_sql(f'CREATE INDEX IF NOT EXISTS "ix_{table}_{column}" ON "{table}" ("{column}")')
+        for statement in CHANGE_COUNTER:
+            conn.exec_driver_sql(statement)
+
+
+# Connections kept open per engine: one for each thread that may read at once (the web server's worker
+# threads), so that concurrent requests reuse connections instead of opening one each (a new SQLite
+# connection also re-runs the PRAGMAs below); beyond that, extra ones are opened and closed as needed.
+POOL_SIZE = 20
+POOL_OVERFLOW = 40
 
 
 def _engine(path: Path, begin: str) -> Engine:
-    engine = create_engine(f"sqlite:///{path}", connect_args={"check_same_thread": False, "timeout": 30})
+    engine = create_engine(f"sqlite:///{path}", connect_args={"check_same_thread": False, "timeout": 30},
+                           pool_size=POOL_SIZE, max_overflow=POOL_OVERFLOW)
 
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi: sqlite3.Connection, _record: Any) -> None:

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from . import compression, storage
+from .background import lower_process
 from .dumpstream import DumpScanner
 from .dumptoc import DumpAnalyzer, index_to_json
 from .errors import Cancelled, NotAuthentic, ToolError
@@ -158,6 +159,7 @@ def run_backup(*, conn: ConnInfo, pg_dump: str, directory: Path, backup_id: str,
                             env=conn.child_env(), bufsize=0,  # raw pipe: read1 returns what is there
                             start_new_session=True)  # its own group: stopping it stops any helper too
     assert proc.stdout is not None and proc.stderr is not None
+    lower_process(proc.pid)  # pg_dump yields the CPU to the web server (background.py)
     _widen_pipe(proc.stdout)
     errors = ProcessOutput(proc.stderr, conn.redact, on_line)
     scanner = DumpAnalyzer()

@@ -43,7 +43,7 @@ from .models import BackupRecord, Status
 from .pg import ConnInfo
 from .pipeline import Progress, run_backup, scan_dump
 from .profiles import Profiles
-from .prune import Rotation
+from .prune import Rotation, file_exists
 from .restore.operation import Restores
 from .retention import RetentionPolicy
 from .schedules import Schedules, run_view
@@ -545,13 +545,13 @@ class BackupService:
             last_drill = self.drills.last_for(r.id)
         if kept_by is None:
             kept_by = self.rotation.kept_by(self.catalogue.all(database=r.database)).get(r.id, [])
-        path = Path(r.directory) / r.id
-        exists = path.is_file() and not path.is_symlink()
+        path = os.path.join(r.directory, r.id)  # directories are stored as str(Path): already normal
+        exists = file_exists(r)  # a regular file, not a link: one lstat (a list page views 100 backups)
         status = r.status
         if r.status in (Status.COMPLETED, Status.DISCOVERED) and not exists:
             status = Status.MISSING
         return {"id": r.id, "filename": r.id, "description": r.description, "location": r.location,
-                "path": str(path), "size": r.size, "sha256": r.sha256, "createdAt": _iso(r.created_at),
+                "path": path, "size": r.size, "sha256": r.sha256, "createdAt": _iso(r.created_at),
                 "createdBy": r.created_by, "database": r.database, "status": status, "kind": r.kind,
                 "compression": r.compression, "keyId": r.key_id, "origin": r.origin, "exists": exists,
                 "tableRowCounts": json.loads(r.table_counts) if r.table_counts else None,

@@ -72,7 +72,11 @@ class StorageStatus:
         self.s = service
 
     def _totals(self) -> dict[Path, tuple[int, int]]:
-        """Per folder: the number of completed backups and their bytes (one GROUP BY, whatever their number)."""
+        """Per folder: the number of completed backups and their bytes (one GROUP BY, whatever their number;
+        reused until the catalogue changes)."""
+        return self.s.catalogue.memo.get("storage totals", self._read_totals)
+
+    def _read_totals(self) -> dict[Path, tuple[int, int]]:
         with self.s.db.reading() as session:
             rows = session.execute(sa_select(B.directory, func.count(), func.coalesce(func.sum(B.size), 0))
                                    .where(B.status == Status.COMPLETED).group_by(B.directory)).all()
@@ -84,7 +88,11 @@ class StorageStatus:
 
     def _history(self, points: int | None) -> dict[str, tuple[int, list[Any]]]:
         """Per database: its number of completed backups and their rows, oldest first (about `points` of
-        them spread over the whole span, the newest always among them, chosen in SQL; None: all)."""
+        them spread over the whole span, the newest always among them, chosen in SQL; None: all); reused
+        until the catalogue changes."""
+        return self.s.catalogue.memo.get(("storage history", points), lambda: self._read_history(points))
+
+    def _read_history(self, points: int | None) -> dict[str, tuple[int, list[Any]]]:
         # per database of each profile: two servers' databases of one name are two histories
         n = func.row_number().over(partition_by=(B.database, B.profile), order_by=(B.created_at, B.id)).label("n")
         total = func.count().over(partition_by=(B.database, B.profile)).label("total")

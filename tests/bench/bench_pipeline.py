@@ -324,29 +324,30 @@ def _rows_for(size_mb: float) -> dict[str, int]:
     return {t: max(10, round(v * scale)) for t, v in ROWS_PER_300MB.items()}
 
 
-def ensure_database(admin_url: str, size_mb: float, rebuild: bool) -> tuple[bool, float]:
-    """Build ehr_bench unless it exists, is complete and was built for this size; return (built, seconds)."""
+def ensure_database(admin_url: str, size_mb: float, rebuild: bool, name: str = BENCH_DB) -> tuple[bool, float]:
+    """Build ehr_bench (or `name`) unless it exists, is complete and was built for this size; return (built,
+    seconds)."""
     want = {"size_mb": f"{size_mb:g}", "generator": GENERATOR_VERSION}
     with psycopg.connect(admin_url, autocommit=True) as conn:
-        exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (BENCH_DB,)).fetchone()
+        exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone()
     if exists and not rebuild:
         try:
-            with psycopg.connect(db_url(admin_url, BENCH_DB), autocommit=True) as conn:
+            with psycopg.connect(db_url(admin_url, name), autocommit=True) as conn:
                 have: dict[str, str] = dict(conn.execute("SELECT k, v FROM bench_meta").fetchall())
             if all(have.get(k) == v for k, v in want.items()) and have.get("complete") == "1":
                 return False, 0.0
-            print(f"{BENCH_DB} was built for {have.get('size_mb')} MB (generator {have.get('generator')}); "
+            print(f"{name} was built for {have.get('size_mb')} MB (generator {have.get('generator')}); "
                   "rebuilding", file=sys.stderr)
         except psycopg.Error:
-            print(f"{BENCH_DB} exists but is not a complete benchmark database; rebuilding", file=sys.stderr)
+            print(f"{name} exists but is not a complete benchmark database; rebuilding", file=sys.stderr)
     t0 = time.perf_counter()
     with psycopg.connect(admin_url, autocommit=True) as conn:
-        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(BENCH_DB)))
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(BENCH_DB)))
+        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
     rows = _rows_for(size_mb)
-    print(f"building {BENCH_DB} for about {size_mb:g} MB of pg_dump output: "
+    print(f"building {name} for about {size_mb:g} MB of pg_dump output: "
           + ", ".join(f"{t} {v:,}" for t, v in rows.items()), file=sys.stderr)
-    with psycopg.connect(db_url(admin_url, BENCH_DB), autocommit=True) as conn:
+    with psycopg.connect(db_url(admin_url, name), autocommit=True) as conn:
         conn.execute("SET synchronous_commit = off")
         conn.execute("SELECT setseed(0.4242)")
         conn.execute(SCHEMA)
