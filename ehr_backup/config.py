@@ -11,6 +11,7 @@ from pathlib import Path
 import platformdirs
 
 from .errors import ConfigError
+from .pgmeta import check_url as _metadata_url
 
 APP = "ehr-backup"
 SUBDIR = "EHR-Backups"  # the folder made in Desktop, Documents and Downloads
@@ -86,6 +87,10 @@ VARIABLES = {
     "EHR_BACKUP_METRICS_PUBLIC": "1: GET /metrics answers without a token (e.g. behind a firewall that only lets "
                                  "the Prometheus server in); 0 (default): an administrator's token or session, "
                                  "or a metrics token (`ehr-backup token create USER --scope metrics`)",
+    "EHR_BACKUP_METADATA_URL": "PostgreSQL database holding users, sessions, tokens, catalogue, audit log, "
+                               "schedules, jobs and locks instead of the SQLite file in the data directory, so that "
+                               "several app instances share them (postgresql://user@host:port/dbname; default: "
+                               "SQLite; see docs/SCALING.md)",
 }
 
 
@@ -189,6 +194,7 @@ class Settings:
     drill_schedule: str | None = "0 5 * * 0"  # None: no default drill schedule
     drill_check_timeout: int = 30
     metrics_public: bool = False
+    metadata_url: str | None = field(default=None, repr=False)  # None: the SQLite file in data_dir
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -244,6 +250,7 @@ class Settings:
             drill_url=env.get("EHR_BACKUP_DRILL_URL") or None,
             drill_schedule=_drill_schedule(env.get("EHR_BACKUP_DRILL_SCHEDULE", "")),
             drill_check_timeout=_int(env, "EHR_BACKUP_DRILL_CHECK_TIMEOUT", 30, 1, 3600),
+            metadata_url=_metadata_url(env.get("EHR_BACKUP_METADATA_URL", "")),
         )
 
 

@@ -88,7 +88,7 @@ class BackupService:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         private_dir(settings.data_dir)
-        self.db = Database(settings.data_dir / "catalogue.sqlite3")
+        self.db = Database(settings.data_dir / "catalogue.sqlite3", settings.metadata_url)
         self.catalogue = Catalogue(self.db)
         self.audit = AuditLog(self.db, settings.data_dir, syslog=settings.audit_syslog,
                               keys=lambda: load_audit_keys(settings.audit_key, settings.encryption_key,

@@ -103,6 +103,8 @@ def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, make_db: Callable[[], s
         "HOME": str(home),
         "EHR_BACKUP_DRILL_SCHEDULE": "off",  # tests expect no schedule they did not make (test_drills.py turns it on)
     }
+    if os.environ.get("EHR_TEST_METADATA") == "pg":  # the whole suite on PostgreSQL metadata (docs/SCALING.md)
+        values["EHR_BACKUP_METADATA_URL"] = make_db(f"pgmeta_{uuid.uuid4().hex[:12]}")
     return values
 
 
