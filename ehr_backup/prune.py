@@ -23,7 +23,7 @@ from . import storage
 from .audit import Actor
 from .catalogue import as_utc, utcnow
 from .errors import BackupError, Busy, ConfigError, InvalidInput, NotFound
-from .locks import DatabaseLock
+from .locks import DatabaseLock, lock_for
 from .models import BackupRecord, Status
 from .retention import Candidate, Decision, Plan, RetentionPolicy, plan, zone
 from .text import clean_text
@@ -188,7 +188,7 @@ class Rotation:
             for name in databases:
                 # the catalogue knows databases by name: the configured server's database of that name
                 lock = (self.s._lock(conn.with_dbname(name)) if conn is not None
-                        else DatabaseLock(self.s.settings.data_dir / "locks" / "rotation", name))
+                        else lock_for(self.s.settings, self.s.settings.data_dir / "locks" / "rotation", name))
                 held.append(lock.acquire(f"a rotation by {actor.name}"))
         except BaseException:
             for lock in held:

@@ -34,7 +34,7 @@ from .errors import BackupError, Busy, Cancelled, ConfigError, InvalidInput, Not
 from .fileformat import OpenedFile, peek_header
 from .keys import KEY_ID_RE, KeyRing, load_keyring
 from .listing import Listing, ListQuery, last_drills
-from .locks import DatabaseLock
+from .locks import DatabaseLock, lock_for
 from .models import BackupRecord, Status
 from .pg import ConnInfo
 from .pipeline import Progress, run_backup, scan_dump
@@ -134,7 +134,7 @@ class BackupService:
 
     def _job_lock(self, backup_id: str) -> DatabaseLock:
         """Held while a backup is being written, so that a start-up elsewhere knows it is alive."""
-        return DatabaseLock(self.settings.data_dir / "locks" / "jobs", backup_id, remove_on_release=True)
+        return lock_for(self.settings, self.settings.data_dir / "locks" / "jobs", backup_id, remove_on_release=True)
 
     def _started(self, actor: Actor, action: str, target: str, detail: str = "") -> DatabaseLock:
         """Audit the start of a long operation; the returned lock, held while it runs, tells a later
@@ -144,13 +144,13 @@ class BackupService:
 
     def _backup_lock(self, backup_id: str, *, exclusive: bool = False) -> DatabaseLock:
         """Held (shared) while a backup file is read; delete needs it alone (exclusive)."""
-        return DatabaseLock(self.settings.data_dir / "locks" / "backups", backup_id, shared=not exclusive,
-                            noun=f"backup {backup_id}")
+        return lock_for(self.settings, self.settings.data_dir / "locks" / "backups", backup_id,
+                        shared=not exclusive, noun=f"backup {backup_id}")
 
     def _lock(self, conn: ConnInfo, identity: str | None = None) -> DatabaseLock:
         """The lock of one database, the same whichever address names its server."""
         identity = identity or pg.server_identity(conn)
-        return DatabaseLock(self.settings.data_dir / "locks", f"{identity}/{conn.dbname}")
+        return lock_for(self.settings, self.settings.data_dir / "locks", f"{identity}/{conn.dbname}")
 
     # ----- locations ---------------------------------------------------------------------------------
     def forbidden_dirs(self) -> list[Path]:
