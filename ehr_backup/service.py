@@ -93,6 +93,7 @@ class BackupService:
         self.audit = AuditLog(self.db, settings.data_dir, syslog=settings.audit_syslog,
                               keys=lambda: load_audit_keys(settings.audit_key, settings.encryption_key,
                                                            settings.old_keys))
+        self.audit.shared = bool(settings.metadata_url)  # other instances write it too: heads per data directory
         self.settings = settings = resolve_default_location(self.db, self.audit, settings)  # before any use
         self._keyring: KeyRing | None = None
         self.restores = Restores(self)
