@@ -17,6 +17,7 @@ from sqlmodel import Session, SQLModel, create_engine
 
 from . import models  # noqa: F401 - registers the tables
 from .alerts import tables as _alert_tables  # noqa: F401 - registers the alert tables
+from . import jobstore as _jobstore  # noqa: F401 - registers job_states (jobs every instance sees)
 from . import pglocks as _pglocks  # noqa: F401 - registers lock_holders (PostgreSQL metadata's lock holders)
 from .errors import StorageError
 from .pgmeta import WRITER_LOCK, add_model_columns, pg_engine

@@ -197,3 +197,43 @@ def test_a_postgresql_error_never_shows_the_metadata_url_s_password(tmp_path: Pa
         AdvisoryLock("postgresql://nobody:s3cret-pw@127.0.0.1:1/pgmeta_none", "k").acquire("x")
     assert "s3cret-pw" not in str(caught2.value)
 
+
+
+def test_a_job_is_seen_and_cancelled_from_another_instance(meta_url: str, tmp_path: Path) -> None:
+    from ehr_backup.errors import Cancelled
+    from ehr_backup.jobs import JobManager
+    from ehr_backup.jobstore import JobStore, RemoteJob
+    from ehr_backup.service import Task
+
+    here, there = (Database(tmp_path / "unused.sqlite3", meta_url) for _ in range(2))
+
+    def work(progress, cancel: threading.Event) -> None:
+        progress.phase, progress.bytes_read = "dumping", 4096
+        if not cancel.wait(30):
+            raise AssertionError("never cancelled")
+        raise Cancelled("cancelled by the test")
+
+    try:
+        job = JobManager(store=JobStore(here)).start(Task("create", "ehr", work, []), "alice")
+        other = JobManager(store=JobStore(there))
+        deadline = time.monotonic() + 10
+        while True:  # progress is published about once a second
+            seen = other.find(job.id)
+            assert isinstance(seen, RemoteJob)
+            view = seen.as_dict()
+            if view["progress"].get("bytesRead") == 4096 or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+        assert (view["status"], view["kind"], view["startedBy"], view["progress"]["phase"]) == \
+            ("running", "create", "alice", "dumping")
+        seen.cancel()
+        assert job.done.wait(10) and job.status == "cancelled"
+        deadline = time.monotonic() + 10
+        while other.find(job.id).as_dict()["status"] != "cancelled":
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        with pytest.raises(Exception, match="no such job"):
+            other.find("0123456789abcdef")
+    finally:
+        here.dispose()
+        there.dispose()
