@@ -15,10 +15,10 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import Session, SQLModel, create_engine
 
-from . import models  # noqa: F401 - registers the tables
-from .alerts import tables as _alert_tables  # noqa: F401 - registers the alert tables
 from . import jobstore as _jobstore  # noqa: F401 - registers job_states (jobs every instance sees)
+from . import models  # noqa: F401 - registers the tables
 from . import pglocks as _pglocks  # noqa: F401 - registers lock_holders (PostgreSQL metadata's lock holders)
+from .alerts import tables as _alert_tables  # noqa: F401 - registers the alert tables
 from .errors import StorageError
 from .pgmeta import WRITER_LOCK, add_model_columns, pg_engine
 

@@ -22,7 +22,7 @@ ROOT = Path(__file__).parent.parent
 
 
 def cli(env: dict[str, str], *argv: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "ehr_backup.cli", *argv], env=cli_env(env), cwd=ROOT,
+    return subprocess.run([sys.executable, "-m", "ehr_backup.cli", *argv], check=False, env=cli_env(env), cwd=ROOT,
                           capture_output=True, text=True, timeout=300)
 
 

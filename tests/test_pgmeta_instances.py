@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import subprocess
 import sys
 import uuid
@@ -76,7 +77,7 @@ def test_the_audit_chain_stays_one_chain_under_writers_in_four_processes(pg_env:
         writes = [r for r in query(meta, "SELECT actor FROM audit WHERE action = 'test.write'")]
         assert len(writes) == 240
         assert [r[0] for r in rows] == list(range(1, len(rows) + 1))  # no gap, no duplicate
-        assert all(b[1] == a[2] for a, b in zip(rows, rows[1:], strict=False))  # each links to the one before
+        assert all(b[1] == a[2] for a, b in itertools.pairwise(rows))  # each links to the one before
         assert len({r[1] for r in rows}) == len(rows)  # no fork: no entry is the parent of two
         report = svc.audit.verify()
         assert report.ok, report

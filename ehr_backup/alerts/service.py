@@ -23,7 +23,7 @@ from sqlmodel import col, delete, select
 from ..audit import Actor
 from ..catalogue import as_utc, utcnow
 from ..errors import BackupError, Busy, InvalidInput, NotFound
-from ..locks import DatabaseLock, lock_for
+from ..locks import lock_for
 from . import editing, secrets
 from .channels import Message, Outcome, message_for, send_email, send_webhook
 from .conditions import Collector, clean_message
