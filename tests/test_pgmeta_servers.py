@@ -24,7 +24,7 @@ from ehr_backup.config import Settings
 from ehr_backup.models import Schedule
 from ehr_backup.service import BackupService
 
-from .conftest import ACTOR, ADMIN_PW, _free_port, query, run_sql
+from .conftest import ACTOR, ADMIN_PW, _free_port, cli_env, query, run_sql
 
 ROOT = Path(__file__).parent.parent
 API = "/api/admin/backup"
@@ -137,6 +137,14 @@ def test_two_instances_share_sessions_jobs_locks_schedules_and_one_audit_chain(
         # B may not back up the same database meanwhile: A's lock is a PostgreSQL advisory lock
         busy = httpx.post(b.url + API + "/create", json={"description": "second"}, headers=bearer, timeout=30)
         assert busy.status_code == 409 and "busy" in busy.json()["error"], busy.text
+
+        # a third instance starting up (any CLI command reconciles first) leaves A's running backup alone:
+        # the backup's job lock is held, by A, in PostgreSQL
+        cli = subprocess.run([sys.executable, "-m", "ehr_backup.cli", "list", "--json"], cwd=ROOT, check=False,
+                             env={**cli_env(shared), "EHR_BACKUP_DATA_DIR": str(a.log_path.parent.parent / "c")},
+                             capture_output=True, text=True, timeout=120)
+        assert cli.returncode == 0, cli.stderr
+        assert query(meta, "SELECT status FROM backups WHERE description = 'blocked'") == [("running",)]
 
         # B cancels A's job; A stops it and says so
         cancel = httpx.post(b.url + API + f"/jobs/{job_id}/cancel", headers=bearer, timeout=30)
