@@ -17,9 +17,10 @@ def add_commands(cmd: Any) -> None:
     m = cmd("metadata", "the metadata database (users, catalogue, audit log, schedules): move it to PostgreSQL "
                         "so that several app instances share it (docs/SCALING.md)")
     sub = m.add_subparsers(dest="metadata_command", required=True, metavar="ACTION")
-    g = sub.add_parser("migrate", help="copy every table of the SQLite metadata database into an EMPTY PostgreSQL "
-                                       "database in one transaction, then check each table's row count and the "
-                                       "audit chain there; then set EHR_BACKUP_METADATA_URL to it")
+    what = ("copy every table of the SQLite metadata database into an EMPTY PostgreSQL database in one "
+            "transaction, then check each table's row count and the audit chain there (a non-empty target is "
+            "refused, a failed copy leaves it empty); then set EHR_BACKUP_METADATA_URL to it on every instance")
+    g = sub.add_parser("migrate", help=what, description=what)
     g.add_argument("--to", metavar="URL", help="postgresql://user@host:port/dbname (default: EHR_BACKUP_METADATA_URL; "
                                                "a password comes best from PGPASSWORD or ~/.pgpass, not the URL)")
     g.add_argument("--json", action="store_true")

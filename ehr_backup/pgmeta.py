@@ -55,10 +55,13 @@ def check_url(raw: str) -> str | None:
 
 
 def pg_engine(url: str, *, begin: str | None = None) -> Engine:
-    """An engine on the metadata database; `begin` runs first in every transaction (the writers' lock)."""
-    # UTC sessions: the models' naive datetimes are UTC, and an aware one is stored as its UTC time;
-    # lock_timeout: a writer waits for the others at most as long as SQLite's busy_timeout
-    engine = create_engine(sqlalchemy_url(url), pool_pre_ping=True, pool_size=5, max_overflow=20,
+    """An engine on the metadata database; `begin` runs first in every transaction (the writers' lock);
+    without it, transactions read one snapshot (REPEATABLE READ), as a SQLite read transaction does."""
+    # UTC sessions, as the stored times are; lock_timeout: a writer waits for the others at most as long
+    # as SQLite's busy_timeout; at most 15 connections per engine (two engines per process, plus one per
+    # lock held): several instances stay well under PostgreSQL's default max_connections of 100
+    engine = create_engine(sqlalchemy_url(url), pool_pre_ping=True, pool_size=5, max_overflow=10,
+                           isolation_level="READ COMMITTED" if begin else "REPEATABLE READ",
                            connect_args={"application_name": "ehr-backup",
                                          "options": "-c timezone=UTC -c lock_timeout=30000"})
     if begin is not None:
