@@ -237,3 +237,20 @@ def test_a_job_is_seen_and_cancelled_from_another_instance(meta_url: str, tmp_pa
     finally:
         here.dispose()
         there.dispose()
+
+
+def test_editing_or_removing_audit_entries_in_postgresql_is_detected(pg_env: dict[str, str], meta_url: str) -> None:
+    svc = BackupService(Settings.from_env(pg_env))
+    try:
+        for i in range(4):
+            svc.audit.record(ACTOR, "test", f"t{i}")
+        assert svc.audit.verify().ok
+        run_sql(meta_url, "UPDATE audit SET outcome = 'failed' WHERE seq = 2")
+        report = svc.audit.verify()
+        assert not report.ok and report.first_bad == 2
+        run_sql(meta_url, "UPDATE audit SET outcome = 'ok' WHERE seq = 2")
+        assert svc.audit.verify().ok
+        run_sql(meta_url, "DELETE FROM audit WHERE seq = 4")  # the newest: caught by this data directory's head
+        assert not svc.audit.verify().ok
+    finally:
+        svc.db.dispose()
