@@ -5,10 +5,11 @@ from __future__ import annotations
 import hashlib
 from typing import Any
 
-from sqlalchemy import Integer, MetaData, event, inspect, literal
+from sqlalchemy import Integer, MetaData, String, event, inspect, literal
 from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.exc import ArgumentError
 from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.schema import CreateColumn
 from sqlmodel import create_engine
 
 from .errors import ConfigError
@@ -31,6 +32,30 @@ def _bigint(_type: Integer, _compiler: Any, **_kw: Any) -> str:
     """SQLite's INTEGER holds 64 bits (sizes in bytes, free space); PostgreSQL's only 32, so models' ints are
     BIGINT there (autoincrement ids stay SERIAL: the DDL compiler picks those by the type's class)."""
     return "BIGINT"
+
+
+@compiles(CreateColumn, "postgresql")
+def _byte_order(element: CreateColumn, compiler: Any, **kw: Any) -> str:
+    """Text columns in byte order (COLLATE "C"), as SQLite compares them: sorting by description, name or
+    id, and the list's keyset cursors, give the same order whatever the database's locale."""
+    ddl = str(compiler.visit_create_column(element, **kw))
+    if _plain_text(element.element.type):
+        name = compiler.preparer.format_column(element.element)
+        ddl = _with_collation(ddl, name)
+    return ddl
+
+
+def _plain_text(type_: Any) -> bool:
+    """A string type (SQLModel's AutoString decorates one) without a collation of its own."""
+    impl = getattr(type_, "impl", type_)
+    return isinstance(impl, String) and not impl.collation
+
+
+def _with_collation(ddl: str, name: str) -> str:
+    """`name TYPE rest` as `name TYPE COLLATE "C" rest` (string types' names hold no space)."""
+    head, _, rest = ddl.partition(name + " ")
+    typ, sep, tail = rest.partition(" ")
+    return f'{head}{name} {typ} COLLATE "C"{sep}{tail}'
 
 
 def sqlalchemy_url(url: str) -> str:
@@ -84,6 +109,8 @@ def add_model_columns(conn: Connection, metadata: MetaData) -> list[str]:
             if column.name in have:
                 continue
             ddl = f"{quote(column.name)} {column.type.compile(dialect=conn.dialect)}"
+            if _plain_text(column.type):
+                ddl += ' COLLATE "C"'  # as _byte_order gives the columns of new tables
             value = _default(column)
             if value is not None:  # existing rows get the model's default (a NOT NULL column needs one)
                 ddl += " DEFAULT " + str(literal(value, column.type).compile(

@@ -254,3 +254,34 @@ def test_editing_or_removing_audit_entries_in_postgresql_is_detected(pg_env: dic
         assert not svc.audit.verify().ok
     finally:
         svc.db.dispose()
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_the_list_sorts_in_byte_order_and_searches_ignoring_case_on_either_backend(
+        env: dict[str, str], make_db: Callable[[str], str], tmp_path: Path, backend: str) -> None:
+    from tests.catalogue_fill import fill
+
+    from .conftest import ADMIN_URL, url_for
+
+    chosen = {k: v for k, v in env.items() if k != "EHR_BACKUP_METADATA_URL"}
+    if backend == "postgresql":  # a database whose own order is a language's (a, A, _ sorted as words)
+        name = f"pgmeta_{uuid.uuid4().hex[:12]}"
+        run_sql(ADMIN_URL, f'CREATE DATABASE "{name}" TEMPLATE template0 LOCALE_PROVIDER icu ICU_LOCALE \'en-US\' '
+                           "LOCALE 'C.UTF-8'")
+        make_db.made.append(name)  # type: ignore[attr-defined]
+        chosen["EHR_BACKUP_METADATA_URL"] = url_for(name)
+    svc = BackupService(Settings.from_env(chosen))
+    try:
+        fill(svc, 4, directory=tmp_path / "rows")
+        with svc.db.writing() as s:
+            for i, text in enumerate(("beta", "Alpha", "alpha", "_x")):
+                from ehr_backup.models import BackupRecord
+                row = s.exec(select(BackupRecord).where(BackupRecord.description.like(f"nightly {i} %"))).one()
+                row.description = text
+                s.add(row)
+        page = svc.list_page(sort="description", descending=False, limit=2)
+        rest = svc.list_page(sort="description", descending=False, limit=2, cursor=page["nextCursor"])
+        assert [b["description"] for b in page["backups"] + rest["backups"]] == ["Alpha", "_x", "alpha", "beta"]
+        assert sorted(b["description"] for b in svc.list_page(search="ALPHA")["backups"]) == ["Alpha", "alpha"]
+    finally:
+        svc.db.dispose()
