@@ -103,6 +103,7 @@ class JobStore:
     def started(self, job: Job) -> None:
         """Record a new job and keep publishing it until it ends."""
         self._write(job, new=True)
+        self._forget_old()
         with self._lock:
             self._jobs[job.id] = job
             if self._thread is None or not self._thread.is_alive():
@@ -166,11 +167,11 @@ class JobStore:
                     if job.id in stop:
                         job.cancel()
                     self._write(job)
-                self._forget_old()
             except SQLAlchemyError:
                 log.warning("job progress could not be written", exc_info=True)
 
     def _forget_old(self) -> None:
+        """Drop rows of jobs finished more than KEEP_DAYS ago (a few at a time, as jobs start)."""
         cutoff = utcnow() - timedelta(days=KEEP_DAYS)
         with self._db.writing() as s:
             for row in s.exec(select(JobState).where(col(JobState.finished_at) < cutoff).limit(100)).all():
