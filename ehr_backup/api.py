@@ -14,6 +14,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from . import __version__
 from .api_alerts import add_routes as add_alert_routes
+from .api_catalogue import add_routes as add_catalogue_routes
+from .api_databases import add_routes as add_database_routes
 from .audit import Actor
 from .auth import AuthService, Principal, require_admin
 from .clientaddr import client_address
@@ -96,6 +98,7 @@ class CreateBody(BaseModel):
     location: Literal["default", "desktop", "documents", "downloads", "custom"] = "default"
     customPath: str | None = Field(default=None, max_length=4096)
     compression: Literal["gzip", "zstd"] | None = None
+    database: str | None = Field(default=None, max_length=40)  # a database profile; default: DATABASE_URL's
 
 
 class IdBody(BaseModel):
@@ -115,6 +118,7 @@ class RestoreBody(IdBody):
     tables: list[Annotated[str, Field(max_length=300)]] | None = Field(default=None, max_length=200)
     schemas: list[Annotated[str, Field(max_length=63)]] | None = Field(default=None, max_length=50)
     intoSchema: str | None = Field(default=None, max_length=63)
+    database: str | None = Field(default=None, max_length=40)  # a profile to restore into; default: the backup's
 
 
 class RollbackBody(BaseModel):
@@ -122,6 +126,7 @@ class RollbackBody(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     database: str | None = Field(default=None, max_length=63)
+    profile: str | None = Field(default=None, max_length=40)  # on this database profile's server
 
 
 class NameBody(BaseModel):
@@ -177,6 +182,7 @@ class ScheduleFields(BaseModel):
     description: str | None = Field(default=None, max_length=500)
     policy: PolicyBody | None = None
     rotation: bool | None = None  # false: no rotation after a run
+    database: str | None = Field(default=None, max_length=40)  # the database profile it backs up
     enabled: bool | None = None
     retries: Annotated[int, Field(ge=0, le=10, strict=True)] | None = None
     retryDelaySeconds: Annotated[int, Field(ge=10, le=86_400, strict=True)] | None = None
@@ -185,7 +191,8 @@ class ScheduleFields(BaseModel):
         """The service's keyword arguments, for the fields that were given."""
         names = {"kind": "kind", "cron": "cron", "timezone": "timezone", "location": "location",
                  "customPath": "custom_path", "compression": "compression", "description": "description",
-                 "enabled": "enabled", "retries": "retries", "retryDelaySeconds": "retry_delay_s"}
+                 "enabled": "enabled", "retries": "retries", "retryDelaySeconds": "retry_delay_s",
+                 "database": "database"}
         out = {names[k]: v for k, v in self.model_dump(exclude_unset=True).items() if k in names}
         if self.rotation is False:
             out["policy"] = None
@@ -235,7 +242,7 @@ def build_router(ctx: ApiContext) -> APIRouter:
         """Start a backup (202 with the job), or with ?wait=true return the finished backup."""
         task = await asyncio.to_thread(ctx.service.prepare_create, who.actor(), description=body.description,
                                        location=body.location, custom_path=body.customPath,
-                                       compression=body.compression)
+                                       compression=body.compression, database=body.database)
         return await finish(ctx.jobs.start(task, who.username), wait)
 
     @router.get("/list", response_model=None)
@@ -260,13 +267,13 @@ def build_router(ctx: ApiContext) -> APIRouter:
         task = await asyncio.to_thread(ctx.service.prepare_restore, who.actor(), body.backupId,
                                        target_database=body.targetDatabase, mode=body.mode, jobs=body.jobs,
                                        roles=body.roles, tables=body.tables, schemas=body.schemas,
-                                       into_schema=body.intoSchema)
+                                       into_schema=body.intoSchema, database=body.database)
         return await finish(ctx.jobs.start(task, who.username), wait)
 
     @router.post("/restore/rollback")
     async def rollback(body: RollbackBody, who: Admin) -> dict[str, Any]:
         """Put back the database the newest restore replaced."""
-        return await asyncio.to_thread(ctx.service.rollback, who.actor(), body.database)
+        return await asyncio.to_thread(ctx.service.rollback, who.actor(), body.database, body.profile)
 
     @router.get("/restore/previous")
     async def previous(who: Admin) -> dict[str, Any]:
@@ -372,9 +379,10 @@ def build_router(ctx: ApiContext) -> APIRouter:
             "Cache-Control": "no-store", "X-Content-Type-Options": "nosniff"})
 
     @router.get("/status")
-    async def status(who: Admin) -> dict[str, Any]:
-        """Storage per location (used, free, growth, forecast fill date, warnings); sizes per database."""
-        return await asyncio.to_thread(ctx.service.status)
+    async def status(who: Admin, database: str | None = None) -> dict[str, Any]:
+        """Storage per location (used, free, growth, forecast fill date, warnings); sizes per database (only
+        a database profile's with `database`)."""
+        return await asyncio.to_thread(lambda: ctx.service.status(database=database))
 
     @router.get("/locations")
     async def locations(who: Admin) -> dict[str, Any]:
@@ -414,6 +422,8 @@ def build_router(ctx: ApiContext) -> APIRouter:
         return Response(data, media_type="application/pdf" if kind == "pdf" else "application/json", headers={
             "Content-Disposition": f'attachment; filename="{name}"', "Cache-Control": "no-store"})
     add_alert_routes(router, ctx, admin)  # ehr_backup/api_alerts.py
+    add_catalogue_routes(router, ctx, admin)  # ehr_backup/api_catalogue.py
+    add_database_routes(router, ctx, admin)  # ehr_backup/api_databases.py
 
     @router.get("/openapi.json", include_in_schema=False)
     async def openapi(who: Admin) -> dict[str, Any]:

@@ -94,9 +94,12 @@ class Catalogue:
             row = s.get(BackupRecord, backup_id)
             if row is not None:
                 if row.origin == "catalogue" and row.status in TALLIED:
-                    tally = s.exec(select(BackupTally).where(BackupTally.database == row.database,
+                    from .profiles import db_key  # here: profiles imports this module
+
+                    database = db_key(row.database, row.profile)  # a database profile's runs count apart
+                    tally = s.exec(select(BackupTally).where(BackupTally.database == database,
                                                              BackupTally.outcome == row.status)).first()
-                    tally = tally or BackupTally(database=row.database, outcome=row.status)
+                    tally = tally or BackupTally(database=database, outcome=row.status)
                     tally.count += 1
                     s.add(tally)
                 s.delete(row)
@@ -105,11 +108,15 @@ class Catalogue:
         """Runs of ours by (database, outcome) ever finished: the rows held plus the tallies of deleted ones."""
         counts: dict[tuple[str, str], int] = {}
         with self._db.reading() as s:
-            rows = s.execute(sa_select(BackupRecord.database, BackupRecord.status, func.count())  # type: ignore[call-overload]
+            rows = s.execute(sa_select(BackupRecord.database, BackupRecord.profile, BackupRecord.status,  # type: ignore[call-overload]
+                                       func.count())
                              .where(BackupRecord.origin == "catalogue", col(BackupRecord.status).in_(TALLIED))
-                             .group_by(BackupRecord.database, BackupRecord.status)).all()
+                             .group_by(BackupRecord.database, BackupRecord.profile, BackupRecord.status)).all()
             tallies = s.exec(select(BackupTally)).all()
-        for database, status, n in rows:
+        from .profiles import db_key  # here: profiles imports this module
+
+        for name, profile, status, n in rows:
+            database = db_key(name, profile)
             counts[(database, status)] = counts.get((database, status), 0) + int(n)
         for tally in tallies:
             key = (tally.database, tally.outcome)

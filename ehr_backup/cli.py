@@ -12,7 +12,16 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from . import __version__, cli_alerts, cli_drills, cli_metadata, cli_schedules, demo
+from . import (
+    __version__,
+    cli_alerts,
+    cli_catalogue,
+    cli_databases,
+    cli_drills,
+    cli_metadata,
+    cli_schedules,
+    demo,
+)
 from .audit import Actor
 from .config import VARIABLES, Settings
 from .drills import DrillFailed
@@ -44,7 +53,7 @@ def _parser() -> argparse.ArgumentParser:
     def cmd(name: str, help_: str) -> argparse.ArgumentParser:
         return sub.add_parser(name, help=help_, description=help_)
 
-    c = cmd("create", "make a backup of DATABASE_URL now")
+    c = cmd("create", "make a backup of DATABASE_URL (or of --database NAME) now")
     c.add_argument("--description", required=True, help="what this backup is for (names the file)")
     c.add_argument("--location", default="default",
                    choices=["default", "desktop", "documents", "downloads", "custom"])
@@ -52,13 +61,15 @@ def _parser() -> argparse.ArgumentParser:
                                   "its last folder is created if missing")
     c.add_argument("--compression", choices=["gzip", "zstd"], help="default: EHR_BACKUP_COMPRESSION or gzip")
     c.add_argument("--json", action="store_true", help="print the backup as one JSON object")
+    c.add_argument("--database", metavar="NAME", help=cli_databases.DATABASE_HELP)
 
     c = cmd("list", "list backups in every location (newest first); --limit shows one page")
     c.add_argument("--location", choices=["default", "desktop", "documents", "downloads", "custom"])
     c.add_argument("--limit", type=int, metavar="N", help="one page of at most N backups (1-500), with the total "
                    "and the cursor of the next page")
     c.add_argument("--cursor", metavar="C", help="continue after the page that printed this cursor")
-    c.add_argument("--database", help="only backups of this database (with --limit)")
+    c.add_argument("--database", metavar="NAME", help="only backups of this database profile (default: "
+                   "DATABASE_URL's); a name that is no profile: of the databases of that name")
     c.add_argument("--kind", choices=["manual", "scheduled", "safety", "discovered"],
                    help="only this kind (with --limit)")
     c.add_argument("--status", help="only this state: completed, running, failed, cancelled, discovered, verified, "
@@ -82,11 +93,14 @@ def _parser() -> argparse.ArgumentParser:
     c = cmd("status", "storage per location (used, free, growth, forecast fill date, warnings) and backup sizes "
                       "per database")
     c.add_argument("--json", action="store_true")
+    c.add_argument("--database", metavar="NAME", help="only this database profile's backup sizes")
 
     c = cmd("restore", "replace a database with a backup: built into a fresh database, checked, then swapped in "
                        "(the previous one is kept for --rollback); or restore chosen tables beside the live ones")
     c.add_argument("backup_id", metavar="BACKUP_ID", nargs="?")
     c.add_argument("--target-url", help="restore into this database instead (created if absent)")
+    c.add_argument("--database", metavar="NAME", help="restore into this database profile's database (default: "
+                   "the profile the backup was made from)")
     c.add_argument("--mode", choices=["swap", "recreate"], default="swap",
                    help="swap (default): build a fresh copy and swap it in atomically, keeping the previous "
                         "database; recreate: for servers without room for a second copy: a safety backup, then "
@@ -123,6 +137,7 @@ def _parser() -> argparse.ArgumentParser:
     d.add_argument("name", metavar="NAME")
     d.add_argument("--yes", action="store_true", help="confirm")
     d.add_argument("--json", action="store_true")
+    d.add_argument("--database", metavar="NAME", help="on this database profile's server (default: DATABASE_URL's)")
 
     c = cmd("delete", "delete a backup file and its catalogue entry")
     c.add_argument("backup_id", metavar="BACKUP_ID")
@@ -133,6 +148,8 @@ def _parser() -> argparse.ArgumentParser:
     cli_schedules.add_commands(cmd)
     cli_drills.add_commands(cmd)
     cli_alerts.add_commands(cmd)
+    cli_catalogue.add_commands(cmd)
+    cli_databases.add_commands(cmd)
     cli_metadata.add_commands(cmd)
 
     c = cmd("decrypt", "decrypt a backup file to plain SQL with only the file and the key")
@@ -190,7 +207,8 @@ def _rotation_commands(cmd: Any) -> None:
                      "one and every backup of a database whose latest backup failed are never deleted")
     c.add_argument("--dry-run", action="store_true", help="show every backup with the rule that keeps it or why "
                                                           "it would go; delete nothing")
-    c.add_argument("--database", metavar="NAME", help="only this database's backups")
+    c.add_argument("--database", metavar="NAME", help="only this database profile's backups (a name that is no "
+                   "profile: the databases of that name); each profile's databases rotate on their own")
     c.add_argument("--location", choices=["default", "desktop", "documents", "downloads", "custom"])
     c.add_argument("--schedule", metavar="NAME", help="only the backups this schedule made")
     for kind, default, unit in (("daily", 7, "days"), ("weekly", 4, "ISO weeks"), ("monthly", 12, "months"),
@@ -309,7 +327,7 @@ def run(argv: list[str] | None = None) -> int:
         cli_drills.print_failed(exc.report, as_json)
         print(f"ehr-backup: error: {exc.message}", file=sys.stderr)
         return 1
-    except VerifyFailed as exc:
+    except (VerifyFailed, cli_catalogue.Refused) as exc:
         if as_json:
             print(json.dumps(exc.result, indent=2, ensure_ascii=False))
         print(f"ehr-backup: error: {exc.message}", file=sys.stderr)
@@ -331,18 +349,18 @@ def _dispatch(service: Any, args: argparse.Namespace) -> Any:
     actor = _actor()
     if args.command == "create":
         task = service.prepare_create(actor, description=args.description, location=args.location,
-                                      custom_path=args.path, compression=args.compression)
+                                      custom_path=args.path, compression=args.compression, database=args.database)
         return service.view(_run_task(task))
     if args.command == "list" and (args.limit is not None or args.cursor):
         return service.list_page(location=args.location, database=args.database, kind=args.kind, status=args.status,
                                  search=args.search, sort=args.sort, descending=not args.oldest_first,
                                  limit=100 if args.limit is None else args.limit, cursor=args.cursor)
     if args.command == "list":
-        return {"backups": service.list(location=args.location)}
+        return {"backups": service.list(location=args.location, database=args.database)}
     if args.command == "verify":
         return _verify(service, args, actor)
     if args.command == "status":
-        return service.status()
+        return service.status(database=args.database)
     if args.command == "restore":
         return _restore(service, args, actor)
     if args.command == "contents":
@@ -352,7 +370,7 @@ def _dispatch(service: Any, args: argparse.Namespace) -> Any:
             return {"previous": service.kept_databases()}
         if not args.yes:
             raise InvalidInput("drop removes the kept database for good; add --yes to confirm")
-        service.drop_kept(actor, args.name)
+        service.drop_kept(actor, args.name, args.database)
         return {"dropped": args.name}
     if args.command == "delete":
         if not args.yes:
@@ -371,6 +389,10 @@ def _dispatch(service: Any, args: argparse.Namespace) -> Any:
         return cli_drills.dispatch(service, args, actor)
     if args.command == "alerts":
         return cli_alerts.dispatch(service, args, actor)
+    if args.command == "catalogue":
+        return cli_catalogue.dispatch(service, args, actor)
+    if args.command == "database":
+        return cli_databases.dispatch(service, args, actor)
     if args.command == "metadata":
         return cli_metadata.dispatch(service, args, actor, args.default_url)
     if args.command == "pin":
@@ -418,7 +440,7 @@ def _restore(service: Any, args: argparse.Namespace, actor: Actor) -> Any:
             raise InvalidInput("--rollback takes a database name, not a backup id")
         if not args.yes:
             raise InvalidInput("rollback swaps the previous database back in; add --yes to confirm")
-        return service.rollback(actor, args.rollback or None)
+        return service.rollback(actor, args.rollback or None, args.database)
     if not args.backup_id:
         raise InvalidInput("give the BACKUP_ID to restore (see `ehr-backup list`), or --rollback")
     if not args.yes:
@@ -426,7 +448,7 @@ def _restore(service: Any, args: argparse.Namespace, actor: Actor) -> Any:
     task = service.prepare_restore(actor, args.backup_id, target_url=args.target_url, mode=args.mode,
                                    jobs=args.jobs, roles=args.roles, tables=args.table, schemas=args.schema,
                                    into_schema=args.into_schema,
-                                   safety_backup=False if args.no_safety_backup else None)
+                                   safety_backup=False if args.no_safety_backup else None, database=args.database)
     return _run_task(task).as_dict()
 
 
@@ -599,6 +621,10 @@ def _print_human(args: argparse.Namespace, result: Any) -> None:
         cli_drills.print_human(args, result)
     elif cmd == "alerts":
         cli_alerts.print_human(args, result)
+    elif cmd == "catalogue":
+        cli_catalogue.print_human(args, result)
+    elif cmd == "database":
+        cli_databases.print_human(args, result)
     elif cmd == "metadata":
         cli_metadata.print_human(args, result)
     elif cmd in ("pin", "unpin"):

@@ -62,6 +62,8 @@ def _options(p: argparse.ArgumentParser, *, defaults: bool) -> None:
     p.add_argument("--kind", choices=KINDS, help="backup (default); verify: re-read a share of the stored "
                                                  "backups each run (EHR_BACKUP_REVERIFY_DAYS); drill: restore the "
                                                  "newest verified backup of each database into a scratch database")
+    p.add_argument("--database", metavar="NAME", help="the database profile it backs up (default: DATABASE_URL's; "
+                                                      "see `ehr-backup database list`)")
     p.add_argument("--location", choices=LOCATIONS, help="where the backups go (default: default)")
     p.add_argument("--path", help="directory for --location custom")
     p.add_argument("--compression", choices=["gzip", "zstd"], help="default: EHR_BACKUP_COMPRESSION or gzip")
@@ -84,7 +86,7 @@ def _fields(service: Any, args: argparse.Namespace, current: dict[str, Any] | No
     fields: dict[str, Any] = {}
     for arg, key in (("cron", "cron"), ("description", "description"), ("kind", "kind"),
                      ("location", "location"), ("compression", "compression"), ("timezone", "timezone"),
-                     ("retries", "retries"), ("retry_delay", "retry_delay_s")):
+                     ("retries", "retries"), ("retry_delay", "retry_delay_s"), ("database", "database")):
         value = getattr(args, arg, None)
         if value is not None:
             fields[key] = value
@@ -208,7 +210,8 @@ def print_human(args: argparse.Namespace, result: Any) -> None:
     for s in rows:
         state = "enabled" if s["enabled"] else "DISABLED"
         what = {"verify": "verify stored backups", "drill": "drill the newest verified backups"}.get(
-            s["kind"], f"backup to {s['location']}")
+            s["kind"], f"backup to {s['location']}" + (f" of database {s['database']}"
+                                                        if s.get("database", "default") != "default" else ""))
         print(f"{s['name']}: {s['reading']} ({s['cron']}, {s['timezone']}), {what}, {state}")
         if s["kind"] == "backup":
             policy = s["policy"]

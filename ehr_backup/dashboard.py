@@ -14,6 +14,8 @@ from .alerts.conditions import expected_interval, grace
 from .catalogue import as_utc, utcnow
 from .errors import BackupError
 from .models import BackupRecord, Status
+from .pg import ConnInfo
+from .profiles import DEFAULT, db_key
 
 if TYPE_CHECKING:
     from .service import BackupService
@@ -35,54 +37,69 @@ def freshness(last_good: datetime | None, interval: timedelta | None, now: datet
 
 
 def overview(service: BackupService, now: datetime | None = None) -> list[dict[str, Any]]:
-    """One card per database: freshness, last good backup, last verification and drill, alerts, next run."""
+    """One card per database (of each database profile): freshness, last good backup, last verification and
+    drill, alerts, next run."""
     now = now or utcnow()
-    names = _databases(service)
+    targets = _databases(service)  # (database, profile); profile None: the configured database's
     try:
         configured = service.connection().dbname
     except BackupError:
         configured = None
-    if configured and configured not in names:
-        names.insert(0, configured)
+    if configured and (configured, None) not in targets:
+        targets.insert(0, (configured, None))
+    for p in service.profiles.all():  # a profile without backups yet shows as one never backed up
+        try:
+            key = (ConnInfo.parse(p.url).dbname, p.name)
+        except BackupError:
+            continue
+        if key not in targets:
+            targets.append(key)
     schedules = [s for s in service.schedule_list() if s["enabled"] and s["kind"] == "backup"]
-    interval = expected_interval([(s["cron"], s["timezone"]) for s in schedules], now)
-    next_run = min((s["nextRuns"][0] for s in schedules if s["nextRuns"]), default=None)
     drills = _drills(service)
     alerts = _alerts(service)
     cards = []
-    for name in names:
-        good, verified = _newest(service, name)
+    for name, profile in targets:
+        key = db_key(name, profile)
+        # each database profile's own schedules; the default profile's back up the configured database
+        own = [s for s in schedules if s.get("database", DEFAULT) == (profile or DEFAULT)]
+        applies = profile is not None or name == configured
+        interval = expected_interval([(s["cron"], s["timezone"]) for s in own], now) if applies else None
+        next_run = min((s["nextRuns"][0] for s in own if s["nextRuns"]), default=None) if applies else None
+        good, verified = _newest(service, name, profile)
         last_good = as_utc(good.finished_at or good.created_at) if good else None
-        scheduled_here = interval if name == configured else None  # schedules back up the configured database
         cards.append({
-            "database": name, "status": freshness(last_good, scheduled_here, now),
-            "measuredAgainst": _every(scheduled_here), "lastGoodAt": _iso(last_good),
+            "database": key, "profile": profile or DEFAULT, "status": freshness(last_good, interval, now),
+            "measuredAgainst": _every(interval), "lastGoodAt": _iso(last_good),
             "lastGoodId": good.id if good else None,
             "ageSeconds": round((now - last_good).total_seconds()) if last_good else None,
             "lastVerification": {"at": _iso(verified.verified_at), "ok": verified.verify_ok,
                                  "backupId": verified.id} if verified else None,
-            "lastDrill": drills.get(name),
-            "alerts": [a for a in alerts if a.get("database") in (name, None)],
-            "nextRun": next_run if name == configured else None})
+            "lastDrill": drills.get(key),
+            "alerts": [a for a in alerts if a.get("database") in (key, None)],
+            "nextRun": next_run})
     return cards
 
 
-def _databases(service: BackupService) -> list[str]:
-    """The databases with backups made here (a few indexed queries, whatever the number of backups)."""
+def _databases(service: BackupService) -> list[tuple[str, str | None]]:
+    """The databases (and their profiles) with backups made here (one indexed query)."""
     with service.db.reading() as s:
-        q = (select(BackupRecord.database).where(BackupRecord.database != "", BackupRecord.origin != "discovered")
-             .distinct())
-        return sorted(s.exec(q).all())
+        q = (select(BackupRecord.database, BackupRecord.profile)
+             .where(BackupRecord.database != "", BackupRecord.origin != "discovered").distinct())
+        rows = {(d, p if p and p != DEFAULT else None) for d, p in s.exec(q).all()}
+    return sorted(rows, key=lambda r: (r[0], r[1] or ""))
 
 
-def _newest(service: BackupService, name: str) -> tuple[BackupRecord | None, BackupRecord | None]:
+def _newest(service: BackupService, name: str,
+            profile: str | None = None) -> tuple[BackupRecord | None, BackupRecord | None]:
     """A database's newest good backup (completed, verification not failed) and newest verified one."""
+    mine = (col(BackupRecord.profile).is_(None) if profile is None else BackupRecord.profile == profile)
     with service.db.reading() as s:
-        good = s.exec(select(BackupRecord).where(BackupRecord.database == name, BackupRecord.status == Status.COMPLETED,
+        good = s.exec(select(BackupRecord).where(BackupRecord.database == name, mine,
+                                                 BackupRecord.status == Status.COMPLETED,
                                                  or_(col(BackupRecord.verify_ok).is_(None),
                                                      col(BackupRecord.verify_ok).is_(True)))
                       .order_by(col(BackupRecord.created_at).desc()).limit(1)).first()
-        verified = s.exec(select(BackupRecord).where(BackupRecord.database == name,
+        verified = s.exec(select(BackupRecord).where(BackupRecord.database == name, mine,
                                                      col(BackupRecord.verified_at).is_not(None))
                           .order_by(col(BackupRecord.verified_at).desc()).limit(1)).first()
     return good, verified

@@ -33,6 +33,8 @@ ADDED_COLUMNS = [
     ("backups", "protects", "VARCHAR"),
     ("api_tokens", "scope", "VARCHAR NOT NULL DEFAULT 'admin'"),
     ("drills", "roles_pending", "VARCHAR NOT NULL DEFAULT ''"),
+    ("backups", "profile", "VARCHAR"),
+    ("schedules", "database", "VARCHAR"),
 ]
 
 # Indexes added after a table was first created (create_all makes them only with a new table): the
@@ -41,6 +43,7 @@ ADDED_INDEXES = [
     ("backups", "database"),
     ("backups", "kind"),
     ("backups", "size"),
+    ("backups", "profile"),
 ]
 
 

@@ -198,9 +198,9 @@ class Drills:
         return result.loaded
 
     def _live(self, record: BackupRecord) -> ConnInfo | None:
-        """The live database of this backup, for compare-live checks."""
+        """The live database of this backup (on its database profile's server), for compare-live checks."""
         try:
-            live = self.s.connection()
+            live = self.s.connection(record.profile)
         except BackupError:
             return None
         return live.with_dbname(record.database) if record.database and record.database != live.dbname else live

@@ -26,6 +26,7 @@ from . import storage
 from .catalogue import as_utc
 from .errors import InvalidInput
 from .models import BackupRecord, Drill, Status
+from .profiles import DEFAULT, check_name
 from .prune import DEFAULT_POLICY, candidate, facts, file_exists
 from .text import clean_text
 
@@ -63,6 +64,7 @@ class ListQuery:
     limit: int = 100
     cursor: str | None = None
     offset: int = 0  # rows to skip when there is no cursor (a table's page number); a cursor is steadier
+    profile: str | None = None  # a database profile's backups ("default": DATABASE_URL's, rows without one)
 
     def checked(self) -> ListQuery:
         """The query with its values validated (InvalidInput names the first bad one)."""
@@ -81,7 +83,8 @@ class ListQuery:
         database = clean_text(self.database, 63, "the database name") if self.database else None
         search = clean_text(self.search, 200, "the search text").strip() if self.search else None
         return ListQuery(self.location or None, database, self.kind or None, self.status or None, search or None,
-                         self.sort, self.descending, self.limit, self.cursor or None, self.offset)
+                         self.sort, self.descending, self.limit, self.cursor or None, self.offset,
+                         check_name(self.profile) if self.profile else None)
 
 
 def encode_cursor(query: ListQuery, value: Any, backup_id: str) -> str:
@@ -120,6 +123,10 @@ def _filters(q: ListQuery) -> list[Any]:
         where.append(BackupRecord.location == q.location)
     if q.database is not None:
         where.append(BackupRecord.database == q.database)
+    if q.profile == DEFAULT:
+        where.append(or_(col(BackupRecord.profile).is_(None), BackupRecord.profile == DEFAULT))
+    elif q.profile:
+        where.append(BackupRecord.profile == q.profile)
     if q.kind == "discovered":
         where.append(BackupRecord.origin == "discovered")
     elif q.kind:

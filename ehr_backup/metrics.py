@@ -22,6 +22,7 @@ from prometheus_client.registry import Collector
 from . import __version__
 from .catalogue import TALLIED, as_utc
 from .models import Status
+from .profiles import db_key
 
 if TYPE_CHECKING:
     from .service import BackupService
@@ -220,7 +221,9 @@ class ServiceCollector(Collector):
         s = self.service
         drills = getattr(s, "drills", None)
         readers: dict[str, Callable[[], None]] = {
-            "catalogue": lambda: _set(facts, runs=[Run(*row) for row in s.catalogue.columns(RUN_COLUMNS)],
+            # a database profile's database is "name@profile" (ehr_backup/profiles.py): servers' same names apart
+            "catalogue": lambda: _set(facts, runs=[Run(db_key(row[0], row[-1]), *row[1:-1])
+                                                   for row in s.catalogue.columns((*RUN_COLUMNS, "profile"))],
                                       outcomes=s.catalogue.outcome_counts()),
             "storage": lambda: _set(facts, locations=s.status()["locations"]),
             "jobs": lambda: _set(facts, jobs=list(self.running_jobs())),

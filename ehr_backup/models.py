@@ -54,6 +54,9 @@ class BackupRecord(SQLModel, table=True):
     pin_reason: str | None = None
     schedule: str | None = Field(default=None, index=True)  # the schedule that made it (kind scheduled)
     protects: str | None = None  # kind safety: the restore it was taken before ("<backup id> into <database>")
+    # the database profile it was made from (ehr_backup/profiles.py); None: the default one (DATABASE_URL),
+    # so rows older than profiles belong to it. `database` alone cannot tell two servers' "ehr" apart.
+    profile: str | None = Field(default=None, index=True)
 
 
 class AuditEntry(SQLModel, table=True):
@@ -197,6 +200,7 @@ class Schedule(SQLModel, table=True):
     created_by: str = ""
     updated_at: datetime
     fired_until: datetime  # runs due up to here have been taken (by this or another process)
+    database: str | None = None  # the database profile it backs up (ehr_backup/profiles.py); None: the default
 
 
 class ScheduleRun(SQLModel, table=True):
@@ -271,6 +275,8 @@ class AppSetting(SQLModel, table=True):
     key: str = Field(primary_key=True)
     value: str = ""
     updated_at: datetime
+
+
 class BackupTally(SQLModel, table=True):
     """Backups of a database that ended with an outcome and were deleted since: with the catalogue's rows,
     the run counts /metrics reports stay counters (they never go down when rotation deletes a backup)."""
@@ -282,3 +288,17 @@ class BackupTally(SQLModel, table=True):
     database: str
     outcome: str  # completed | failed | cancelled
     count: int = 0
+
+
+class DatabaseProfile(SQLModel, table=True):
+    """A named database to back up: a connection URL without its password, and where the password comes from."""
+
+    __tablename__ = "database_profiles"
+
+    id: int | None = Field(default=None, primary_key=True)
+    name: str = Field(unique=True, index=True)
+    url: str  # postgresql:// URL or conninfo, never holding a password
+    password_env: str | None = None  # read the password from this environment variable when connecting
+    password_sealed: str | None = None  # the password encrypted with the master key (alerts/secrets.py)
+    created_at: datetime
+    created_by: str = ""

@@ -25,6 +25,7 @@ from .catalogue import as_utc, utcnow
 from .errors import BackupError, Busy, ConfigError, InvalidInput, NotFound
 from .locks import DatabaseLock, lock_for
 from .models import BackupRecord, Status
+from .profiles import DEFAULT, db_key, split_key
 from .retention import Candidate, Decision, Plan, RetentionPolicy, plan, zone
 from .text import clean_text
 
@@ -50,14 +51,17 @@ def local_zone() -> tzinfo:
 def facts() -> tuple[str, ...]:
     """The catalogue columns rotation reads."""
     return ("id", "database", "directory", "location", "created_at", "status", "origin", "verify_ok", "pinned",
-            "kind", "schedule")
+            "kind", "schedule", "profile")
 
 
 def candidate(record: Any, exists: bool | None = None) -> Candidate:
     """The facts rotation reads about one catalogued backup (a record, or a row of `facts()`)."""
     if exists is None:
         exists = file_exists(record)
-    return Candidate(id=record.id, database=record.database, place=record.directory,
+    # a non-default profile's database is "name@profile": two servers' databases of one name are rotated
+    # and held apart (ehr_backup/profiles.py)
+    return Candidate(id=record.id, database=db_key(record.database, getattr(record, "profile", None)),
+                     place=record.directory,
                      created_at=as_utc(record.created_at) or utcnow(), status=record.status,
                      ours=record.origin != "discovered", exists=exists, verify_ok=record.verify_ok,
                      pinned=bool(record.pinned), kind=record.kind, location=record.location,
@@ -106,6 +110,9 @@ class Rotation:
         plan still forgets, never one the person did not see.
         """
         scope = _scope(database, location, schedule)
+        profile = None  # `database` naming a profile: that profile's backups; else a database's own name
+        if database is not None and self.s.profiles.is_profile(database):
+            profile, database = database, None
         try:
             database, location, schedule = self._filters(database, location, schedule)
             expected = None if expect is None else {storage.validate_id(i) for i in expect}
@@ -116,7 +123,9 @@ class Rotation:
         rules = policy or DEFAULT_POLICY
 
         def wanted(b: Candidate) -> bool:
-            return ((database is None or b.database == database) and (location is None or b.location == location)
+            name, of = split_key(b.database)
+            return ((database is None or name == database) and (profile is None or (of or DEFAULT) == profile)
+                    and (location is None or b.location == location)
                     and (schedule is None or b.schedule == schedule))
 
         def planned(state: State) -> Plan:
@@ -185,10 +194,17 @@ class Rotation:
             conn = None  # no database configured: no backup can run; rotations still exclude each other
         held: list[DatabaseLock] = []
         try:
-            for name in databases:
-                # the catalogue knows databases by name: the configured server's database of that name
-                lock = (self.s._lock(conn.with_dbname(name)) if conn is not None
-                        else lock_for(self.s.settings, self.s.settings.data_dir / "locks" / "rotation", name))
+            for key in databases:
+                # the catalogue knows databases by name (and profile): that server's database of that name
+                name, profile = split_key(key)
+                server = conn
+                if profile is not None:
+                    try:
+                        server = self.s.connection(profile)
+                    except BackupError:  # a removed profile: no backup of it can start
+                        server = None
+                lock = (self.s._lock(server.with_dbname(name)) if server is not None
+                        else lock_for(self.s.settings, self.s.settings.data_dir / "locks" / "rotation", key))
                 held.append(lock.acquire(f"a rotation by {actor.name}"))
         except BaseException:
             for lock in held:
@@ -200,7 +216,7 @@ class Rotation:
                     skipped: list[dict[str, str]]) -> list[str]:
         """Delete each planned backup that a plan made while its file is held still forgets."""
         deleted: list[str] = []
-        replans = {db: Replanner(partial(self._state, db), planned)
+        replans = {db: Replanner(partial(self._state, split_key(db)[0]), planned)
                    for db in {d.backup.database for d in going}}
         for d in going:
             why = self._delete(actor, d.backup.id, replans[d.backup.database])

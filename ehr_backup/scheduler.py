@@ -217,10 +217,10 @@ class Scheduler:
                              lambda progress, cancel: service.drills.run_scheduled(SCHEDULER, progress, cancel), [])
             else:
                 when = (as_utc(run.due_at) or self.clock()).astimezone(cron.zone(sched.timezone))
-                description = render(sched.description, when, sched.name, service.connection().dbname)
+                description = render(sched.description, when, sched.name, service.connection(sched.database).dbname)
                 inner = service.prepare_create(SCHEDULER, description=description, location=sched.location,
                                                custom_path=sched.custom_path, compression=sched.compression,
-                                               kind="scheduled", schedule=sched.name)
+                                               kind="scheduled", schedule=sched.name, database=sched.database)
         except BackupError as exc:
             lock.release()
             self._finish(run.id, False, f"could not start: {exc.message}", None)

@@ -33,7 +33,7 @@ MAX_RETRIES = 10
 KEEP_RUNS = 500  # runs kept per schedule (a year and more of nightly runs); older ones are forgotten
 RETRY_DELAY = (10, 86_400)
 FIELDS = ("kind", "cron", "timezone", "location", "custom_path", "compression", "description", "policy",
-          "enabled", "retries", "retry_delay_s")
+          "enabled", "retries", "retry_delay_s", "database")
 
 
 def server_zone_name() -> str:
@@ -123,7 +123,7 @@ class Schedules:
         merged: dict[str, Any] = {k: getattr(current, k) for k in FIELDS} if current else {
             "kind": "backup", "location": "default", "custom_path": None, "compression": None,
             "description": "Scheduled {date}", "policy": RetentionPolicy().as_dict(), "enabled": True,
-            "retries": 2, "retry_delay_s": 600, "timezone": None, "cron": None}
+            "retries": 2, "retry_delay_s": 600, "timezone": None, "cron": None, "database": None}
         if current is not None and current.policy:
             merged["policy"] = json.loads(current.policy)
         merged.update(fields)
@@ -152,6 +152,8 @@ class Schedules:
         if out["kind"] == "backup":
             self.service.resolve_location(location, custom)  # refuses unknown keys and unsafe custom paths
         out["location"], out["custom_path"] = location, custom
+        # the database profile it backs up (ehr_backup/profiles.py); None: DATABASE_URL's
+        out["database"] = self.service.profiles.checked(merged.get("database")) if out["kind"] == "backup" else None
         if out["kind"] != "backup" and fields.get("policy") is not None:
             raise InvalidInput(f"rotation applies to backup schedules; a {out['kind']} schedule makes no backups")
         out["policy"] = check_policy(merged["policy"], tz) if out["kind"] == "backup" else None
@@ -225,7 +227,7 @@ class Schedules:
                 "failing": bool(failing and failing.status == "failed"),
                 "failure": failing.message if failing and failing.status == "failed" else None,
                 "retryAt": _iso(waiting.retry_at) if waiting else None,
-                "running": run_view(running) if running else None}
+                "running": run_view(running) if running else None, "database": sched.database or "default"}
 
     # ----- changing ----------------------------------------------------------------------------------------
     def create(self, actor: Actor, name: str, **fields: Any) -> Schedule:

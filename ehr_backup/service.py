@@ -23,6 +23,7 @@ from .audit_anchor import FIELD as AUDIT_ANCHOR_FIELD
 from .audit_anchor import find_anchors
 from .audit_chain import ChainReport, load_audit_keys
 from .catalogue import Catalogue, as_utc, utcnow
+from .catalogue_rebuild import CatalogueRebuild
 from .compression import EXTENSIONS, check
 from .config import Settings
 from .db import Database
@@ -38,6 +39,7 @@ from .locks import DatabaseLock, lock_for
 from .models import BackupRecord, Status
 from .pg import ConnInfo
 from .pipeline import Progress, run_backup, scan_dump
+from .profiles import Profiles
 from .prune import Rotation
 from .restore.operation import Restores
 from .retention import RetentionPolicy
@@ -106,10 +108,15 @@ class BackupService:
         # stored alert/storage thresholds over the environment's; everything compares against .current()
         self.alert_thresholds = Thresholds(self.db, settings, self.audit)
         self.listing = Listing(self)  # ehr_backup/listing.py: paged, filtered, sorted in SQLite
+        self.catalogue_rebuild = CatalogueRebuild(self)  # ehr_backup/catalogue_rebuild.py, rebuild.py
+        self.profiles = Profiles(self)  # ehr_backup/profiles.py: named databases besides DATABASE_URL
 
     # ----- configuration -----------------------------------------------------------------------------
-    def connection(self) -> ConnInfo:
-        """The configured database: DATABASE_URL, else the demo cluster."""
+    def connection(self, database: str | None = None) -> ConnInfo:
+        """A database profile's connection (ehr_backup/profiles.py); without one the configured database:
+        DATABASE_URL, else the demo cluster."""
+        if database is not None and database != "default":
+            return self.profiles.connection(database)
         if self.settings.database_url:
             return ConnInfo.parse(self.settings.database_url)
         url = demo.ensure_running(self.settings.data_dir)
@@ -285,16 +292,18 @@ class BackupService:
                        custom_path: str | None = None, compression: str | None = None,
                        kind: str = "manual", lock: DatabaseLock | None = None,
                        slug: str | None = None, conn: ConnInfo | None = None, schedule: str | None = None,
-                       protects: str | None = None) -> Task:
-        """Validate, reserve the database and record a RUNNING backup; the returned task does the work."""
+                       protects: str | None = None, database: str | None = None) -> Task:
+        """Validate, reserve the database and record a RUNNING backup; the returned task does the work
+        (database: the profile to back up, default DATABASE_URL's)."""
         try:
+            profile = self.profiles.checked(database)
             description = clean_text(description, MAX_DESCRIPTION, "description")
             algorithm = compression or self.settings.compression
             level = check(algorithm, self.settings.gzip_level if algorithm == "gzip"
                           else self.settings.zstd_level)
             loc_key, directory = self.resolve_location(location, custom_path)
             key = self.keyring().encryption_key()
-            conn = conn or self.connection()
+            conn = conn or self.connection(profile)
         except BackupError as exc:
             self.audit.record(actor, "create", location, "refused", exc.message)
             raise
@@ -309,12 +318,13 @@ class BackupService:
         try:
             backup_id = self._new_id(slug or description, algorithm, directory)
             locks.append(self._job_lock(backup_id).acquire(f"backup {backup_id}"))
-            locks.append(self._started(actor, "create", backup_id, f"location={loc_key}"))
+            locks.append(self._started(actor, "create", backup_id, f"location={loc_key}"
+                                       + (f"; database={profile}" if profile else "")))
             record = self.catalogue.add(BackupRecord(
                 id=backup_id, location=loc_key, directory=str(directory), description=description,
                 kind=kind, schedule=schedule, protects=protects, status=Status.RUNNING, step="starting",
                 compression=algorithm, key_id=key.key_id, database=conn.dbname, created_at=utcnow(),
-                created_by=actor.name))
+                created_by=actor.name, profile=profile))
         except BaseException:
             for held in locks:
                 held.release()
@@ -364,7 +374,9 @@ class BackupService:
                       "createdAt": _iso(record.created_at), "createdBy": actor.name,
                       "serverVersion": facts.version, "pgDumpVersion": dump_version,
                       "compression": record.compression, "kind": record.kind, "app": f"ehr-backup {__version__}",
-                      "databaseSize": facts.database_size,
+                      "databaseSize": facts.database_size, "profile": record.profile or "default",
+                      # what a catalogue rebuilt from the files alone shows for it (catalogue_rebuild.py)
+                      **{k: v for k, v in (("schedule", record.schedule), ("protects", record.protects)) if v},
                       AUDIT_ANCHOR_FIELD: self.audit.anchor()}  # the log must reach this entry from now on
             result = run_backup(conn=conn, pg_dump=pg_dump, directory=directory, backup_id=record.id, key=key,
                                 fields=fields, algorithm=record.compression, level=level,
@@ -410,10 +422,15 @@ class BackupService:
         last = max(sizes[:3]) if sizes else None  # the newest three (records come newest first)
         return (last + last // 4 if last else database_size // 2) + SPACE_MARGIN
 
-    def status(self, points: int | None = None) -> dict[str, Any]:
+    def status(self, points: int | None = None, database: str | None = None) -> dict[str, Any]:
         """Storage per location (used, free, trend, fill date, warnings) and backup sizes per database
-        (points: at most about that many history points per database, for a chart)."""
-        return self.storage_status.status(points=points)
+        (points: at most about that many history points per database, for a chart; database: only that
+        profile's databases)."""
+        result = self.storage_status.status(points=points)
+        if database is not None:
+            profile = self.profiles.checked(database) or "default"
+            result["databases"] = [d for d in result["databases"] if d["profile"] == profile]
+        return result
 
     def _finish_failed(self, actor: Actor, record: BackupRecord, status: str, step: str, message: str,
                        action: str) -> None:
@@ -425,14 +442,23 @@ class BackupService:
             log.warning("could not audit the failure of %s", record.id)
 
     # ----- list --------------------------------------------------------------------------------------
-    def list(self, *, location: str | None = None) -> list[dict[str, Any]]:
-        """Every backup across locations: catalogued ones, files found on disk, and missing files."""
+    def list(self, *, location: str | None = None, database: str | None = None) -> list[dict[str, Any]]:
+        """Every backup across locations: catalogued ones, files found on disk, and missing files
+        (database: only that profile's; a name that is no profile: the databases of that name)."""
         if location is not None and location not in storage.LOCATIONS:
             raise InvalidInput(f"unknown location {location!r}")
+        by_profile = database is not None and self.profiles.is_profile(database)  # else the database's own name
+        profile = self.profiles.checked(database) if by_profile else None
         self._import_discovered()
         records = self.catalogue.all()
         kept = self.rotation.kept_by(records)  # one planning pass for the whole list
-        records = [r for r in records if location is None or r.location == location]
+
+        def wanted(r: BackupRecord) -> bool:
+            if database is None:
+                return True
+            return (r.profile or None) == profile if by_profile else r.database == database
+
+        records = [r for r in records if (location is None or r.location == location) and wanted(r)]
         drills = last_drills(self.db, [r.id for r in records])  # one query, not one per backup
         return [self.view(r, kept.get(r.id, []), last_drill=drills.get(r.id)) for r in records]
 
@@ -442,12 +468,18 @@ class BackupService:
                   offset: int = 0) -> dict[str, Any]:
         """One page of backups, filtered, searched (description, id) and sorted in the database:
         {backups, total, nextCursor}; pass nextCursor back for the next page (None: this was the last);
-        offset (without a cursor) skips rows, for a table's page numbers."""
+        offset (without a cursor) skips rows, for a table's page numbers; database: a profile's name (its
+        backups), else a database's own name as before)."""
+        profile = None
+        if database is not None and self.profiles.is_profile(database):
+            profile, database = database, None
         return self.listing.page(ListQuery(location, database, kind, status, search, sort, descending, limit, cursor,
-                                           offset))
+                                           offset, profile))
 
     def iter_list(self, **filters: Any) -> Iterator[dict[str, Any]]:
         """Every backup the filters select (those of list_page), read a page at a time."""
+        if filters.get("database") is not None and self.profiles.is_profile(filters["database"]):
+            filters = {**filters, "profile": filters["database"], "database": None}
         return self.listing.walk(ListQuery(**{**filters, "limit": 500}).checked())  # checked now, not when read
 
     def _import_discovered(self, *, if_changed: bool = False) -> None:
@@ -511,7 +543,7 @@ class BackupService:
                 "verifyMessage": r.verify_message,
                 "verification": None if r.verify_ok is None else ("ok" if r.verify_ok else "failed"),
                 "pinned": bool(r.pinned), "pinReason": r.pin_reason, "keptBy": [*kept_by], "schedule": r.schedule,
-                "protects": r.protects,
+                "protects": r.protects, "profile": r.profile or "default",
                 # a file found on disk and not verified yet: its description, creator and database are
                 # what its unauthenticated header claims
                 "unverified": r.status == Status.DISCOVERED, "lastDrill": last_drill}
@@ -569,17 +601,17 @@ class BackupService:
         """Restore now and return the report."""
         return self.prepare_restore(actor, backup_id, **options).run()
 
-    def rollback(self, actor: Actor, database: str | None = None) -> dict[str, Any]:
-        """Put back the database the newest restore replaced."""
-        return self.restores.rollback(actor, database)
+    def rollback(self, actor: Actor, database: str | None = None, profile: str | None = None) -> dict[str, Any]:
+        """Put back the database the newest restore replaced (on a database profile's server, when given)."""
+        return self.restores.rollback(actor, database, profile)
 
     def kept_databases(self) -> list[dict[str, Any]]:
         """Databases restores keep for rollback."""
         return self.restores.kept_databases()
 
-    def drop_kept(self, actor: Actor, name: str) -> None:
-        """Drop a database a restore kept."""
-        self.restores.drop_kept(actor, name)
+    def drop_kept(self, actor: Actor, name: str, profile: str | None = None) -> None:
+        """Drop a database a restore kept (on a database profile's server, when given)."""
+        self.restores.drop_kept(actor, name, profile=profile)
 
     def contents(self, actor: Actor, backup_id: str) -> dict[str, Any]:
         """What a backup holds, like pg_restore -l."""
@@ -740,6 +772,29 @@ class BackupService:
             fh.close()
             raise
         return fh, os.fstat(fh.fileno()).st_size, record.id
+
+    def rebuild_catalogue(self, actor: Actor, *, location: str | None = None, paths: Sequence[str] = (),
+                          dry_run: bool = False) -> dict[str, Any]:
+        """Recreate the catalogue from the backup files' authenticated headers and trailers (dry_run: a preview);
+        paths: custom folders to read besides the ones the app knows."""
+        return self.catalogue_rebuild.run(actor, location=location, paths=paths, dry_run=dry_run)
+    # ----- database profiles (ehr_backup/profiles.py) ------------------------------------------------------
+    def database_list(self) -> list[dict[str, Any]]:
+        """Every database profile, the implicit default (DATABASE_URL) first; never a password."""
+        return self.profiles.views()
+
+    def database_add(self, actor: Actor, name: str, url: str, *, password_env: str | None = None,
+                     password: str | None = None) -> dict[str, Any]:
+        """Add a profile: a URL without a password, the password from an env var, stored encrypted, or libpq's."""
+        return self.profiles.add(actor, name, url, password_env=password_env, password=password)
+
+    def database_remove(self, actor: Actor, name: str) -> None:
+        """Forget a profile (refused while a schedule uses it); its backups stay."""
+        self.profiles.remove(actor, name)
+
+    def database_test(self, actor: Actor, name: str | None) -> dict[str, Any]:
+        """Connect with a profile and report the server's version and the database's size."""
+        return self.profiles.test(actor, name)
 
     def decrypt_file(self, actor: Actor, source: Path, output: Path) -> dict[str, Any]:
         """Authenticate and decrypt a backup file to plain SQL, with only the file and the key."""

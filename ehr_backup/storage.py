@@ -26,6 +26,7 @@ LOCATIONS = {"default": "Default", "desktop": "Desktop", "documents": "Documents
 ID_RE = re.compile(r"^backup_\d{4}-\d{2}-\d{2}T\d{2}-\d{2}-\d{2}-\d{3}Z(?:_[A-Za-z0-9_-]{1,100})?"
                    r"\.sql\.(?:gz|zst)\.enc$")
 TEMP_PREFIX = ".ehr-backup-partial-"
+SIDECAR_SUFFIX = ".verified"  # `<backup id>.verified` beside a backup: its last verification (verified_sidecar.py)
 MAX_ID = 200
 
 
@@ -237,9 +238,12 @@ def unlink_in(directory: Path, name: str) -> None:
     except NotFound:
         return  # the whole folder is gone: so is the file
     try:
-        os.unlink(name, dir_fd=dir_fd)  # unlink removes a link itself, never what it points to
-    except FileNotFoundError:
-        pass
+        # unlink removes a link itself, never what it points to; the verification record goes with it
+        for victim in (name, name + SIDECAR_SUFFIX):
+            try:
+                os.unlink(victim, dir_fd=dir_fd)
+            except FileNotFoundError:
+                pass
     except OSError as exc:
         raise StorageError(f"cannot delete the backup file: {exc.strerror}") from None
     finally:

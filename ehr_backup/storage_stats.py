@@ -21,6 +21,7 @@ from . import storage
 from .catalogue import as_utc, utcnow
 from .models import BackupRecord as B
 from .models import Status, StorageSample
+from .profiles import DEFAULT, db_key, split_key
 
 if TYPE_CHECKING:
     from .service import BackupService
@@ -84,19 +85,21 @@ class StorageStatus:
     def _history(self, points: int | None) -> dict[str, tuple[int, list[Any]]]:
         """Per database: its number of completed backups and their rows, oldest first (about `points` of
         them spread over the whole span, the newest always among them, chosen in SQL; None: all)."""
-        n = func.row_number().over(partition_by=B.database, order_by=(B.created_at, B.id)).label("n")
-        total = func.count().over(partition_by=B.database).label("total")
-        inner = (sa_select(B.database, B.created_at, B.size, B.dump_bytes, B.duration_s, B.location, n, total)
+        # per database of each profile: two servers' databases of one name are two histories
+        n = func.row_number().over(partition_by=(B.database, B.profile), order_by=(B.created_at, B.id)).label("n")
+        total = func.count().over(partition_by=(B.database, B.profile)).label("total")
+        inner = (sa_select(B.database, B.profile, B.created_at, B.size, B.dump_bytes, B.duration_s, B.location, n,
+                           total)
                  .where(B.status == Status.COMPLETED).subquery())
         q = sa_select(inner)
         if points:
             step = (inner.c.total + points - 1) // points
             q = q.where(or_((inner.c.n - 1) % step == 0, inner.c.n == inner.c.total))
         with self.s.db.reading() as session:
-            rows = session.execute(q.order_by(inner.c.database, inner.c.n)).all()
+            rows = session.execute(q.order_by(inner.c.database, inner.c.profile, inner.c.n)).all()
         out: dict[str, tuple[int, list[Any]]] = {}
         for r in rows:
-            out.setdefault(r.database or "?", (int(r.total), []))[1].append(r)
+            out.setdefault(db_key(r.database or "?", r.profile), (int(r.total), []))[1].append(r)
         return out
 
     def sample(self, now: datetime | None = None, *, force: bool = False,
@@ -151,7 +154,8 @@ class StorageStatus:
                     "seconds": r.duration_s, "location": r.location}
 
         return {"at": _iso(now), "locations": locations,
-                "databases": [{"database": db, "backups": count, "latest": point(items[-1]),
+                "databases": [{"database": db, "profile": split_key(db)[1] or DEFAULT, "backups": count,
+                               "latest": point(items[-1]),
                                "history": [point(r) for r in items]}
                               for db, (count, items) in sorted(self._history(points).items())]}
 

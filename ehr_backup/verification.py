@@ -15,14 +15,18 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from . import verified_sidecar as sidecar
 from .audit import Actor
 from .catalogue import as_utc, utcnow
 from .errors import BackupError, Busy, Cancelled
+from .fileformat import OpenedFile
 from .models import BackupRecord, Status
 from .pipeline import Progress, scan_dump
 from .restore.operation import check_matches_catalogue
+from .verified_sidecar import Verified
 
 if TYPE_CHECKING:
     from .service import BackupService, Task
@@ -91,6 +95,7 @@ class Verifications:
         from .service import MAX_DESCRIPTION, _header_text, _parse_time
 
         started = time.monotonic()
+        opened = None
         try:
             opened = self.s._open(record)
             try:
@@ -104,8 +109,11 @@ class Verifications:
                 opened.fh.close()
         except BackupError as exc:
             if not isinstance(exc, Cancelled):
-                self.s.catalogue.update(record.id, verified_at=utcnow(), verify_ok=False,
-                                        verify_message=exc.message, verify_duration_s=_took(started))
+                at, took = utcnow(), _took(started)
+                self.s.catalogue.update(record.id, verified_at=at, verify_ok=False,
+                                        verify_message=exc.message, verify_duration_s=took)
+                if opened is not None and opened.sha256:  # authentic, yet not good: the record says so too
+                    self._sidecar(record, opened, Verified(at, False, exc.message, took))
             self.s.audit.record(actor, "verify", record.id, "cancelled" if isinstance(exc, Cancelled) else "failed",
                                 exc.message)
             raise
@@ -120,12 +128,24 @@ class Verifications:
                            created_by=_header_text(h, "createdBy", 200), database=_header_text(h, "database", 63),
                            created_at=_parse_time(h.get("createdAt")) or record.created_at)
         self.s.catalogue.update(record.id, **updates)
+        self._sidecar(record, opened, Verified(updates["verified_at"], True, updates["verify_message"],
+                                               updates["verify_duration_s"]))
         self.s.audit.record(actor, "verify", record.id, "ok",
                             f"{updates['verify_message']}; {updates['verify_duration_s']} s")
         progress.phase = "done"
         return {"backupId": record.id, "ok": True, "authentic": True, "complete": scan.complete,
                 "sha256": sha, "dumpBytes": scan.dump_bytes, "tableRowCounts": scan.rows,
                 "keyId": opened.header.key_id, "seconds": updates["verify_duration_s"]}
+
+    def _sidecar(self, record: BackupRecord, opened: OpenedFile, verified: Verified) -> None:
+        """Keep this verification beside the file too, for a catalogue rebuilt from storage alone."""
+        assert opened.sha256 is not None
+        try:
+            master = self.s.keyring().get(opened.header.key_id)
+        except BackupError:
+            return
+        sidecar.record(Path(record.directory), record.id, master, sha256=opened.sha256, size=opened.size,
+                       verified=verified)
 
     def after_create(self, actor: Actor, record: BackupRecord, progress: Progress,
                      cancel: threading.Event) -> BackupRecord:

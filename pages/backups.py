@@ -22,6 +22,7 @@ from .frame import PageSession, admin_page, guarded, tid
 from .jobpanel import JobPanel, RecentActivity, job_title
 from .kept import kept_databases
 from .restore_dialog import RestoreDialog
+from .rebuild import rebuild_button
 from .rotation import _pin_dialog, rotation_button
 from .schedules import schedules_section
 from .storage import storage_card
@@ -46,6 +47,7 @@ def register(ctx: WebContext) -> None:
             await kept.load()
             await storage.load()
             await schedules.load()
+            await state["load_profiles"]()
 
         titles: dict[str, str] = {}  # job id -> its card's title, looked up once
 
@@ -107,6 +109,7 @@ def register(ctx: WebContext) -> None:
                     tid(ui.button("Refresh", icon="refresh", on_click=guarded(ps, "refresh backups")(reload))
                         .props("flat"), "refresh")
                     rotation_button(ps, state, reload)
+                    rebuild_button(ps, state, reload)  # pages/rebuild.py: catalogue from the files alone
                 table = BackupTable(ps, lambda action, row: _row_action(ps, action, row, watch, reload, dialogs))
 
         # the HTML goes out now; the rows are read only for a browser that connects (a script fetching the
@@ -143,6 +146,8 @@ def _create_card(ps: PageSession, state: dict[str, Any], watch: Callable[[Job], 
             compression = tid(ui.select({"gzip": "gzip (smallest)", "zstd": "zstd (fastest)"},
                                         value=service.settings.compression, label="Compression").classes("w-40"),
                               "compression")
+            database = tid(ui.select({"default": "default (DATABASE_URL)"}, value="default", label="Database")
+                           .classes("w-56"), "create-database")  # the database profile to back up
         with ui.row().classes("w-full items-end gap-2") as custom_row:
             custom_path = tid(ui.input("Folder (absolute path)").classes("w-96"), "custom-path")
             tid(ui.button("Browse…", icon="folder_open", on_click=lambda: browser.open_at(custom_path.value))
@@ -155,7 +160,7 @@ def _create_card(ps: PageSession, state: dict[str, Any], watch: Callable[[Job], 
             task = await run.io_bound(service.prepare_create, ps.actor, description=description.value or "",
                                       location=location.value,
                                       custom_path=custom_path.value if location.value == "custom" else None,
-                                      compression=compression.value)
+                                      compression=compression.value, database=database.value)
             if task is None:
                 return
             watch(ps.ctx.jobs.start(task, ps.principal.username))
@@ -163,6 +168,15 @@ def _create_card(ps: PageSession, state: dict[str, Any], watch: Callable[[Job], 
             notify("Backup started", type="info")
 
         tid(ui.button("Create Backup", icon="backup", on_click=create), "create-button")
+
+    async def load_profiles() -> None:
+        """The database selector's choices: the default profile and every stored one."""
+        names = await run.io_bound(lambda: [p.name for p in service.profiles.all()])
+        if names is not None:
+            database.set_options({"default": "default (DATABASE_URL)", **{n: n for n in names}},
+                                 value=database.value if database.value in ("default", *names) else "default")
+
+    state["load_profiles"] = load_profiles
 
 
 async def _row_action(ps: PageSession, action: str, row: dict[str, Any], watch: Callable[[Job], Any],

@@ -133,7 +133,8 @@ def table_row(b: dict[str, Any], now: datetime) -> dict[str, Any]:
         "createdUtc": utc_text(b["createdAt"]), "size": b["size"], "sizeText": human_size(b["size"]),
         "location": b["location"], "locationLabel": LOCATIONS.get(b["location"], b["location"]),
         "locationPath": b["path"].rsplit("/", 1)[0] if b["location"] == "custom" else "",
-        "database": b["database"], "createdBy": b["createdBy"] or "—", "verifiedText": verified,
+        "database": b["database"] if b.get("profile", "default") == "default" else f"{b['database']} ({b['profile']})",
+        "createdBy": b["createdBy"] or "—", "verifiedText": verified,
         "verifiedBad": b["verifyOk"] is False, "drillText": drill_text,
         "drillBad": bool(drill) and drill["outcome"] != "passed",
         "kept": bool(kept), "keptText": f"kept: {words(kept)}" if kept else "next rotation removes it",
@@ -233,6 +234,7 @@ class BackupTable:
                                       descending=p["descending"], limit=p["rowsPerPage"],
                                       offset=(p["page"] - 1) * p["rowsPerPage"])
             databases = await run.io_bound(self.ps.ctx.service.listing.databases)
+            profiles = await run.io_bound(lambda: [p.name for p in self.ps.ctx.service.profiles.all()])
         except BackupError as exc:
             self._failed(exc.message)
             return
@@ -246,7 +248,10 @@ class BackupTable:
         self.databases = [d for d in databases or [] if d]
         self.error.set_visibility(False)
         p["rowsNumber"] = page["total"]
-        self.database.set_options({"all": "All databases", **{d: d for d in self.databases}},
+        # with database profiles, each profile is a choice too (its backups, whatever its database's name)
+        by_profile = {p: f"Profile {p}" for p in (["default", *profiles] if profiles else [])}
+        self.database.set_options({"all": "All databases", **by_profile,
+                                   **{d: d for d in self.databases if d not in by_profile}},
                                   value=self.filters["database"] or "all")
         self.table.rows = [table_row(b, now) for b in page["backups"]]
         self.table.pagination = dict(p)

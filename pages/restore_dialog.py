@@ -35,12 +35,16 @@ class RestoreDialog:
 
     async def open(self) -> None:
         """Build and show the dialog."""
+        # the target: the database profile the backup was made from, unless another is chosen below
+        self.target = self.row.get("profile") or "default"
+        service = self.ps.ctx.service
         try:  # off the event loop: with the demo database this may start its server
-            conn = await run.io_bound(self.ps.ctx.service.connection)
+            conn = await run.io_bound(service.connection, self.target)
+            self.profiles = await run.io_bound(lambda: ["default", *(p.name for p in service.profiles.all())])
         except BackupError as exc:
             notify(exc.message, type="negative")
             return
-        if conn is None:
+        if conn is None or self.profiles is None:
             return
         db = self.db = conn.dbname
         with self.host or ui.element().classes("hidden"):
@@ -54,15 +58,15 @@ class RestoreDialog:
         with ui.dialog().props("persistent") as self.dialog, tid(ui.card().classes("w-[46rem] max-w-full"),
                                                                  "restore-dialog"):
             ui.label("Restore a backup").classes("text-lg font-bold")
-            ui.label(f"Backup “{self.row['description'] or self.row['id']}” made {local_time(self.row['createdAt'])}"
-                     f" into database “{db}” on {conn.display.split('/')[0]}.").classes("break-words")
+            self.heading = ui.label(self._heading(conn)).classes("break-words")
+            if len(self.profiles) > 1 or self.target not in self.profiles:  # only with database profiles
+                self.profile = tid(ui.select(sorted({*self.profiles, self.target}), value=self.target,
+                                             label="Into database profile", on_change=self._target_changed)
+                                   .classes("w-64"), "restore-profile")
             self.what = tid(ui.radio({"all": "The whole database", "tables": "Chosen tables, beside the live ones"},
                                      value="all", on_change=self._what_changed).props("inline"), "restore-what")
             with ui.column().classes("w-full gap-1") as self.whole:
-                tid(ui.label(f"This replaces ALL data in “{db}”: everything created or changed since the backup "
-                             "is gone from it. The backup is built into a fresh database and checked first; only "
-                             "then is it swapped in, and the current database is kept so that you can roll "
-                             "back. If anything fails before the swap, nothing is changed."), "restore-warning")
+                self.warning = tid(ui.label(self._warning(db)), "restore-warning")
                 with ui.row().classes("w-full items-end gap-4"):
                     self.mode = tid(ui.select(MODES, value="swap", label="How").classes("w-96"), "restore-mode")
                     self.jobs = tid(ui.number("Parallel connections", value=default_jobs(), min=1, max=8, step=1,
@@ -80,15 +84,45 @@ class RestoreDialog:
                 self.into = tid(ui.input("Restore into schema", value=f"restored_{date.today():%Y%m%d}")
                                 .classes("w-64"), "restore-into")
             self.chosen.set_visibility(False)
-            self.confirm = tid(ui.input(f"Type the database name ({db}) to confirm").classes("w-full"),
-                               "restore-confirm")
+            self.confirm = tid(ui.input(self._confirm_label(db)).classes("w-full"), "restore-confirm")
             self.progress = ui.column().classes("w-full")
             self.report = tid(ui.column().classes("w-full"), "restore-report")
             with ui.row():
                 self.close_button = tid(ui.button("Close", on_click=self.close).props("flat"), "restore-close")
                 self.start_button = tid(ui.button("Restore", on_click=self.start).props("color=negative"),
                                         "restore-start")
-                self.start_button.bind_enabled_from(self.confirm, "value", backward=lambda v: v == db)
+                self.start_button.bind_enabled_from(self.confirm, "value", backward=lambda v: v == self.db)
+
+    def _heading(self, conn: Any) -> str:
+        return (f"Backup “{self.row['description'] or self.row['id']}” made {local_time(self.row['createdAt'])}"
+                f" into database “{conn.dbname}” on {conn.display.split('/')[0]}.")
+
+    @staticmethod
+    def _warning(db: str) -> str:
+        return (f"This replaces ALL data in “{db}”: everything created or changed since the backup is gone from "
+                "it. The backup is built into a fresh database and checked first; only then is it swapped in, and "
+                "the current database is kept so that you can roll back. If anything fails before the swap, "
+                "nothing is changed.")
+
+    @staticmethod
+    def _confirm_label(db: str) -> str:
+        return f"Type the database name ({db}) to confirm"
+
+    async def _target_changed(self, e: Any) -> None:
+        """Another profile chosen: the texts and the name to type are that profile's database's."""
+        try:
+            conn = await run.io_bound(self.ps.ctx.service.connection, e.value)
+        except BackupError as exc:
+            notify(exc.message, type="negative")
+            return
+        if conn is None:
+            return
+        self.target, self.db = e.value, conn.dbname
+        self.heading.text = self._heading(conn)
+        self.warning.text = self._warning(conn.dbname)
+        self.confirm.props["label"] = self._confirm_label(conn.dbname)
+        self.confirm.value = ""  # typed for another database: type again
+        self.confirm.update()
 
     def close(self) -> None:
         """Close and remove the dialog (a later restore opens a new one)."""
@@ -127,6 +161,7 @@ class RestoreDialog:
         else:
             options = {"mode": self.mode.value, "jobs": int(self.jobs.value or 1),
                        "roles": True if self.roles.value else None}
+        options["database"] = self.target
         try:
             task = await run.io_bound(lambda: self.ps.ctx.service.prepare_restore(self.ps.actor, self.row["id"],
                                                                                   **options))
@@ -136,7 +171,8 @@ class RestoreDialog:
         if task is None:
             return
         self.start_button.set_visibility(False)
-        for element in (self.confirm, self.what, self.mode, self.jobs, self.roles, self.picker, self.into):
+        for element in (self.confirm, self.what, self.mode, self.jobs, self.roles, self.picker, self.into,
+                        *([self.profile] if hasattr(self, "profile") else [])):
             element.disable()
         self.close_button.disable()
         self.job = self.ps.ctx.jobs.start(task, self.ps.principal.username)

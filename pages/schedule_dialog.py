@@ -74,6 +74,9 @@ class ScheduleDialog:
                 self.runs = tid(ui.column().classes("gap-0 text-sm"), "schedule-next-runs")
             with ui.column().classes("w-full gap-2") as backup_only:
                 with ui.row().classes("w-full items-end gap-3"):
+                    current = s.get("database", "default")  # the database profile it backs up
+                    self.database = tid(ui.select({current: current}, value=current, label="Database")
+                                        .classes("w-40"), "schedule-database")
                     self.location = tid(ui.select(dict(LOCATIONS), value=s.get("location", "default"),
                                                   label="Location").classes("w-40"), "schedule-location")
                     self.custom_path = tid(ui.input("Folder (absolute path)", value=s.get("customPath") or "")
@@ -117,6 +120,9 @@ class ScheduleDialog:
     async def open(self) -> None:
         """Show the dialog with its preview (a new schedule's time zone starts as the server's)."""
         self.dialog.open()
+        names = await run.io_bound(lambda: ["default", *(p.name for p in self.ps.ctx.service.profiles.all())])
+        if names is not None:
+            self.database.set_options(list(dict.fromkeys([*names, self.database.value])), value=self.database.value)
         await self.refresh()
 
     async def refresh(self) -> None:
@@ -168,7 +174,8 @@ class ScheduleDialog:
                 or None, "location": self.location.value, "custom_path": (self.custom_path.value or "").strip() or None,
                 "compression": None if self.compression.value == "default" else self.compression.value,
                 "description": self.description.value or "", "policy": policy, "enabled": bool(self.enabled.value),
-                "retries": _whole(self.retries.value), "retry_delay_s": _whole(self.delay.value)}
+                "retries": _whole(self.retries.value), "retry_delay_s": _whole(self.delay.value),
+                "database": self.database.value if self.kind.value == "backup" else None}
 
     async def save(self) -> None:
         """Create or change the schedule; a refusal stays in the dialog, where it can be fixed."""

@@ -66,7 +66,8 @@ def _schedule_row(ps: PageSession, row: dict[str, Any], host: ui.element, watch:
         with ui.column().classes("gap-0 w-32"):
             ui.label(name).classes("font-bold break-all")
             ui.label({"verify": "re-verifies backups", "drill": "drills the newest verified backups"}.get(
-                row["kind"], "makes a backup")).classes("text-xs")
+                row["kind"], "makes a backup" if row.get("database", "default") == "default"
+                else f"backs up {row['database']}")).classes("text-xs")
         with ui.column().classes("gap-0 w-52"):
             tid(ui.label(row["reading"]), f"schedule-reading-{name}")
             ui.label(f"{row['cron']} · {row['timezone']}").classes("text-xs font-mono text-grey-8")

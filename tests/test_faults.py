@@ -30,7 +30,9 @@ REAL_BIN = sorted(Path("/usr/lib/postgresql").glob("*/bin"))[-1]
 
 
 def files_in(directory: Path) -> list[str]:
-    return sorted(p.name for p in directory.iterdir()) if directory.exists() else []
+    """Backup and temporary files (not the verification records beside verified backups)."""
+    return sorted(p.name for p in directory.iterdir() if not p.name.endswith(".verified")) \
+        if directory.exists() else []
 
 
 def sha(path: Path) -> str:

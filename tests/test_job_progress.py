@@ -95,6 +95,7 @@ async def test_a_recreate_restore_from_the_page_shows_its_steps_and_lists_the_sa
     assert "dumping" not in user.find(marker="job-phase").elements.pop().text  # not the safety backup's phase
     assert user.find(marker="job-detail").elements.pop().text.startswith("took ")
 
-    safety = next(p.name for p in folder.iterdir() if p.name not in before and "safety" in p.name)
+    safety = next(p.name for p in folder.iterdir() if p.name not in before and "safety" in p.name
+                  and p.name.endswith(".enc"))  # not its verification record
     row = await table_row(user, safety, timeout=20)  # listed without a manual refresh
     assert row["kind"] == "safety" and row["protects"] == f"before restoring {bid} into {db.rsplit('/', 1)[1]}"

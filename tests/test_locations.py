@@ -284,6 +284,7 @@ def test_a_backup_whose_folder_is_gone_is_missing_and_can_still_be_deleted(
     custom = tmp_path / "custom"
     record = service.create(ACTOR, description="folder removed", location="custom", custom_path=str(custom))
     (custom / record.id).unlink()
+    (custom / (record.id + ".verified")).unlink()  # its verification record: the folder goes as a whole
     custom.rmdir()
     with pytest.raises(NotFound) as err:
         service.verify(ACTOR, record.id)

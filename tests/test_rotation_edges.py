@@ -53,7 +53,8 @@ def test_cli_prune_dry_run_then_prune_deletes_what_it_showed(env: dict[str, str]
     assert all((Path(env["EHR_BACKUP_DEFAULT_DIR"]) / i).exists() for i in ids)
     done = json.loads(cli(env, "prune", "--json", *ONLY_DAILY_2).stdout)
     assert done["deleted"] == ids[2:]
-    assert sorted(p.name for p in Path(env["EHR_BACKUP_DEFAULT_DIR"]).iterdir()) == sorted(ids[:2])
+    assert sorted(p.name for p in Path(env["EHR_BACKUP_DEFAULT_DIR"]).iterdir()) == sorted(
+        ids[:2] + [i + ".verified" for i in ids[:2]])  # a backup's verification record goes with it
     listed = json.loads(cli(env, "list", "--json").stdout)["backups"]
     assert [(b["id"], b["keptBy"], b["verification"]) for b in listed] == [
         (ids[0], ["daily", "weekly", "monthly", "yearly", "newest-good"], "ok"),

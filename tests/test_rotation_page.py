@@ -66,7 +66,8 @@ async def test_the_rotation_preview_lists_every_backup_and_applying_deletes_exac
     await eventually(lambda: apply.enabled)
     user.find(marker="rotation-apply").click()
     await eventually(lambda: text(user, "rotation-result").startswith("Deleted 3 backups"))
-    assert sorted(p.name for p in Path(web_env["EHR_BACKUP_DEFAULT_DIR"]).iterdir()) == sorted(ids[:2])
+    assert sorted(p.name for p in Path(web_env["EHR_BACKUP_DEFAULT_DIR"]).iterdir()) == sorted(
+        ids[:2] + [i + ".verified" for i in ids[:2]])  # a backup's verification record goes with it
     deleted = {e.target for e in accounts._audit.entries(action="prune.delete") if e.outcome == "ok"}
     assert deleted == set(ids[2:])
     await no_row(user, ids[4])

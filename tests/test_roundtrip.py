@@ -67,7 +67,8 @@ def test_backup_files_are_0600_in_a_0700_directory_and_hold_no_plaintext(
     data = path.read_bytes()
     assert b"Jane Patient-Secret" not in data and b"CREATE TABLE" not in data
     assert env["BACKUP_ENCRYPTION_KEY"].split(":")[1].encode() not in data
-    assert sorted(p.name for p in path.parent.iterdir()) == [record.id]
+    assert sorted(p.name for p in path.parent.iterdir()) == [record.id, record.id + ".verified"]  # and its
+    # verification record (verified_sidecar.py)
 
 
 def test_verify_reads_every_byte_and_reports_the_row_counts(service: BackupService, env: dict[str, str]) -> None:

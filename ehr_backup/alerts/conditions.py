@@ -20,6 +20,7 @@ from ..catalogue import as_utc
 from ..errors import BackupError
 from ..models import Status
 from ..pg import ConnInfo
+from ..profiles import db_key
 from .state import Condition
 
 if TYPE_CHECKING:
@@ -168,18 +169,29 @@ class Collector:
         return ConnInfo.parse(url).dbname if url else None
 
     def overdue(self, now: datetime) -> list[Condition]:
-        """No successful backup of the configured database within its expected interval."""
-        database = self.configured_database()
-        if database is None:
-            return []
-        scheduled = [s for s in self.s.schedules.all() if s.enabled and s.kind == "backup"]
-        interval = expected_interval(((s.cron, s.timezone) for s in scheduled), now)
+        """No successful backup of the configured database, or of a database profile, within its expected
+        interval (the profile's own schedules; else the maximum backup age)."""
         hours = self.s.alert_thresholds.current().max_backup_age_hours
-        good = [r for r in self.s.catalogue.all(database=database) if r.status == Status.COMPLETED]
-        last = max((as_utc(r.finished_at) or as_utc(r.created_at) for r in good), default=None)  # type: ignore[type-var]
-        reference = min((as_utc(s.created_at) for s in scheduled), default=None)  # type: ignore[type-var]
-        found = overdue(database, last, reference, interval, timedelta(hours=hours) if hours else None, now)
-        return [found] if found else []
+        max_age = timedelta(hours=hours) if hours else None
+        # (profile, its database's name, when it was added); None: the configured database (DATABASE_URL)
+        targets: list[tuple[str | None, str | None, datetime | None]] = [(None, self.configured_database(), None)]
+        targets += [(p.name, ConnInfo.parse(p.url).dbname, as_utc(p.created_at)) for p in self.s.profiles.all()]
+        schedules = [s for s in self.s.schedules.all() if s.enabled and s.kind == "backup"]
+        out = []
+        for profile, database, added in targets:
+            if database is None:
+                continue
+            scheduled = [s for s in schedules if (s.database or None) == profile]
+            interval = expected_interval(((s.cron, s.timezone) for s in scheduled), now)
+            good = [r for r in self.s.catalogue.all(database=database)
+                    if r.status == Status.COMPLETED and (r.profile or None) == profile]
+            last = max((as_utc(r.finished_at) or as_utc(r.created_at) for r in good),  # type: ignore[type-var]
+                       default=None)
+            reference = min((as_utc(s.created_at) for s in scheduled), default=added)  # type: ignore[type-var]
+            found = overdue(db_key(database, profile), last, reference, interval, max_age, now)
+            if found:
+                out.append(found)
+        return out
 
     def storage(self, now: datetime) -> list[Condition]:
         """A location below its free-space threshold or forecast to fill soon."""

@@ -113,9 +113,11 @@ class Restores:
     def prepare(self, actor: Actor, backup_id: str, *, target_url: str | None = None,
                 target_database: str | None = None, mode: str = "swap", jobs: int | None = None,
                 roles: bool | None = None, safety_backup: bool | None = None, tables: list[str] | None = None,
-                schemas: list[str] | None = None, into_schema: str | None = None) -> Task:
+                schemas: list[str] | None = None, into_schema: str | None = None,
+                database: str | None = None) -> Task:
         """Validate and reserve the target; the task authenticates, builds, checks and swaps (or, with
-        tables or schemas chosen, restores just those beside the live ones)."""
+        tables or schemas chosen, restores just those beside the live ones). The target is the backup's own
+        database profile's server unless `database` names another profile or a target is given."""
         from ..service import Task
 
         record = self.s._resolve(actor, "restore", backup_id)
@@ -126,7 +128,10 @@ class Restores:
                 raise InvalidInput(f"unknown restore mode {mode!r}: choose swap or recreate")
             if jobs is not None and not 1 <= jobs <= 64:
                 raise InvalidInput("jobs must be between 1 and 64")
-            target = self._target(target_url, target_database)
+            if database is not None and target_url:
+                raise InvalidInput("give a target URL or a database profile, not both")
+            profile = self.s.profiles.checked(database) if database is not None else record.profile
+            target = self._target(target_url, target_database, profile)
             selection = self._selection(tables, schemas, into_schema, another=bool(target_url or target_database))
             identity = pg.server_identity(target)
             lock = self.s._lock(target, identity).acquire(f"a restore by {actor.name}")
@@ -150,7 +155,7 @@ class Restores:
             if selection is not None:
                 return self._run_selective(actor, record, target, selection, progress, cancel)
             return self._run(actor, record, target, identity, mode, jobs or default_jobs(), roles, safety, lock,
-                             progress, cancel)
+                             progress, cancel, None if target_url else profile)
 
         return Task("restore", record.id, work, held, backup_id=record.id)
 
@@ -202,23 +207,31 @@ class Restores:
         progress.phase = "done"
         return report
 
-    def _target(self, target_url: str | None, target_database: str | None) -> ConnInfo:
-        configured = self.s.connection()
+    def _target(self, target_url: str | None, target_database: str | None, profile: str | None = None) -> ConnInfo:
         if target_url and target_database:
             raise InvalidInput("give a target URL or a target database name, not both")
         if target_url:
-            target = ConnInfo.parse(target_url)
-        elif target_database:
+            return self._checked_target(ConnInfo.parse(target_url))
+        try:
+            configured = self.s.connection(profile)
+        except NotFound:  # the profile was removed since the backup was made
+            raise NotFound(f"the backup's database profile {profile} no longer exists: add it again, or give "
+                           "another database profile or a target URL") from None
+        if target_database:
             target = configured.with_dbname(_clean_db_name(target_database))
         else:
             target = configured
+        return self._checked_target(target)
+
+    @staticmethod
+    def _checked_target(target: ConnInfo) -> ConnInfo:
         if target.dbname in SYSTEM_DATABASES:
             raise InvalidInput(f"refusing to restore into the system database {target.dbname}")
         return target
 
     def _run(self, actor: Actor, record: BackupRecord, target: ConnInfo, identity: str, mode: str, jobs: int,
              roles: bool | None, safety: bool, lock: Any, progress: Progress,
-             cancel: threading.Event) -> RestoreReport:
+             cancel: threading.Event, profile: str | None = None) -> RestoreReport:
         started = time.monotonic()
 
         def step(name: str, detail: str) -> None:
@@ -230,7 +243,7 @@ class Restores:
             protects = f"{record.id} into {target.dbname}"  # shown with the backup: which restore it guarded
             task = self.s.prepare_create(actor, description=f"Safety backup before restoring {protects}",
                                          kind="safety", lock=lock, slug=f"pre_restore_safety_{target.dbname}",
-                                         conn=target, protects=protects)
+                                         conn=target, protects=protects, database=profile)
             task.cancel = cancel  # its own progress: its phases and byte counts are not the restore's
             return str(task.run().id)
 
@@ -328,9 +341,10 @@ class Restores:
         return self.s._job_lock(name).acquire(name)
 
     # ----- rollback and kept databases ----------------------------------------------------------------
-    def rollback(self, actor: Actor, database_name: str | None = None) -> dict[str, Any]:
-        """Put back the database the newest swap replaced; the restored one is kept as `__undone_`."""
-        target = self.s.connection() if not database_name else self.s.connection().with_dbname(
+    def rollback(self, actor: Actor, database_name: str | None = None, profile: str | None = None) -> dict[str, Any]:
+        """Put back the database the newest swap replaced; the restored one is kept as `__undone_`
+        (profile: on that database profile's server; default DATABASE_URL's)."""
+        target = self.s.connection(profile) if not database_name else self.s.connection(profile).with_dbname(
             _clean_db_name(database_name))
         identity = pg.server_identity(target)
         rows = self.kept.live(server=identity, kind=PREVIOUS, original=target.dbname)
@@ -390,9 +404,10 @@ class Restores:
                  "backupId": r.backup_id, "createdAt": _iso(r.created_at), "note": r.note}
                 for r in self.kept.live() if r.kind not in TRANSIENT]
 
-    def drop_kept(self, actor: Actor, name: str, *, reason: str = "by an administrator") -> None:
-        """Drop a kept database (previous or undone) of the configured server."""
-        conn_info = self.s.connection()
+    def drop_kept(self, actor: Actor, name: str, *, reason: str = "by an administrator",
+                  profile: str | None = None) -> None:
+        """Drop a kept database (previous or undone) of the configured server (or a database profile's)."""
+        conn_info = self.s.connection(profile)
         identity = pg.server_identity(conn_info)
         row = next((r for r in self.kept.live(server=identity) if r.name == name and r.kind not in TRANSIENT), None)
         if row is None:
@@ -412,13 +427,26 @@ class Restores:
         database set aside by a swap that committed is kept for rollback), drop kept databases past their
         time, and forget rows whose database is gone (dropped by hand)."""
         removed = expired = 0
-        try:
-            conn_info = self.s.connection()
-            identity = pg.server_identity(conn_info)
-            with connect(database.maintenance(conn_info)) as conn:
-                names = {r[0] for r in conn.execute("SELECT datname FROM pg_database").fetchall()}
-        except (BackupError, psycopg.Error):
-            return {"droppedUnfinished": 0, "droppedExpired": 0}
+        seen: set[str] = set()
+        # the configured server and every database profile's: a restore on any of them may have crashed
+        for profile in [None, *(p.name for p in self.s.profiles.all())]:
+            try:
+                conn_info = self.s.connection(profile)
+                identity = pg.server_identity(conn_info)
+                if identity in seen:
+                    continue
+                seen.add(identity)
+                with connect(database.maintenance(conn_info)) as conn:
+                    names = {r[0] for r in conn.execute("SELECT datname FROM pg_database").fetchall()}
+            except (BackupError, psycopg.Error):
+                continue
+            r, e = self._reconcile_server(alive, conn_info, identity, names)
+            removed, expired = removed + r, expired + e
+        return {"droppedUnfinished": removed, "droppedExpired": expired}
+
+    def _reconcile_server(self, alive: Any, conn_info: ConnInfo, identity: str, names: set[str]) -> tuple[int, int]:
+        """reconcile() on one server: (half-built copies dropped, kept databases dropped as expired)."""
+        removed = expired = 0
         system = Actor("system")
         keep = timedelta(hours=self.s.settings.keep_previous_hours)
         for row in self.kept.live(server=identity):
@@ -452,7 +480,7 @@ class Restores:
                 removed += 1
             else:
                 expired += 1
-        return {"droppedUnfinished": removed, "droppedExpired": expired}
+        return removed, expired
 
 
 def check_matches_catalogue(record: BackupRecord, opened: OpenedFile, trailer: dict[str, Any]) -> None:

@@ -1,0 +1,85 @@
+"""The backup page's catalogue rebuild: a preview of what would be added and marked missing, then Apply."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from nicegui.testing import User
+
+from ehr_backup.config import Settings
+from ehr_backup.service import BackupService
+
+from .conftest import ACTOR, run_sql
+from .web_helpers import eventually, login
+
+
+def text(user: User, marker: str) -> str:
+    return user.find(marker=marker).elements.pop().text
+
+
+async def test_the_rebuild_preview_shows_what_changes_and_apply_records_it(user: User, accounts, web_env,
+                                                                           tmp_path: Path) -> None:
+    run_sql(web_env["DATABASE_URL"], "CREATE TABLE notes AS SELECT g FROM generate_series(1, 30) g;")
+    offsite = tmp_path / "offsite"
+    service = BackupService(Settings.from_env(web_env))
+    try:
+        kept = service.create(ACTOR, description="kept")
+        gone = service.create(ACTOR, description="gone")
+        lost = service.create(ACTOR, description="a <b>lost</b> row", location="custom", custom_path=str(offsite))
+        service.catalogue.delete(lost.id)  # its row lost: the app no longer knows the folder
+        os.unlink(Path(gone.directory) / gone.id)
+    finally:
+        service.db.dispose()
+
+    await login(user, next_="/admin/backup")
+    user.find(marker="rebuild-open").click()
+    await user.should_see(marker="rebuild-dialog")
+    assert not user.find(marker="rebuild-apply").elements.pop().enabled  # preview first
+    user.find(marker="rebuild-path").type(str(offsite))
+    user.find(marker="rebuild-preview").click()
+    await eventually(lambda: text(user, "rebuild-summary").startswith(
+        "2 files read: 1 would be added, 0 completed, 1 marked missing, 0 refused"),
+        state=lambda: text(user, "rebuild-summary"))
+    await user.should_see(marker=f"rebuild-add-{lost.id}")
+    await user.should_see(marker=f"rebuild-missing-{gone.id}")
+    await user.should_see("a <b>lost</b> row")  # text, never markup
+    assert accounts._audit.entries(action="catalogue.rebuild")[0].detail.startswith("preview: ")
+    user.find(marker="rebuild-apply").click()
+    await eventually(lambda: text(user, "rebuild-summary").startswith("2 files read: 1 were added"),
+                     state=lambda: text(user, "rebuild-summary"))
+    check = BackupService(Settings.from_env(web_env))
+    try:
+        assert check.view(check.get(lost.id))["description"] == "a <b>lost</b> row"
+        assert check.view(check.get(gone.id))["status"] == "missing"
+        assert check.get(kept.id).error is None
+        done = [(e.actor, e.target, e.outcome) for e in check.audit.entries(action="catalogue.rebuild")]
+        assert ("alice", lost.id, "ok") in done and ("alice", gone.id, "ok") in done
+    finally:
+        check.db.dispose()
+
+
+async def test_the_rebuild_through_rest_previews_by_default_and_applies_when_asked(user: User, accounts,
+                                                                                   web_env) -> None:
+    from ehr_backup.audit import Actor
+
+    run_sql(web_env["DATABASE_URL"], "CREATE TABLE notes AS SELECT g FROM generate_series(1, 30) g;")
+    service = BackupService(Settings.from_env(web_env))
+    try:
+        made = service.create(ACTOR, description="row lost")
+        service.catalogue.delete(made.id)
+    finally:
+        service.db.dispose()
+    headers = {"Authorization": f"Bearer {accounts.create_token(Actor('t'), 'alice')}"}
+    url = "/api/admin/backup/catalogue/rebuild"
+    preview = await user.http_client.post(url, headers=headers)
+    assert preview.status_code == 200 and preview.json()["dryRun"] is True
+    assert [a["id"] for a in preview.json()["added"]] == [made.id]
+    bad = await user.http_client.post(url, headers=headers, json={"location": "nowhere"})
+    assert bad.status_code == 422 and "unknown location" in bad.json()["error"]
+    extra = await user.http_client.post(url, headers=headers, json={"dryRun": False, "wipe": True})
+    assert extra.status_code == 422 and set(extra.json()) == {"error"}
+    done = await user.http_client.post(url, headers=headers, json={"dryRun": False})
+    assert done.status_code == 200 and [a["id"] for a in done.json()["added"]] == [made.id]
+    listed = await user.http_client.get(f"/api/admin/backup/list?limit=10&search={made.id}", headers=headers)
+    assert listed.json()["backups"][0]["description"] == "row lost"
