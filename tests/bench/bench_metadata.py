@@ -45,7 +45,7 @@ APPEND = ("import sys, time\nfrom ehr_backup.config import Settings\nfrom ehr_ba
 
 def pct(values: list[float], p: float) -> float:
     ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(p / 100 * (len(ordered) - 1))))]
+    return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
 
 
 def appends_per_s(env: dict[str, str], processes: int, n: int = 300) -> float:
