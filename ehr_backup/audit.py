@@ -51,6 +51,7 @@ class AuditLog:
         self._load_keys = keys or AuditKeys
         self._keys: AuditKeys | None = None
         self._syslog = SyslogAnchor(syslog) if syslog else None
+        self.shared = False  # True: other instances write this log too (PostgreSQL metadata)
 
     def keys(self) -> AuditKeys:
         """The audit keys, derived once (a passphrase costs one scrypt)."""
@@ -98,6 +99,7 @@ class AuditLog:
         """Move the saved head to this entry, unless the log no longer matches it (keep that evidence)."""
         if self._head is None or entry.seq is None:
             return
+        self.adopt_head()
         with self._head.locked():
             head = self._head.read(keys)
             if head is None:
@@ -106,6 +108,19 @@ class AuditLog:
             elif not head.valid or head.seq >= entry.seq or self._hash_at(head.seq) != head.hash:
                 return  # a newer head, or evidence of tampering that a new head would hide
             self._head.write(entry.seq, entry.hash, keys)
+
+    def adopt_head(self) -> None:
+        """With a log other instances write too (`shared`), start this data directory's head at the newest
+        entry when none was ever kept here; a head that vanished stays missing (evidence)."""
+        if not self.shared or self._head is None or self._head.path.exists() or self._head.ever_kept():
+            return
+        with self._db.reading() as s:
+            last = s.exec(select(AuditEntry).order_by(col(AuditEntry.seq).desc()).limit(1)).first()
+        if last is None or last.seq is None:
+            return  # an empty log: the first entry written here starts the head
+        with self._head.locked():
+            if not self._head.path.exists():
+                self._head.write(last.seq, last.hash, self.keys())
 
     def _hash_at(self, seq: int) -> str | None:
         with self._db.reading() as s:
@@ -151,6 +166,7 @@ class AuditLog:
     def verify(self, anchors: AnchorScan | None = None) -> ChainReport:
         """Recompute the chain; check it against the saved head and the anchors found in backup files."""
         keys = self.keys()
+        self.adopt_head()
         head = self._head.read(keys) if self._head else None  # before the entries: it may only lag them
         with self._db.reading() as s:
             report = check_chain(s.exec(select(AuditEntry).order_by(col(AuditEntry.seq))), keys, head,

@@ -138,6 +138,10 @@ class HeadFile:
             return Head(seq, digest, key_id, False, "the saved head of the log (audit-head.json) was modified")
         return Head(seq, digest, key_id, True)
 
+    def ever_kept(self) -> bool:
+        """Whether a head was ever kept here (its lock file is made with the first one)."""
+        return self._lock_path.exists()
+
     def locked(self) -> _HeadLock:
         """Hold while reading, checking and replacing the head (threads and processes)."""
         return _HeadLock(self)

@@ -15,7 +15,7 @@ from . import storage
 from .audit import Actor
 from .catalogue import utcnow
 from .errors import BackupError, Busy, InvalidInput, NotFound
-from .locks import DatabaseLock
+from .locks import lock_for
 from .models import BackupRecord
 from .rebuild import FILLED, MISSING_NOTE, Finding, Plan, Row, examine, marked_missing, plan
 from .rebuild_source import LocalFolder, Source
@@ -78,7 +78,7 @@ class CatalogueRebuild:
         try:
             sources = self.sources(location, paths)
             keyring = self.s.keyring()
-            lock = DatabaseLock(self.s.settings.data_dir / "locks", "catalogue-rebuild").acquire(
+            lock = lock_for(self.s.settings, self.s.settings.data_dir / "locks", "catalogue-rebuild").acquire(
                 f"a catalogue rebuild by {actor.name}")
         except BackupError as exc:
             self.s.audit.record(actor, ACTION, target, "refused", exc.message)

@@ -12,8 +12,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from . import (__version__, cli_alerts, cli_catalogue, cli_databases, cli_destinations, cli_drills, cli_schedules,
-               demo)
+from . import (__version__, cli_alerts, cli_catalogue, cli_databases, cli_destinations, cli_drills, cli_metadata,
+               cli_schedules, demo)
 from .audit import Actor
 from .config import VARIABLES, Settings
 from .drills import DrillFailed
@@ -148,6 +148,7 @@ def _parser() -> argparse.ArgumentParser:
     cli_catalogue.add_commands(cmd)
     cli_databases.add_commands(cmd)
     cli_destinations.add_commands(cmd)
+    cli_metadata.add_commands(cmd)
 
     c = cmd("decrypt", "decrypt a backup file to plain SQL with only the file and the key")
     c.add_argument("file", metavar="FILE")
@@ -311,6 +312,8 @@ def run(argv: list[str] | None = None) -> int:
             runpy.run_module("ehr_backup", run_name="__main__")
             return 0
         from .service import BackupService  # heavy imports only when needed
+        if args.command == "metadata":  # the SQLite metadata is the source, whatever EHR_BACKUP_METADATA_URL says
+            settings, args.default_url = cli_metadata.source_settings(settings)
         service = BackupService(settings)
         service.reconcile()
         if args.command == "scheduler":
@@ -403,6 +406,8 @@ def _dispatch(service: Any, args: argparse.Namespace) -> Any:
         return cli_databases.dispatch(service, args, actor)
     if args.command in ("destination", "copy"):
         return cli_destinations.dispatch(service, args, actor)
+    if args.command == "metadata":
+        return cli_metadata.dispatch(service, args, actor, args.default_url)
     if args.command == "pin":
         return service.pin(actor, args.backup_id, args.reason)
     if args.command == "unpin":
@@ -639,6 +644,8 @@ def _print_human(args: argparse.Namespace, result: Any) -> None:
         cli_databases.print_human(args, result)
     elif cmd in ("destination", "copy"):
         cli_destinations.print_human(args, result)
+    elif cmd == "metadata":
+        cli_metadata.print_human(args, result)
     elif cmd in ("pin", "unpin"):
         print(f"{cmd}ned {result['id']}" + (f": {_printable(result['pinReason'])}" if result["pinned"] else ""))
     elif cmd == "decrypt":

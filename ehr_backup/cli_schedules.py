@@ -165,12 +165,14 @@ def _run_now(service: Any, args: argparse.Namespace, actor: Actor) -> Any:
 
 def serve(service: Any, args: argparse.Namespace) -> int:
     """`ehr-backup scheduler`: take due runs until SIGTERM or Ctrl-C."""
+    from .jobstore import JobStore
     from .scheduler import Scheduler
 
     if not args.poll > 0:
         raise InvalidInput("--poll must be a positive number of seconds")
     logging.getLogger("ehr_backup").setLevel(logging.INFO)
-    jobs = JobManager(after=lambda job: service.alerts.poke())
+    jobs = JobManager(after=lambda job: service.alerts.poke(),  # with PostgreSQL metadata, seen by every instance
+                      store=JobStore(service.db) if service.settings.metadata_url else None)
     scheduler = Scheduler(service, start=jobs.start)
     stop = threading.Event()
 

@@ -11,6 +11,7 @@ from pathlib import Path
 import platformdirs
 
 from .errors import ConfigError
+from .pgmeta import check_url as _metadata_url
 
 APP = "ehr-backup"
 SUBDIR = "EHR-Backups"  # the folder made in Desktop, Documents and Downloads
@@ -88,6 +89,10 @@ VARIABLES = {
                                  "or a metrics token (`ehr-backup token create USER --scope metrics`)",
     "EHR_BACKUP_S3_PART_MB": "part size of multipart uploads to S3 destinations, in MiB (5-5120, default 16): "
                              "the memory an upload holds; an object has at most 10,000 parts",
+    "EHR_BACKUP_METADATA_URL": "PostgreSQL database holding users, sessions, tokens, catalogue, audit log, "
+                               "schedules, jobs and locks instead of the SQLite file in the data directory, so that "
+                               "several app instances share them (postgresql://user@host:port/dbname; default: "
+                               "SQLite; see docs/SCALING.md)",
 }
 
 
@@ -192,6 +197,7 @@ class Settings:
     drill_check_timeout: int = 30
     metrics_public: bool = False
     s3_part_mb: int = 16  # multipart part size for S3 destinations: memory per upload
+    metadata_url: str | None = field(default=None, repr=False)  # None: the SQLite file in data_dir
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -248,6 +254,7 @@ class Settings:
             drill_schedule=_drill_schedule(env.get("EHR_BACKUP_DRILL_SCHEDULE", "")),
             drill_check_timeout=_int(env, "EHR_BACKUP_DRILL_CHECK_TIMEOUT", 30, 1, 3600),
             s3_part_mb=_int(env, "EHR_BACKUP_S3_PART_MB", 16, 5, 5120),
+            metadata_url=_metadata_url(env.get("EHR_BACKUP_METADATA_URL", "")),
         )
 
 

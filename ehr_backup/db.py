@@ -1,4 +1,5 @@
-"""The embedded SQLite metadata database (WAL): one engine for reads, one that writes immediately."""
+"""The metadata database: embedded SQLite (WAL) by default, or PostgreSQL (EHR_BACKUP_METADATA_URL) shared by
+several app instances; one engine for reads, one whose transactions write one at a time."""
 
 from __future__ import annotations
 
@@ -10,14 +11,17 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import event, inspect
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import Session, SQLModel, create_engine
 
+from . import jobstore as _jobstore  # noqa: F401 - registers job_states (jobs every instance sees)
 from . import models  # noqa: F401 - registers the tables
+from . import pglocks as _pglocks  # noqa: F401 - registers lock_holders (PostgreSQL metadata's lock holders)
 from .alerts import tables as _alert_tables  # noqa: F401 - registers the alert tables
 from .destinations import tables as _destination_tables  # noqa: F401 - registers destinations and copies
 from .errors import StorageError
+from .pgmeta import WRITER_LOCK, add_model_columns, pg_engine
 
 # Columns added after a table was first created: create_all makes new tables, never new columns,
 # so databases made by an older version get them here (table, column, SQLite column definition).
@@ -58,6 +62,9 @@ CHANGE_COUNTER = [
 def _add_missing_columns(engine: Engine) -> None:
     """Bring tables made by an older version up to the current models."""
     with engine.begin() as conn:
+        if conn.dialect.name != "sqlite":
+            _upgrade_generic(conn)
+            return
         insp = inspect(conn)
         for table, column, ddl in ADDED_COLUMNS:
             if column not in {c["name"] for c in insp.get_columns(table)}:
@@ -73,6 +80,14 @@ def _add_missing_columns(engine: Engine) -> None:
 # connection also re-runs the PRAGMAs below); beyond that, extra ones are opened and closed as needed.
 POOL_SIZE = 20
 POOL_OVERFLOW = 40
+
+
+def _upgrade_generic(conn: Connection) -> None:
+    """Other dialects: every model column a table lacks, its DDL from the column's type (ADDED_COLUMNS are
+    written for SQLite), then the added indexes."""
+    add_model_columns(conn, SQLModel.metadata)
+    for table, column in ADDED_INDEXES:
+        conn.exec_driver_sql(f'CREATE INDEX IF NOT EXISTS "ix_{table}_{column}" ON "{table}" ("{column}")')
 
 
 def _engine(path: Path, begin: str) -> Engine:
@@ -95,20 +110,35 @@ def _engine(path: Path, begin: str) -> Engine:
 
 
 class Database:
-    """Sessions over the metadata database; writes take SQLite's write lock at BEGIN."""
+    """Sessions over the metadata database; a writing session is the only writer from its start (SQLite's
+    write lock at BEGIN IMMEDIATE, or on PostgreSQL a transaction-level advisory lock taken at BEGIN), so
+    every "read, then write" in one writing() session (audit chain, schedule claims, sign-in counting,
+    first-user setup, …) holds across processes and instances."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, url: str | None = None) -> None:
         self.path = path
-        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        if not path.exists():
-            os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
-        self._read = _engine(path, "BEGIN")
-        self._write = _engine(path, "BEGIN IMMEDIATE")
+        self.url = url  # None: the SQLite file at path
+        if url:
+            self._read = pg_engine(url)
+            self._write = pg_engine(url, begin=WRITER_LOCK)
+            where = "the PostgreSQL metadata database"
+        else:
+            path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            if not path.exists():
+                os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
+            self._read = _engine(path, "BEGIN")
+            self._write = _engine(path, "BEGIN IMMEDIATE")
+            where = f"the catalogue {path}"
         try:
             SQLModel.metadata.create_all(self._write)
             _add_missing_columns(self._write)
         except SQLAlchemyError as exc:
-            raise StorageError(f"cannot open the catalogue {path}: {exc.__class__.__name__}") from None
+            raise StorageError(f"cannot open {where}: {exc.__class__.__name__}") from None
+
+    @property
+    def dialect(self) -> str:
+        """sqlite or postgresql."""
+        return self._write.dialect.name
 
     @contextmanager
     def reading(self) -> Iterator[Session]:

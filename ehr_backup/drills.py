@@ -28,7 +28,7 @@ from .drill_report import Written, audit_detail
 from .drill_report import write as write_report
 from .drill_verdict import compare_tables, is_scratch, may_drop, newest_verified, scratch_name, verdict
 from .errors import BackupError, Busy, Cancelled, InvalidInput, NotFound
-from .locks import DatabaseLock
+from .locks import DatabaseLock, lock_for
 from .models import AppSetting, BackupRecord, Drill, Status
 from .pg import ConnInfo, connect
 from .pipeline import Progress
@@ -75,7 +75,8 @@ class Drills:
         return database.maintenance(ConnInfo.parse(url) if url else self.s.connection())
 
     def _server_lock(self, identity: str) -> DatabaseLock:
-        return DatabaseLock(self.s.settings.data_dir / "locks" / "drills", identity, noun="the drill server")
+        return lock_for(self.s.settings, self.s.settings.data_dir / "locks" / "drills", identity,
+                        noun="the drill server")
 
     # ----- running a drill -------------------------------------------------------------------------------
     def prepare(self, actor: Actor, backup_id: str) -> Task:

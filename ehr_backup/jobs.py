@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from .errors import BackupError, Cancelled, InvalidInput, NotFound
+from .jobstore import JobStore, RemoteJob
 from .service import Task
 
 log = logging.getLogger("ehr_backup.jobs")
@@ -60,7 +61,8 @@ def _iso(when: float | None) -> str | None:
 class JobManager:
     """Start tasks on threads and keep the most recent jobs for inspection."""
 
-    def __init__(self, render: Any = None, after: Any = None) -> None:
+    def __init__(self, render: Any = None, after: Any = None, store: JobStore | None = None) -> None:
+        self._store = store  # PostgreSQL metadata: jobs are written where every instance reads them
         self._jobs: dict[str, Job] = {}
         self._lock = threading.Lock()
         self._render = render or (lambda r: r)
@@ -75,6 +77,8 @@ class JobManager:
                 for old in sorted(self._jobs.values(), key=lambda j: j.created)[:len(self._jobs) - KEEP]:
                     if old.done.is_set():
                         del self._jobs[old.id]
+        if self._store is not None:
+            self._store.started(job)
         threading.Thread(target=self._run, args=(job,), name=f"job-{job.kind}-{job.id}", daemon=True).start()
         return job
 
@@ -94,6 +98,8 @@ class JobManager:
             job.finished = time.time()
             job.task.progress.finish()  # the job's duration is fixed from now on
             job.done.set()
+            if self._store is not None:
+                self._store.ended(job)
             if self._after is not None:
                 try:
                     self._after(job)
@@ -105,12 +111,14 @@ class JobManager:
         with self._lock:
             return self._jobs.get(job_id)
 
-    def find(self, job_id: str) -> Job:
+    def find(self, job_id: str) -> Job | RemoteJob:
         """A job by id: InvalidInput for what cannot be a job id, NotFound for one not (or no longer) kept."""
         if not JOB_ID.fullmatch(job_id):
             raise InvalidInput("invalid job id: a job id is 16 hexadecimal characters, as returned when the job "
                                "started")
-        found = self.get(job_id)
+        found: Job | RemoteJob | None = self.get(job_id)
+        if found is None and self._store is not None:  # another instance's job
+            found = self._store.load(job_id)
         if found is None:
             raise NotFound("no such job: it never existed here, or finished long ago (the newest "
                            f"{KEEP} are kept until the server restarts)")

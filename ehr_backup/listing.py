@@ -144,8 +144,9 @@ def _filters(q: ListQuery) -> list[Any]:
         where.append(BackupRecord.status == q.status)
     if q.search:
         pattern = "%" + q.search.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
-        where.append(or_(col(BackupRecord.description).like(pattern, escape="\\"),
-                         col(BackupRecord.id).like(pattern, escape="\\")))
+        # ILIKE: case-insensitive as SQLite's LIKE is, on PostgreSQL metadata too
+        where.append(or_(col(BackupRecord.description).ilike(pattern, escape="\\"),
+                         col(BackupRecord.id).ilike(pattern, escape="\\")))
     return where
 
 

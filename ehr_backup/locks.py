@@ -6,8 +6,12 @@ import fcntl
 import hashlib
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .errors import Busy
+
+if TYPE_CHECKING:
+    from .config import Settings
 
 
 class DatabaseLock:
@@ -60,3 +64,17 @@ class DatabaseLock:
             return True
         self.release()
         return False
+
+
+def lock_for(settings: Settings, lock_dir: Path, key: str, *, remove_on_release: bool = False,
+             shared: bool = False, noun: str = "database") -> DatabaseLock:
+    """A flock file under lock_dir, or with PostgreSQL metadata an advisory lock every instance sees."""
+    if settings.metadata_url:
+        from .pglocks import AdvisoryLock  # only with PostgreSQL metadata
+
+        try:
+            where = lock_dir.relative_to(settings.data_dir).as_posix()  # the same name on every instance
+        except ValueError:
+            where = lock_dir.as_posix()
+        return AdvisoryLock(settings.metadata_url, f"{where}/{key}", shared=shared, noun=noun)
+    return DatabaseLock(lock_dir, key, remove_on_release=remove_on_release, shared=shared, noun=noun)

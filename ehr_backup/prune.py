@@ -23,7 +23,7 @@ from . import storage
 from .audit import Actor
 from .catalogue import as_utc, utcnow
 from .errors import BackupError, Busy, ConfigError, InvalidInput, NotFound
-from .locks import DatabaseLock
+from .locks import DatabaseLock, lock_for
 from .models import BackupRecord, Status
 from .profiles import DEFAULT, db_key, split_key
 from .retention import Candidate, Decision, Plan, RetentionPolicy, plan, zone
@@ -204,7 +204,7 @@ class Rotation:
                     except BackupError:  # a removed profile: no backup of it can start
                         server = None
                 lock = (self.s._lock(server.with_dbname(name)) if server is not None
-                        else DatabaseLock(self.s.settings.data_dir / "locks" / "rotation", key))
+                        else lock_for(self.s.settings, self.s.settings.data_dir / "locks" / "rotation", key))
                 held.append(lock.acquire(f"a rotation by {actor.name}"))
         except BaseException:
             for lock in held:

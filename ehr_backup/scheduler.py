@@ -25,7 +25,7 @@ from . import cron
 from .audit import Actor
 from .catalogue import as_utc, utcnow
 from .errors import BackupError, Busy, Cancelled
-from .locks import DatabaseLock
+from .locks import DatabaseLock, lock_for
 from .models import Schedule, ScheduleRun
 from .schedules import policy_of, render, trim_runs
 
@@ -84,8 +84,8 @@ class Scheduler:
         self._start = start or run_inline
 
     def _lock(self, name: str) -> DatabaseLock:
-        return DatabaseLock(self.service.settings.data_dir / "locks" / "jobs", f"schedule:{name}",
-                            noun=f"schedule {name}")
+        return lock_for(self.service.settings, self.service.settings.data_dir / "locks" / "jobs",
+                        f"schedule:{name}", noun=f"schedule {name}")
 
     # ----- taking due runs -------------------------------------------------------------------------------
     def tick(self) -> list[Started]:

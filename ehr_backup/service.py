@@ -38,7 +38,7 @@ from .errors import BackupError, Busy, Cancelled, ConfigError, InvalidInput, Not
 from .fileformat import OpenedFile, peek_header
 from .keys import KEY_ID_RE, KeyRing, load_keyring
 from .listing import Listing, ListQuery, last_drills
-from .locks import DatabaseLock
+from .locks import DatabaseLock, lock_for
 from .models import BackupRecord, Status
 from .pg import ConnInfo
 from .pipeline import Progress, run_backup, scan_dump
@@ -93,11 +93,12 @@ class BackupService:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         private_dir(settings.data_dir)
-        self.db = Database(settings.data_dir / "catalogue.sqlite3")
+        self.db = Database(settings.data_dir / "catalogue.sqlite3", settings.metadata_url)
         self.catalogue = Catalogue(self.db)
         self.audit = AuditLog(self.db, settings.data_dir, syslog=settings.audit_syslog,
                               keys=lambda: load_audit_keys(settings.audit_key, settings.encryption_key,
                                                            settings.old_keys))
+        self.audit.shared = bool(settings.metadata_url)  # other instances write it too: heads per data directory
         self.settings = settings = resolve_default_location(self.db, self.audit, settings)  # before any use
         self._keyring: KeyRing | None = None
         self.restores = Restores(self)
@@ -146,7 +147,7 @@ class BackupService:
 
     def _job_lock(self, backup_id: str) -> DatabaseLock:
         """Held while a backup is being written, so that a start-up elsewhere knows it is alive."""
-        return DatabaseLock(self.settings.data_dir / "locks" / "jobs", backup_id, remove_on_release=True)
+        return lock_for(self.settings, self.settings.data_dir / "locks" / "jobs", backup_id, remove_on_release=True)
 
     def _started(self, actor: Actor, action: str, target: str, detail: str = "") -> DatabaseLock:
         """Audit the start of a long operation; the returned lock, held while it runs, tells a later
@@ -156,13 +157,13 @@ class BackupService:
 
     def _backup_lock(self, backup_id: str, *, exclusive: bool = False) -> DatabaseLock:
         """Held (shared) while a backup file is read; delete needs it alone (exclusive)."""
-        return DatabaseLock(self.settings.data_dir / "locks" / "backups", backup_id, shared=not exclusive,
-                            noun=f"backup {backup_id}")
+        return lock_for(self.settings, self.settings.data_dir / "locks" / "backups", backup_id,
+                        shared=not exclusive, noun=f"backup {backup_id}")
 
     def _lock(self, conn: ConnInfo, identity: str | None = None) -> DatabaseLock:
         """The lock of one database, the same whichever address names its server."""
         identity = identity or pg.server_identity(conn)
-        return DatabaseLock(self.settings.data_dir / "locks", f"{identity}/{conn.dbname}")
+        return lock_for(self.settings, self.settings.data_dir / "locks", f"{identity}/{conn.dbname}")
 
     # ----- locations ---------------------------------------------------------------------------------
     def forbidden_dirs(self) -> list[Path]:

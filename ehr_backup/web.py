@@ -35,6 +35,7 @@ from .errors import BackupError, Unauthenticated
 from .httpguard import HttpGuard
 from .httpserver import uvicorn_options
 from .jobs import JobManager
+from .jobstore import JobStore
 from .models import BackupRecord
 from .scheduler import Scheduler
 from .service import BackupService
@@ -220,7 +221,8 @@ def build(settings: Settings | None = None) -> WebContext:
     service.reconcile()
     service.drills.ensure_default_schedule()  # once per installation: weekly-drill (EHR_BACKUP_DRILL_SCHEDULE)
     auth = AuthService(service.db, service.audit, settings)
-    jobs = JobManager(render=lambda r: render_result(r, service), after=lambda job: service.alerts.poke())
+    jobs = JobManager(render=lambda r: render_result(r, service), after=lambda job: service.alerts.poke(),
+                      store=JobStore(service.db) if settings.metadata_url else None)  # jobs seen by every instance
     ctx = WebContext(settings, service, auth, jobs, settings.data_dir / "setup-token",
                      Scheduler(service, start=jobs.start))
 

@@ -51,6 +51,17 @@ def run_sql(url: str, sql: str) -> None:
         conn.execute(sql)
 
 
+def metadata_sql(env: dict[str, str], sql: str, pg_sql: str | None = None) -> None:
+    """Run statements on the installation's metadata database: the SQLite file, or PostgreSQL when the
+    environment names one (EHR_TEST_METADATA=pg); pg_sql where PostgreSQL needs other words."""
+    if env.get("EHR_BACKUP_METADATA_URL"):
+        run_sql(env["EHR_BACKUP_METADATA_URL"], pg_sql or sql)
+        return
+    import sqlite3
+    with sqlite3.connect(Path(env["EHR_BACKUP_DATA_DIR"]) / "catalogue.sqlite3") as conn:
+        conn.executescript(sql)
+
+
 def query(url: str, sql: str) -> list[tuple]:
     """Fetch all rows of a query."""
     with psycopg.connect(url, autocommit=True) as conn:
@@ -103,6 +114,8 @@ def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, make_db: Callable[[], s
         "HOME": str(home),
         "EHR_BACKUP_DRILL_SCHEDULE": "off",  # tests expect no schedule they did not make (test_drills.py turns it on)
     }
+    if os.environ.get("EHR_TEST_METADATA") == "pg":  # the whole suite on PostgreSQL metadata (docs/SCALING.md)
+        values["EHR_BACKUP_METADATA_URL"] = make_db(f"pgmeta_{uuid.uuid4().hex[:12]}")
     return values
 
 

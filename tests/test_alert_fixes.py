@@ -8,7 +8,6 @@ import logging
 import subprocess
 import sys
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -26,7 +25,7 @@ from ehr_backup.pg import ConnInfo
 from ehr_backup.service import BackupService
 
 from .alert_servers import smtp_server, webhook_receiver
-from .conftest import ACTOR, cli_env
+from .conftest import ACTOR, cli_env, metadata_sql
 from .test_alerts import SECRET, alert_env, alerting, delays, fail_a_backup, failing  # noqa: F401 - fixtures
 
 BAD_URL = "http://127.0.0.1:abc/x"
@@ -156,7 +155,6 @@ def test_a_backup_of_a_mistyped_database_url_does_not_stay_open(alert_env: dict[
 # ----- L8b: the audit chain is re-read at most hourly -------------------------------------------------------
 def test_the_audit_chain_is_verified_at_most_hourly_and_tampering_is_still_found(
         alerting: BackupService, alert_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> None:
-    import sqlite3
     calls: list[int] = []
     verify = alerting.verify_audit
     monkeypatch.setattr(alerting, "verify_audit", lambda: calls.append(1) or verify())
@@ -166,8 +164,7 @@ def test_the_audit_chain_is_verified_at_most_hourly_and_tampering_is_still_found
     alerting.audit.record(ACTOR, "something", "y")
     assert collect(now) == [] and collect(now + timedelta(minutes=5)) == [] and collect(now + timedelta(minutes=59)) == []
     assert len(calls) == 1
-    with sqlite3.connect(Path(alert_env["EHR_BACKUP_DATA_DIR"]) / "catalogue.sqlite3") as conn:
-        conn.execute("UPDATE audit SET detail = 'nothing happened' WHERE seq = 2")
+    metadata_sql(alert_env, "UPDATE audit SET detail = 'nothing happened' WHERE seq = 2")
     assert [c.key for c in collect(now + timedelta(minutes=61))] == ["audit.broken"]
     assert [c.key for c in collect(now + timedelta(minutes=62))] == ["audit.broken"]  # broken: re-read each time
     assert len(calls) == 3

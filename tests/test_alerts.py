@@ -23,7 +23,7 @@ from ehr_backup.keys import generate_key, load_keyring
 from ehr_backup.service import BackupService
 
 from .alert_servers import self_signed, smtp_server, webhook_receiver
-from .conftest import ACTOR, cli_env
+from .conftest import ACTOR, cli_env, metadata_sql, query
 from .test_faults import wrapper_bin
 
 SECRET = "receiver-shared-secret-0123456789"
@@ -66,6 +66,10 @@ def fail_a_backup(failing: BackupService) -> None:
 
 def everything_stored(env: dict[str, str]) -> str:
     """Every row of the metadata database as text."""
+    if env.get("EHR_BACKUP_METADATA_URL"):
+        names = query(env["EHR_BACKUP_METADATA_URL"], "SELECT tablename FROM pg_tables WHERE schemaname = 'public'")
+        return "\n".join(repr(row) for (t,) in names
+                         for row in query(env["EHR_BACKUP_METADATA_URL"], f'SELECT * FROM "{t}"'))
     with sqlite3.connect(Path(env["EHR_BACKUP_DATA_DIR"]) / "catalogue.sqlite3") as conn:
         tables = [r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")]
         return "\n".join(repr(row) for t in tables for row in conn.execute(f'SELECT * FROM "{t}"'))
@@ -276,8 +280,7 @@ def test_the_other_conditions(alerting: BackupService, alert_env: dict[str, str]
     drills = [c for c in collect(now) if c.event == "drill.failed"]
     assert [c.key for c in drills] == ["drill.failed:ehr"] and "row counts differ" in drills[0].message
 
-    with sqlite3.connect(Path(alert_env["EHR_BACKUP_DATA_DIR"]) / "catalogue.sqlite3") as conn:
-        conn.execute("UPDATE audit SET detail = 'nothing happened' WHERE seq = 2")
+    metadata_sql(alert_env, "UPDATE audit SET detail = 'nothing happened' WHERE seq = 2")
     assert "audit.broken" in [c.key for c in collect(now + timedelta(hours=2))]  # re-read at most hourly
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import io
 import os
 import shutil
-import sqlite3
 from pathlib import Path
 
 import pytest
@@ -14,7 +13,7 @@ from ehr_backup.errors import AuditError, NotAuthentic
 from ehr_backup.models import Status
 from ehr_backup.service import BackupService
 
-from .conftest import ACTOR
+from .conftest import ACTOR, metadata_sql
 
 
 def test_list_spans_locations_and_filters_by_location(service: BackupService, env: dict[str, str],
@@ -119,14 +118,10 @@ def test_every_operation_is_audited_with_actor_time_and_outcome(service: BackupS
 def test_editing_or_deleting_an_audit_entry_breaks_the_chain(service: BackupService, env: dict[str, str]) -> None:
     for i in range(3):
         service.audit.record(ACTOR, "test", f"t{i}")
-    db = Path(env["EHR_BACKUP_DATA_DIR"]) / "catalogue.sqlite3"
-    with sqlite3.connect(db) as conn:
-        conn.execute("UPDATE audit SET outcome = 'failed' WHERE seq = 2")
+    metadata_sql(env, "UPDATE audit SET outcome = 'failed' WHERE seq = 2")
     report = service.audit.verify()
     assert not report.ok and report.first_bad == 2
-    with sqlite3.connect(db) as conn:
-        conn.execute("UPDATE audit SET outcome = 'ok' WHERE seq = 2")
-        conn.execute("DELETE FROM audit WHERE seq = 2")
+    metadata_sql(env, "UPDATE audit SET outcome = 'ok' WHERE seq = 2; DELETE FROM audit WHERE seq = 2")
     assert not service.audit.verify().ok
 
 
@@ -134,9 +129,7 @@ def test_deleting_the_newest_audit_entries_is_detected(service: BackupService, e
     for i in range(5):
         service.audit.record(ACTOR, "test", f"t{i}")
     assert service.audit.verify().ok
-    db = Path(env["EHR_BACKUP_DATA_DIR"]) / "catalogue.sqlite3"
-    with sqlite3.connect(db) as conn:
-        conn.execute("DELETE FROM audit WHERE seq > 3")
+    metadata_sql(env, "DELETE FROM audit WHERE seq > 3")
     report = service.audit.verify()
     assert not report.ok and "removed" in report.reason
 
@@ -144,9 +137,8 @@ def test_deleting_the_newest_audit_entries_is_detected(service: BackupService, e
 def test_if_the_audit_log_cannot_be_written_the_action_does_not_happen(service: BackupService,
                                                                         env: dict[str, str]) -> None:
     record = service.create(ACTOR, description="keep me")
-    db = Path(env["EHR_BACKUP_DATA_DIR"]) / "catalogue.sqlite3"
-    with sqlite3.connect(db) as conn:
-        conn.execute("CREATE TRIGGER no_audit BEFORE INSERT ON audit BEGIN SELECT RAISE(FAIL, 'disk'); END")
+    metadata_sql(env, "CREATE TRIGGER no_audit BEFORE INSERT ON audit BEGIN SELECT RAISE(FAIL, 'disk'); END",
+                 "ALTER TABLE audit ADD CONSTRAINT no_audit CHECK (false) NOT VALID")
     with pytest.raises(AuditError):
         service.delete(ACTOR, record.id)
     with pytest.raises(AuditError):

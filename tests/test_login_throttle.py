@@ -19,7 +19,7 @@ from ehr_backup.errors import Forbidden, Unauthenticated
 from ehr_backup.service import BackupService
 from ehr_backup.throttle import POLICY, History, decide, delay_after
 
-from .conftest import ADMIN_PW, USER_PW
+from .conftest import ADMIN_PW, USER_PW, run_sql
 from .test_cli import cli
 from .web_helpers import eventually, login, second_browser
 
@@ -71,6 +71,10 @@ def _db_path(web_env: dict[str, str]) -> Path:
 
 def wait_passes(web_env: dict[str, str], delta: timedelta) -> None:
     """Move every recorded failed sign-in `delta` into the past, as if that much time had gone by."""
+    if web_env.get("EHR_BACKUP_METADATA_URL"):  # EHR_TEST_METADATA=pg
+        run_sql(web_env["EHR_BACKUP_METADATA_URL"],
+                f"UPDATE auth_failures SET ts = ts - make_interval(secs => {delta.total_seconds()})")
+        return
     with sqlite3.connect(_db_path(web_env)) as conn:
         rows = conn.execute("SELECT id, ts FROM auth_failures").fetchall()
         for row_id, ts in rows:

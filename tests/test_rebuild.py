@@ -122,6 +122,8 @@ def _lose_metadata(service: BackupService, env: dict[str, str]) -> BackupService
     data = Path(env["EHR_BACKUP_DATA_DIR"])
     for name in ("catalogue.sqlite3", "catalogue.sqlite3-wal", "catalogue.sqlite3-shm"):
         (data / name).unlink(missing_ok=True)
+    if env.get("EHR_BACKUP_METADATA_URL"):  # EHR_TEST_METADATA=pg: every table gone
+        run_sql(env["EHR_BACKUP_METADATA_URL"], "DROP SCHEMA public CASCADE; CREATE SCHEMA public")
     fresh = BackupService(Settings.from_env(env))
     assert fresh.catalogue.ids() == set()
     return fresh
@@ -255,7 +257,7 @@ def test_the_verification_record_is_no_backup_and_goes_with_its_backup(service: 
 
 def test_the_command_refuses_bad_input_and_a_second_rebuild_at_once(service: BackupService,
                                                                     env: dict[str, str]) -> None:
-    from ehr_backup.locks import DatabaseLock
+    from ehr_backup.locks import lock_for
 
     wrong = cli(env, "catalogue", "rebuild", "--location", "downloads", "--path", env["EHR_BACKUP_DEFAULT_DIR"])
     assert wrong.returncode == 2 and "--path reads a custom folder" in wrong.stderr
@@ -264,7 +266,8 @@ def test_the_command_refuses_bad_input_and_a_second_rebuild_at_once(service: Bac
     assert system.returncode == 2 and "/etc" in system.stderr
     helped = cli(env, "catalogue", "rebuild", "--help").stdout
     assert all(flag in helped for flag in ("--location", "--path", "--dry-run", "--json"))
-    held = DatabaseLock(Path(env["EHR_BACKUP_DATA_DIR"]) / "locks", "catalogue-rebuild").acquire("a test")
+    settings = Settings.from_env(env)  # a flock file, or with PostgreSQL metadata an advisory lock
+    held = lock_for(settings, settings.data_dir / "locks", "catalogue-rebuild").acquire("a test")
     try:
         busy = cli(env, "catalogue", "rebuild", "--dry-run")
         assert busy.returncode == 1 and "a test" in busy.stderr

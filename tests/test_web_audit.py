@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import sqlite3
 from pathlib import Path
 
 from nicegui.testing import User
 
+from .conftest import metadata_sql
 from .web_helpers import eventually, login
 
 
@@ -22,8 +22,7 @@ async def test_check_chain_reports_removed_entries_and_a_missing_head(user: User
                                                                       web_env: dict[str, str]) -> None:
     await login(user, next_="/admin/audit")
     data = Path(web_env["EHR_BACKUP_DATA_DIR"])
-    with sqlite3.connect(data / "catalogue.sqlite3") as conn:
-        conn.execute("DELETE FROM audit WHERE seq > 2")
+    metadata_sql(web_env, "DELETE FROM audit WHERE seq > 2")
     (data / "audit-head.json").unlink()
     user.find(marker="check-chain").click()
     await user.should_see("CHAIN BROKEN")

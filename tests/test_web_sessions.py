@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import sqlite3
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -12,6 +11,7 @@ from nicegui.testing import User
 
 from ehr_backup.audit import Actor
 
+from .conftest import metadata_sql
 from .helpers import fill
 from .web_helpers import eventually, login, start_backup, wait_for_path
 
@@ -20,8 +20,7 @@ API = "/api/admin/backup"
 
 def age_sessions(web_env: dict[str, str], column: str, delta: timedelta) -> None:
     stamp = (datetime.now(UTC) - delta).strftime("%Y-%m-%d %H:%M:%S.%f")
-    with sqlite3.connect(Path(web_env["EHR_BACKUP_DATA_DIR"]) / "catalogue.sqlite3") as conn:
-        conn.execute(f"UPDATE sessions SET {column} = ?", (stamp,))
+    metadata_sql(web_env, f"UPDATE sessions SET {column} = '{stamp}'", f"UPDATE sessions SET {column} = '{stamp}+00'")
 
 
 @pytest.mark.parametrize("column,delta", [("last_seen", timedelta(minutes=16)), ("created_at", timedelta(hours=13))])

@@ -23,7 +23,7 @@ from sqlmodel import col, delete, select
 from ..audit import Actor
 from ..catalogue import as_utc, utcnow
 from ..errors import BackupError, Busy, InvalidInput, NotFound
-from ..locks import DatabaseLock
+from ..locks import lock_for
 from . import editing, secrets
 from .channels import Message, Outcome, message_for, send_email, send_webhook
 from .conditions import Collector, clean_message
@@ -219,7 +219,8 @@ class Alerts:
     # ----- evaluation ----------------------------------------------------------------------------------
     def check(self, now: datetime | None = None) -> dict[str, Any]:
         """Evaluate the conditions now, send what is due, and record it; Busy when another check runs."""
-        lock = DatabaseLock(self.s.settings.data_dir / "locks" / "jobs", "alerts-check", noun="the alert check")
+        lock = lock_for(self.s.settings, self.s.settings.data_dir / "locks" / "jobs", "alerts-check",
+                        noun="the alert check")
         lock.acquire("an alert check")
         try:
             return self._check(now or self.clock())
