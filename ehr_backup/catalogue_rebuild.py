@@ -133,8 +133,8 @@ class CatalogueRebuild:
         except BackupError as exc:
             self.s.audit.record(actor, ACTION, target, "failed", exc.message)
             raise
-        except Exception as exc:
-            self.s.audit.record(actor, ACTION, target, "failed", f"internal error: {exc.__class__.__name__}")
+        except BaseException as exc:  # an unexpected error or Ctrl-C: the run still gets its outcome
+            self.s.audit.record(actor, ACTION, target, "failed", f"interrupted: {exc.__class__.__name__}")
             raise
 
     def _examine_all(self, found: list[tuple[Source, Entry]], keyring: Any, reading: Reading) -> Iterator[Finding]:

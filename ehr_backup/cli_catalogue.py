@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import sys
+import threading
 from typing import Any
 
 from .audit import Actor
@@ -44,7 +46,8 @@ def dispatch(service: Any, args: argparse.Namespace, actor: Actor) -> Any:
         raise InvalidInput(f"unknown catalogue action {args.catalogue_command}")
     if args.path and args.location not in (None, "custom"):
         raise InvalidInput("--path reads a custom folder: use it without --location, or with --location custom")
-    result = service.rebuild_catalogue(actor, location=args.location, paths=args.path, dry_run=args.dry_run)
+    task = service.prepare_rebuild(actor, location=args.location, paths=args.path, dry_run=args.dry_run)
+    result = run_with_progress(task)
     if result["refused"]:
         if not args.json:
             print_human(args, result)
@@ -52,6 +55,47 @@ def dispatch(service: Any, args: argparse.Namespace, actor: Actor) -> Any:
         n = len(result["refused"])
         raise Refused(f"{n} file{'s were' if n != 1 else ' was'} refused: {printable(first)}", result)
     return result
+
+
+def progress_line(d: dict[str, Any]) -> str:
+    """One line of a rebuild's progress for a terminal (pure): phase, files and bytes read of the total."""
+    line = f"{d['phase']:<13}"
+    if d.get("filesTotal") is not None:
+        line += f" file {d['files']} of {d['filesTotal']}"
+    if d.get("total"):
+        line += f"  read {d['bytesRead'] / 1e6:.1f} of {d['total'] / 1e6:.1f} MB ({100 * d['bytesRead'] // d['total']}%)"
+    return f"{line}  {d['elapsed']:.0f}s"
+
+
+def run_with_progress(task: Any) -> Any:
+    """Run the rebuild on a worker thread; on a terminal, its progress on stderr once a second. Ctrl-C
+    cancels it as Cancel does on the page: it stops at the next read (or between applied rows) and the
+    command says what was changed."""
+    outcome: dict[str, Any] = {}
+
+    def work() -> None:
+        try:
+            outcome["result"] = task.run()
+        except BaseException as exc:  # handed to the main thread, which raises it
+            outcome["error"] = exc
+
+    worker = threading.Thread(target=work, name="catalogue-rebuild", daemon=True)
+    worker.start()
+    shown = sys.stderr.isatty()
+    while worker.is_alive():
+        try:
+            worker.join(1.0)
+        except KeyboardInterrupt:
+            task.cancel.set()  # the worker stops at its next read and raises Cancelled
+            continue
+        if shown and worker.is_alive():
+            sys.stderr.write("\r" + progress_line(task.progress.as_dict())[:110].ljust(110))
+            sys.stderr.flush()
+    if shown:
+        sys.stderr.write("\r" + " " * 110 + "\r")
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["result"]
 
 
 def print_human(args: argparse.Namespace, result: dict[str, Any]) -> None:
