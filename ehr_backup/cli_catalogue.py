@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 import threading
 from typing import Any
@@ -68,7 +69,7 @@ def progress_line(d: dict[str, Any]) -> str:
 
 
 def run_with_progress(task: Any) -> Any:
-    """Run the rebuild on a worker thread; on a terminal, its progress on stderr once a second. Ctrl-C
+    """Run the rebuild on a worker thread; on a terminal, its progress on stderr twice a second. Ctrl-C
     cancels it as Cancel does on the page: it stops at the next read (or between applied rows) and the
     command says what was changed."""
     outcome: dict[str, Any] = {}
@@ -82,15 +83,18 @@ def run_with_progress(task: Any) -> Any:
     worker = threading.Thread(target=work, name="catalogue-rebuild", daemon=True)
     worker.start()
     shown = sys.stderr.isatty()
-    while worker.is_alive():
-        try:
-            worker.join(1.0)
-        except KeyboardInterrupt:
-            task.cancel.set()  # the worker stops at its next read and raises Cancelled
-            continue
-        if shown and worker.is_alive():
-            sys.stderr.write("\r" + progress_line(task.progress.as_dict())[:110].ljust(110))
-            sys.stderr.flush()
+    previous = None
+    if threading.current_thread() is threading.main_thread():  # Ctrl-C asks the worker to stop at its next read
+        previous = signal.signal(signal.SIGINT, lambda *_: task.cancel.set())
+    try:
+        while worker.is_alive():
+            worker.join(0.5)
+            if shown and worker.is_alive():
+                sys.stderr.write("\r" + progress_line(task.progress.as_dict())[:110].ljust(110))
+                sys.stderr.flush()
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGINT, previous)
     if shown:
         sys.stderr.write("\r" + " " * 110 + "\r")
     if "error" in outcome:

@@ -151,3 +151,46 @@ def test_progress_lines_name_files_and_bytes_of_the_total() -> None:
     assert describe("running", p)[1] == "file 2 of 5 · read 47.7 MB of 190.7 MB · 7 s elapsed"
     listing = {**p, "phase": "listing files", "files": 0, "filesTotal": None, "bytesRead": 0, "total": None}
     assert progress_line(listing) == "listing files  7s"
+
+
+def test_the_command_shows_progress_on_a_terminal_and_ctrl_c_cancels_changing_nothing(
+        service: BackupService, env: dict[str, str]) -> None:
+    import os
+    import pty
+    import select
+    import signal
+    import subprocess
+    import sys
+
+    from .test_cli import cli_env
+
+    _files(service, 8, 64 << 20)  # 512 MiB: more than a second of reading, even from the page cache
+    leader, follower = pty.openpty()
+    proc = subprocess.Popen([sys.executable, "-m", "ehr_backup.cli", "catalogue", "rebuild"], env=cli_env(env),
+                            stdout=subprocess.PIPE, stderr=follower, text=True)
+    os.close(follower)
+    seen = b""
+    deadline = time.monotonic() + 60
+    try:
+        while b" of 8  read " not in seen and time.monotonic() < deadline and proc.poll() is None:
+            if select.select([leader], [], [], 0.2)[0]:
+                try:
+                    seen += os.read(leader, 4096)
+                except OSError:  # EIO: the terminal's other end closed
+                    break
+        assert b"reading       file " in seen and b" MB (" in seen, seen  # the progress line on the terminal
+        proc.send_signal(signal.SIGINT)
+        proc.wait(60)
+        while select.select([leader], [], [], 0.2)[0]:
+            try:
+                seen += os.read(leader, 4096)
+            except OSError:
+                break
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        os.close(leader)
+    assert proc.returncode == 1, seen
+    assert b"ehr-backup: error: " + STOPPED.encode() in seen
+    assert service.catalogue.ids() == set()
+    assert ("all locations", "cancelled") in _outcomes(service)
