@@ -27,17 +27,19 @@ def add_commands(cmd: Any) -> None:
     c = cmd("catalogue", "the catalogue of backups: rebuild it from the backup files' authenticated headers and "
                          "trailers (after losing the metadata database, say)")
     sub = c.add_subparsers(dest="catalogue_command", required=True, metavar="ACTION")
-    r = sub.add_parser("rebuild", help="read every backup file in the locations, authenticate it (every byte) and "
-                                       "add the backups the catalogue lacks, complete the rows it has, and mark "
-                                       "rows whose file is gone as missing; files that do not authenticate are "
-                                       "reported (exit 1), never recorded")
+    about = ("read every backup file in the locations, authenticate it (every byte) and add the backups the catalogue lacks, complete the rows it has, and mark "
+             "rows whose file is gone as missing; files that do not authenticate are "
+             "reported (exit 1), never recorded. On a terminal it shows the files and "
+             "bytes read of the total; Ctrl-C cancels at the next read (exit 1). One "
+             "rebuild at a time: a second one is refused as busy")
+    r = sub.add_parser("rebuild", help=about, description=about)
     r.add_argument("--location", "--destination", dest="location", metavar="KEY",
                    help=f"only this location ({', '.join(LOCATIONS)}) or destination; default: every one")
     r.add_argument("--path", action="append", default=[], metavar="DIR",
                    help="a custom folder to read as well (repeatable; inside EHR_BACKUP_CUSTOM_ROOTS): after the "
                         "metadata database was lost, the app knows only the standard locations")
     r.add_argument("--dry-run", action="store_true", help="only show what would be added, completed and marked "
-                                                          "missing")
+                                "missing")
     r.add_argument("--json", action="store_true")
 
 
