@@ -1,4 +1,5 @@
-"""REST route POST /api/admin/backup/catalogue/rebuild: the catalogue recreated from the backup files, as a job (admin only).
+"""REST route POST /api/admin/backup/catalogue/rebuild: the catalogue recreated from the backup files, as a job
+(admin only).
 
 No `from __future__ import annotations`: FastAPI must see the route signatures' real types.
 """

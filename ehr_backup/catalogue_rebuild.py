@@ -54,7 +54,8 @@ class CatalogueRebuild:
 
     def local_sources(self, location: str | None, paths: Sequence[str]) -> list[Source]:
         """The standard locations, every folder the app has recorded (rows, schedules, storage history,
-        folders created), and `paths` (custom folders, checked like a custom location: inside EHR_BACKUP_CUSTOM_ROOTS, no system folder)."""
+        folders created), and `paths` (custom folders, checked like a custom location: inside
+        EHR_BACKUP_CUSTOM_ROOTS, no system folder)."""
         found = known_folders(self.s)  # rebuild_folders.py: every folder the app has recorded
         for text in paths:
             checked = paths_.check_custom(clean_text(text, paths_.MAX_PATH_BYTES, "the path"),
@@ -80,8 +81,8 @@ class CatalogueRebuild:
         try:
             sources = self.sources(location, paths)
             keyring = self.s.keyring()
-            lock = DatabaseLock(self.s.settings.data_dir / "locks", "catalogue-rebuild", noun="the catalogue").acquire(
-                f"a catalogue rebuild by {actor.name}")
+            lock = DatabaseLock(self.s.settings.data_dir / "locks", "catalogue-rebuild",
+                                noun="the catalogue").acquire(f"a catalogue rebuild by {actor.name}")
         except BackupError as exc:
             self.s.audit.record(actor, ACTION, target, "refused", exc.message)
             raise

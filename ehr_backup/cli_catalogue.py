@@ -27,8 +27,8 @@ def add_commands(cmd: Any) -> None:
     c = cmd("catalogue", "the catalogue of backups: rebuild it from the backup files' authenticated headers and "
                          "trailers (after losing the metadata database, say)")
     sub = c.add_subparsers(dest="catalogue_command", required=True, metavar="ACTION")
-    about = ("read every backup file in the locations, authenticate it (every byte) and add the backups the catalogue lacks, complete the rows it has, and mark "
-             "rows whose file is gone as missing; files that do not authenticate are "
+    about = ("read every backup file in the locations, authenticate it (every byte) and add the backups the "
+             "catalogue lacks, complete the rows it has, and mark rows whose file is gone as missing; files that do not authenticate are "
              "reported (exit 1), never recorded. On a terminal it shows the files and "
              "bytes read of the total; Ctrl-C cancels at the next read (exit 1). One "
              "rebuild at a time: a second one is refused as busy")
@@ -66,7 +66,8 @@ def progress_line(d: dict[str, Any]) -> str:
     if d.get("filesTotal") is not None:
         line += f" file {d['files']} of {d['filesTotal']}"
     if d.get("total"):
-        line += f"  read {d['bytesRead'] / 1e6:.1f} of {d['total'] / 1e6:.1f} MB ({100 * d['bytesRead'] // d['total']}%)"
+        share = 100 * d["bytesRead"] // d["total"]
+        line += f"  read {d['bytesRead'] / 1e6:.1f} of {d['total'] / 1e6:.1f} MB ({share}%)"
     return f"{line}  {d['elapsed']:.0f}s"
 
 
@@ -79,7 +80,7 @@ def run_with_progress(task: Any) -> Any:
     def work() -> None:
         try:
             outcome["result"] = task.run()
-        except BaseException as exc:  # handed to the main thread, which raises it
+        except BaseException as exc:  # noqa: BLE001 - handed to the main thread, which raises it
             outcome["error"] = exc
 
     worker = threading.Thread(target=work, name="catalogue-rebuild", daemon=True)
