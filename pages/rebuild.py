@@ -89,6 +89,8 @@ class RebuildDialog:
     async def _start(self, paths: list[str], *, dry_run: bool) -> None:
         """Start the job (Busy, with a message, while another rebuild runs) and follow it here."""
         task = await run.io_bound(self.ps.ctx.service.prepare_rebuild, self.ps.actor, paths=paths, dry_run=dry_run)
+        if task is None:  # the server is shutting down
+            return
         self.paths = paths if dry_run else None  # what Apply reads once this preview is shown
         self._follow(self.ps.ctx.jobs.start(task, self.ps.principal.username))
 
