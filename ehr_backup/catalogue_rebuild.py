@@ -86,8 +86,8 @@ class CatalogueRebuild:
         except BackupError as exc:
             self.s.audit.record(actor, ACTION, target, "refused", exc.message)
             raise
-        try:
-            self.s.audit.record(actor, ACTION, target, "started", "preview" if dry_run else "")
+        try:  # held while it runs: a start-up after a crash records a rebuild that never ended as interrupted
+            alive = self.s._started(actor, ACTION, target, "preview" if dry_run else "")
         except BaseException:
             lock.release()
             raise
@@ -95,7 +95,7 @@ class CatalogueRebuild:
         def work(progress: Any, cancel: threading.Event) -> dict[str, Any]:
             return self._work(actor, target, sources, keyring, dry_run, progress, cancel)
 
-        return Task("rebuild", target, work, [lock], progress=RebuildProgress())
+        return Task("rebuild", target, work, [lock, alive], progress=RebuildProgress())
 
     def run(self, actor: Actor, *, location: str | None = None, paths: Sequence[str] = (),
             dry_run: bool = False) -> dict[str, Any]:

@@ -278,7 +278,7 @@ class BackupService:
         failed = self.catalogue.fail_interrupted(reason="interrupted: the program stopped while it ran",
                                                  alive=alive)
         removed = sum(storage.remove_leftovers(d, alive) for _, d in self._scan_dirs())
-        for entry in self.audit.unfinished(("create", "verify", "restore", "prune")):
+        for entry in self.audit.unfinished(("create", "verify", "restore", "prune", "catalogue.rebuild")):
             if not alive(f"audit:{entry.seq}"):
                 self.audit.record(Actor("system"), entry.action, entry.target, "interrupted",
                                   f"started by {entry.actor} (entry {entry.seq}); the program stopped before "

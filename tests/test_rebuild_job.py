@@ -194,3 +194,12 @@ def test_the_command_shows_progress_on_a_terminal_and_ctrl_c_cancels_changing_no
     assert b"ehr-backup: error: " + STOPPED.encode() in seen
     assert service.catalogue.ids() == set()
     assert ("all locations", "cancelled") in _outcomes(service)
+
+
+def test_a_rebuild_that_never_ended_is_recorded_as_interrupted_at_start_up(service: BackupService) -> None:
+    task = service.prepare_rebuild(ACTOR, dry_run=True)
+    assert service.reconcile() is not None and ("all locations", "interrupted") not in _outcomes(service)  # alive
+    for lock in task._locks:  # the process died: its locks went with it, no outcome was written
+        lock.release()
+    service.reconcile()
+    assert _outcomes(service)[0] == ("all locations", "interrupted")
