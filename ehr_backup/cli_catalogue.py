@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import signal
+import sys
+import threading
 from typing import Any
 
 from .audit import Actor
@@ -24,17 +27,19 @@ def add_commands(cmd: Any) -> None:
     c = cmd("catalogue", "the catalogue of backups: rebuild it from the backup files' authenticated headers and "
                          "trailers (after losing the metadata database, say)")
     sub = c.add_subparsers(dest="catalogue_command", required=True, metavar="ACTION")
-    r = sub.add_parser("rebuild", help="read every backup file in the locations, authenticate it (every byte) and "
-                                       "add the backups the catalogue lacks, complete the rows it has, and mark "
-                                       "rows whose file is gone as missing; files that do not authenticate are "
-                                       "reported (exit 1), never recorded")
+    about = ("read every backup file in the locations, authenticate it (every byte) and add the backups the "
+             "catalogue lacks, complete the rows it has, and mark rows whose file is gone as missing; files that do not authenticate are "
+             "reported (exit 1), never recorded. On a terminal it shows the files and "
+             "bytes read of the total; Ctrl-C cancels at the next read (exit 1). One "
+             "rebuild at a time: a second one is refused as busy")
+    r = sub.add_parser("rebuild", help=about, description=about)
     r.add_argument("--location", "--destination", dest="location", metavar="KEY",
                    help=f"only this location ({', '.join(LOCATIONS)}) or destination; default: every one")
     r.add_argument("--path", action="append", default=[], metavar="DIR",
                    help="a custom folder to read as well (repeatable; inside EHR_BACKUP_CUSTOM_ROOTS): after the "
                         "metadata database was lost, the app knows only the standard locations")
     r.add_argument("--dry-run", action="store_true", help="only show what would be added, completed and marked "
-                                                          "missing")
+                                "missing")
     r.add_argument("--json", action="store_true")
 
 
@@ -44,7 +49,8 @@ def dispatch(service: Any, args: argparse.Namespace, actor: Actor) -> Any:
         raise InvalidInput(f"unknown catalogue action {args.catalogue_command}")
     if args.path and args.location not in (None, "custom"):
         raise InvalidInput("--path reads a custom folder: use it without --location, or with --location custom")
-    result = service.rebuild_catalogue(actor, location=args.location, paths=args.path, dry_run=args.dry_run)
+    task = service.prepare_rebuild(actor, location=args.location, paths=args.path, dry_run=args.dry_run)
+    result = run_with_progress(task)
     if result["refused"]:
         if not args.json:
             print_human(args, result)
@@ -52,6 +58,51 @@ def dispatch(service: Any, args: argparse.Namespace, actor: Actor) -> Any:
         n = len(result["refused"])
         raise Refused(f"{n} file{'s were' if n != 1 else ' was'} refused: {printable(first)}", result)
     return result
+
+
+def progress_line(d: dict[str, Any]) -> str:
+    """One line of a rebuild's progress for a terminal (pure): phase, files and bytes read of the total."""
+    line = f"{d['phase']:<13}"
+    if d.get("filesTotal") is not None:
+        line += f" file {d['files']} of {d['filesTotal']}"
+    if d.get("total"):
+        share = 100 * d["bytesRead"] // d["total"]
+        line += f"  read {d['bytesRead'] / 1e6:.1f} of {d['total'] / 1e6:.1f} MB ({share}%)"
+    return f"{line}  {d['elapsed']:.0f}s"
+
+
+def run_with_progress(task: Any) -> Any:
+    """Run the rebuild on a worker thread; on a terminal, its progress on stderr twice a second. Ctrl-C
+    cancels it as Cancel does on the page: it stops at the next read (or between applied rows) and the
+    command says what was changed."""
+    outcome: dict[str, Any] = {}
+
+    def work() -> None:
+        try:
+            outcome["result"] = task.run()
+        except BaseException as exc:  # noqa: BLE001 - handed to the main thread, which raises it
+            outcome["error"] = exc
+
+    worker = threading.Thread(target=work, name="catalogue-rebuild", daemon=True)
+    worker.start()
+    shown = sys.stderr.isatty()
+    previous = None
+    if threading.current_thread() is threading.main_thread():  # Ctrl-C asks the worker to stop at its next read
+        previous = signal.signal(signal.SIGINT, lambda *_: task.cancel.set())
+    try:
+        while worker.is_alive():
+            worker.join(0.5)
+            if shown and worker.is_alive():
+                sys.stderr.write("\r" + progress_line(task.progress.as_dict())[:110].ljust(110))
+                sys.stderr.flush()
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGINT, previous)
+    if shown:
+        sys.stderr.write("\r" + " " * 110 + "\r")
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["result"]
 
 
 def print_human(args: argparse.Namespace, result: dict[str, Any]) -> None:

@@ -47,7 +47,8 @@ class Job:
                 "target": self.task.target, "startedBy": self.started_by,
                 "progress": self.task.progress.as_dict(), "error": self.error,
                 "finishedAt": _iso(self.finished),
-                **({"report": self.error_report} if self.error_report else {})}
+                **({"report": self.error_report} if self.error_report else {}),
+                **({"result": self.result} if self.status == "succeeded" else {})}
 
     def cancel(self) -> None:
         """Ask the task to stop; it cleans up and ends as cancelled."""

@@ -44,6 +44,7 @@ from .pg import ConnInfo
 from .pipeline import Progress, run_backup, scan_dump
 from .profiles import Profiles
 from .prune import Rotation, file_exists
+from .rebuild import marked_missing
 from .restore.operation import Restores
 from .retention import RetentionPolicy
 from .schedules import Schedules, run_view
@@ -283,7 +284,7 @@ class BackupService:
         failed = self.catalogue.fail_interrupted(reason="interrupted: the program stopped while it ran",
                                                  alive=alive)
         removed = sum(storage.remove_leftovers(d, alive) for _, d in self._scan_dirs())
-        for entry in self.audit.unfinished(("create", "verify", "restore", "prune")):
+        for entry in self.audit.unfinished(("create", "verify", "restore", "prune", "catalogue.rebuild")):
             if not alive(f"audit:{entry.seq}"):
                 self.audit.record(Actor("system"), entry.action, entry.target, "interrupted",
                                   f"started by {entry.actor} (entry {entry.seq}); the program stopped before "
@@ -551,12 +552,13 @@ class BackupService:
         status = r.status
         if r.status in (Status.COMPLETED, Status.DISCOVERED) and not exists:
             status = Status.MISSING
+        error = None if exists and marked_missing(r) else r.error  # a file that came back is not missing
         return {"id": r.id, "filename": r.id, "description": r.description, "location": r.location,
                 "path": path, "size": r.size, "sha256": r.sha256, "createdAt": _iso(r.created_at),
                 "createdBy": r.created_by, "database": r.database, "status": status, "kind": r.kind,
                 "compression": r.compression, "keyId": r.key_id, "origin": r.origin, "exists": exists,
                 "tableRowCounts": json.loads(r.table_counts) if r.table_counts else None,
-                "dumpBytes": r.dump_bytes, "durationSeconds": r.duration_s, "error": r.error,
+                "dumpBytes": r.dump_bytes, "durationSeconds": r.duration_s, "error": error,
                 "step": r.step, "serverVersion": r.server_version, "pgDumpVersion": r.pg_dump_version,
                 "finishedAt": _iso(r.finished_at), "verifiedAt": _iso(r.verified_at), "verifyOk": r.verify_ok,
                 "verifyMessage": r.verify_message,
@@ -833,6 +835,11 @@ class BackupService:
         """Recreate the catalogue from the backup files' authenticated headers and trailers (dry_run: a preview);
         paths: custom folders to read besides the ones the app knows."""
         return self.catalogue_rebuild.run(actor, location=location, paths=paths, dry_run=dry_run)
+
+    def prepare_rebuild(self, actor: Actor, *, location: str | None = None, paths: Sequence[str] = (),
+                        dry_run: bool = False) -> Task:
+        """The catalogue rebuild as a job (Busy while one runs): progress in files and bytes, Cancel between reads."""
+        return self.catalogue_rebuild.prepare(actor, location=location, paths=paths, dry_run=dry_run)
     # ----- database profiles (ehr_backup/profiles.py) ------------------------------------------------------
     def database_list(self) -> list[dict[str, Any]]:
         """Every database profile, the implicit default (DATABASE_URL) first; never a password."""

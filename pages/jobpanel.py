@@ -44,7 +44,9 @@ def describe(job_status: str, p: dict[str, Any]) -> tuple[str, str]:
     phase = f"Phase: {p['phase']}" + (f" — table {p['table']}" if running and p["table"] else "")
     if not running:
         return phase, f"took {p['elapsed']:.0f} s"
-    counts = [f"read {human_size(p['bytesRead'])}"] if p["bytesRead"] else []
+    counts = [f"file {p['files']} of {p['filesTotal']}"] if p.get("filesTotal") else []  # a catalogue rebuild
+    counts += [f"read {human_size(p['bytesRead'])}" + (f" of {human_size(p['total'])}" if "filesTotal" in p
+                                                        and p["total"] else "")] if p["bytesRead"] else []
     counts += [f"written {human_size(p['bytesWritten'])}"] if p["bytesWritten"] else []
     return phase, " · ".join([*counts, f"{p['elapsed']:.0f} s elapsed"])
 

@@ -2,16 +2,24 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 from pathlib import Path
 
 from nicegui.testing import User
 
 from ehr_backup.config import Settings
+from ehr_backup.locks import DatabaseLock
 from ehr_backup.service import BackupService
 
 from .conftest import ACTOR, run_sql
 from .web_helpers import eventually, login
+
+
+def service_lock(env: dict[str, str]) -> DatabaseLock:
+    """The rebuild's lock, held as a running rebuild holds it."""
+    return DatabaseLock(Path(env["EHR_BACKUP_DATA_DIR"]) / "locks", "catalogue-rebuild", noun="the catalogue").acquire(
+        "a test")
 
 
 def text(user: User, marker: str) -> str:
@@ -72,14 +80,77 @@ async def test_the_rebuild_through_rest_previews_by_default_and_applies_when_ask
         service.db.dispose()
     headers = {"Authorization": f"Bearer {accounts.create_token(Actor('t'), 'alice')}"}
     url = "/api/admin/backup/catalogue/rebuild"
-    preview = await user.http_client.post(url, headers=headers)
-    assert preview.status_code == 200 and preview.json()["dryRun"] is True
-    assert [a["id"] for a in preview.json()["added"]] == [made.id]
+    started = await user.http_client.post(url, headers=headers)  # a job, as the other long operations
+    assert started.status_code == 202 and set(started.json()) == {"jobId", "status", "dryRun"}
+    assert started.json()["dryRun"] is True
+    job_url = f"/api/admin/backup/jobs/{started.json()['jobId']}"
+
+    async def finished() -> bool:
+        return (await user.http_client.get(job_url, headers=headers)).json()["status"] != "running"
+
+    for _ in range(300):
+        if await finished():
+            break
+        await asyncio.sleep(0.1)
+    job = (await user.http_client.get(job_url, headers=headers)).json()
+    assert job["status"] == "succeeded" and job["kind"] == "rebuild", job
+    assert job["progress"]["files"] == job["progress"]["filesTotal"] == 1
+    assert job["result"]["dryRun"] is True and [a["id"] for a in job["result"]["added"]] == [made.id]
+    preview = await user.http_client.post(url + "?wait=true", headers=headers)
+    assert preview.status_code == 200 and [a["id"] for a in preview.json()["added"]] == [made.id]
+    held = service_lock(web_env)
+    try:
+        busy = await user.http_client.post(url, headers=headers)
+        assert busy.status_code == 409 and busy.json()["error"].startswith("the catalogue is busy: a test")
+    finally:
+        held.release()
     bad = await user.http_client.post(url, headers=headers, json={"location": "nowhere"})
     assert bad.status_code == 422 and "unknown location" in bad.json()["error"]
     extra = await user.http_client.post(url, headers=headers, json={"dryRun": False, "wipe": True})
     assert extra.status_code == 422 and set(extra.json()) == {"error"}
-    done = await user.http_client.post(url, headers=headers, json={"dryRun": False})
+    done = await user.http_client.post(url + "?wait=true", headers=headers, json={"dryRun": False})
     assert done.status_code == 200 and [a["id"] for a in done.json()["added"]] == [made.id]
     listed = await user.http_client.get(f"/api/admin/backup/list?limit=10&search={made.id}", headers=headers)
     assert listed.json()["backups"][0]["description"] == "row lost"
+
+
+async def test_the_rebuild_dialog_follows_the_job_cancels_it_and_refuses_a_second_rebuild(user: User, accounts,
+                                                                                        web_env) -> None:
+    from .test_rebuild_files import make
+
+    service = BackupService(Settings.from_env(web_env))
+    try:
+        key = service.keyring().encryption_key()
+        folder = service.settings.default_dir
+        folder.mkdir(parents=True, exist_ok=True)
+        for i in range(8):  # 256 MiB to read: long enough to press Cancel while it reads
+            make(folder, f"backup_2026-11-29T0{i}-00-00-000Z_big{i}.sql.gz.enc", key, size=32 << 20)
+    finally:
+        service.db.dispose()
+    await login(user, next_="/admin/backup")
+    user.find(marker="rebuild-open").click()
+    await user.should_see(marker="rebuild-dialog")
+    held = service_lock(web_env)  # another rebuild (the CLI, say) is running
+    try:
+        user.find(marker="rebuild-preview").click()
+        await user.should_see("the catalogue is busy: a test", retries=50)
+        assert text(user, "rebuild-summary") == "Preview to see what a rebuild changes."
+    finally:
+        held.release()
+    user.find(marker="rebuild-path").type(" ")
+    user.find(marker="rebuild-preview").click()
+    await user.should_see(marker="job-rebuild", retries=50)
+    await eventually(lambda: "file " in text(user, "job-detail") and " of 8" in text(user, "job-detail"),
+                     state=lambda: text(user, "job-detail"))
+    user.find(marker="cancel-job").click()
+    await eventually(lambda: text(user, "rebuild-summary").startswith("Cancelled: cancelled while reading"),
+                     state=lambda: text(user, "rebuild-summary"))
+    assert not user.find(marker="rebuild-apply").elements.pop().enabled
+    await eventually(lambda: "nothing was changed" in text(user, "job-status"), state=lambda: text(user, "job-status"))
+    check = BackupService(Settings.from_env(web_env))
+    try:
+        assert all(r.status == "discovered" for r in check.catalogue.all())  # found by the list; none recorded good
+        outcomes = [e.outcome for e in check.audit.entries(action="catalogue.rebuild")]
+        assert "cancelled" in outcomes and "refused" in outcomes
+    finally:
+        check.db.dispose()
