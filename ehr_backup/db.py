@@ -29,6 +29,7 @@ ADDED_COLUMNS = [
     ("backups", "protects", "VARCHAR"),
     ("api_tokens", "scope", "VARCHAR NOT NULL DEFAULT 'admin'"),
     ("drills", "roles_pending", "VARCHAR NOT NULL DEFAULT ''"),
+    ("api_tokens", "expires_at", "DATETIME"),
 ]
 
 # Indexes added after a table was first created (create_all makes them only with a new table): the
