@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -19,7 +20,7 @@ from .drill_report import follow_drill
 from .backups_table import BackupTable
 from .folder_browser import DirectoryBrowser
 from .frame import PageSession, admin_page, guarded, tid
-from .jobpanel import JobPanel, RecentActivity, job_title
+from .jobpanel import COLLAPSE_SECONDS, JobPanel, RecentActivity, job_title
 from .kept import kept_databases
 from .restore_dialog import RestoreDialog
 from .rotation import _pin_dialog, rotation_button
@@ -69,15 +70,16 @@ def register(ctx: WebContext) -> None:
                 background_tasks.create(_in(ps_client, reload), name="reload backups")
 
         def watch(job: Job) -> JobPanel:
-            with jobs_box:
-                panel = JobPanel(ps, job, job_done, title_of(job))
+            with jobs_box:  # an ended job's card folds into Recent activity after a few seconds
+                panel = JobPanel(ps, job, job_done, title_of(job), collapse_after=COLLAPSE_SECONDS)
             panels.append(panel)
             return panel
 
         def tick() -> None:
+            now = time.monotonic()
             for panel in panels:
                 panel.update()
-            panels[:] = [p for p in panels if not p.reported]  # an ended job's card changes no more
+            panels[:] = [p for p in panels if not p.collapse_if_due(now)]  # gone: dismissed or folded away
 
         ps_client = ui.context.client
         with ui.column().classes("p-6 gap-6 w-full max-w-7xl mx-auto"):

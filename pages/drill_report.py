@@ -13,6 +13,7 @@ from ehr_backup.jobs import Job
 from ehr_backup.web import WebContext
 
 from .frame import PageSession, admin_page, guarded, local_time, tid
+from .jobpanel import drill_found
 
 API = "/api/admin/backup"
 PHASES = ("authenticate", "load", "check")  # the order they run in
@@ -104,13 +105,12 @@ def follow_drill(card: ui.element, job: Job) -> None:
         if not job.done.is_set():
             return
         timer.deactivate()
-        found = job.result if isinstance(job.result, dict) else job.error_report
-        drill_id = found.get("id") if isinstance(found, dict) else None
-        if drill_id is None:
+        found = drill_found(job)
+        if found is None:
             return
         with card:
-            tid(ui.link(f"Open the report of drill {drill_id} ({found.get('outcome', '?')})",
-                        f"/admin/backup/drill/{int(drill_id)}"), "drill-report-link")
+            tid(ui.link(f"Open the report of drill {found[0]} ({found[1]})", f"/admin/backup/drill/{found[0]}"),
+                "drill-report-link")
 
     with card:
         timer = ui.timer(0.5, check)
