@@ -38,7 +38,7 @@ def test_admin_pins_a_backup_previews_rotation_and_applies_it(page: Page, server
     expect(page.get_by_test_id(f"rotation-row-{middle}")).to_contain_text("rotation two")
     expect(page.get_by_test_id(f"rotation-row-{newest}")).to_have_count(0)
     expect(page.get_by_test_id(f"rotation-row-{oldest}")).to_have_count(0)
-    expect(page.get_by_test_id("rotation-count-daily")).to_have_text("daily: 1")
+    expect(page.get_by_test_id("rotation-count-daily")).to_contain_text(re.compile(r"daily: [1-9]"))
     expect(page.get_by_test_id("rotation-count-pinned")).to_contain_text(re.compile(r"pinned: [1-9]"))
     expect(page.get_by_test_id("rotation-apply")).to_be_enabled()
     # earlier journeys in this session made backups too: the preview's count is what must go
