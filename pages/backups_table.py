@@ -59,13 +59,13 @@ SLOTS = {
     "size": """<q-td :props="props">{{ props.row.sizeText }}</q-td>""",
     "location": """<q-td :props="props">{{ props.row.locationLabel }}
   <div v-if="props.row.locationPath" class="text-xs text-grey-8 ehr-wrap">{{ props.row.locationPath }}</div></q-td>""",
-    "verified": """<q-td :props="props"><div :data-testid="'verified-' + props.row.id"
+    "verified": """<q-td :props="props" class="ehr-check"><div :data-testid="'verified-' + props.row.id"
   :class="props.row.verifiedBad ? 'text-negative' : ''">{{ props.row.verifiedText }}</div>
   <div v-if="props.row.drillText" :data-testid="'drill-state-' + props.row.id" class="text-xs"
    :class="props.row.drillBad ? 'text-negative' : ''">{{ props.row.drillText }}</div></q-td>""",
     "rotation": """<q-td :props="props"><div class="row items-center no-wrap q-gutter-x-xs">
   <q-badge :color="props.row.kept ? 'teal-8' : 'orange-9'" :data-testid="'kept-' + props.row.id"
-   :label="props.row.keptText" class="ehr-wrap" />
+   :label="props.row.keptText" class="ehr-kept" />
   <q-btn flat dense no-caps size="sm" icon="push_pin" :color="props.row.pinned ? 'primary' : 'grey-8'"
    :label="props.row.pinned ? 'Unpin' : 'Pin'" :disable="!props.row.pinnable" :data-testid="'pin-' + props.row.id"
    @click="() => $parent.$emit('row_action', {action: 'pin', id: props.row.id})" /></div>
@@ -80,9 +80,11 @@ SLOTS = {
 }
 ACTIONS = (("download", "Download", "download"), ("verify", "Verify", "verified"), ("drill", "Drill", "fact_check"),
            ("restore", "Restore", "settings_backup_restore"), ("delete", "Delete", "delete"))
-STYLE = """.ehr-desc { max-width: 22rem; white-space: normal; overflow-wrap: anywhere; }
+STYLE = """.ehr-desc { min-width: 12rem; max-width: 22rem; white-space: normal; overflow-wrap: anywhere; }
+.ehr-check { white-space: normal; min-width: 9rem; max-width: 13rem; }
 .ehr-id { overflow-wrap: anywhere; } .ehr-wrap { white-space: normal; overflow-wrap: anywhere; }
-.ehr-actions { min-width: 16rem; }"""
+.ehr-actions { min-width: 15rem; max-width: 17rem; }
+.ehr-kept { white-space: normal; overflow-wrap: normal; min-width: 9rem; max-width: 14rem; line-height: 1.3; }"""
 
 
 def ago(iso: str | None, now: datetime) -> str:
