@@ -8,18 +8,22 @@ from typing import Any
 from nicegui import run, ui
 
 from .frame import PageSession, human_size, local_time, tid
+from .loading import error_line, read
 
 
 def storage_card(ps: PageSession) -> Any:
     """A refreshable card; call `.load()` (async) to fetch the status and redraw."""
     service = ps.ctx.service
-    state: dict[str, Any] = {"status": None}
+    state: dict[str, Any] = {"status": None, "error": ""}
 
     @ui.refreshable
     def card() -> None:
         status = state["status"]
         with tid(ui.card().classes("w-full"), "storage"):
             ui.label("Storage").classes("text-lg font-bold")
+            if state["error"]:
+                error_line(state["error"], "storage-error")
+                return
             if status is None:
                 ui.label("Loading…").classes("text-sm")
                 return
@@ -34,7 +38,8 @@ def storage_card(ps: PageSession) -> Any:
                     _free_chart(history)
 
     async def load() -> None:
-        state["status"] = await run.io_bound(service.status, CHART_POINTS)  # a chart's worth, not every backup
+        # a chart's worth of history, not every backup
+        state["status"], state["error"] = await read("Storage", service.status, CHART_POINTS)
         card.refresh()
 
     card.load = load  # type: ignore[attr-defined]
