@@ -201,4 +201,4 @@ class RecentActivity:
                     tid(ui.label(job.error).classes("text-xs text-negative ehr-wrap pl-16"), f"recent-error-{i}")
                 if (drill := drill_found(job)) is not None:
                     tid(ui.link(f"Report of drill {drill[0]} ({drill[1]})", f"/admin/backup/drill/{drill[0]}")
-                        .classes("text-sm pl-16"), f"recent-drill-{i}")
+                        .classes("text-sm pl-16 ehr-link"), f"recent-drill-{i}")
