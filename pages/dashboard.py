@@ -71,8 +71,10 @@ def _database(item: dict[str, Any]) -> None:
         if item["nextRun"]:
             ui.label(f"Next scheduled backup {local_time(item['nextRun'])}").classes("text-sm")
         for alert in item["alerts"]:
-            tid(ui.label(f"⚠ {alert['message']}").classes("text-sm text-negative break-words"),
-                f"dashboard-alert-{name}")
+            with ui.row().classes("items-start gap-1 no-wrap"):  # a Material icon: the ⚠ glyph is an emoji font's
+                ui.icon("warning", size="xs").classes("text-negative").props["aria-hidden"] = "true"
+                tid(ui.label(alert["message"]).classes("text-sm text-negative break-words"),
+                    f"dashboard-alert-{name}")
 
 
 def _age(seconds: int | None) -> str:

@@ -56,7 +56,9 @@ def _location(loc: dict[str, Any]) -> None:
             tid(ui.label(f"full in about {loc['daysToFull']:.0f} days ({local_time(loc['fullAt'])})")
                 .classes("text-sm"), f"forecast-{loc['key']}")
         for warning in loc["warnings"]:
-            tid(ui.label(f"⚠ {warning}").classes("text-negative"), f"low-space-{loc['key']}")
+            with ui.row().classes("items-start gap-1 no-wrap"):  # a Material icon: the ⚠ glyph is an emoji font's
+                ui.icon("warning", size="xs").classes("text-negative").props["aria-hidden"] = "true"
+                tid(ui.label(warning).classes("text-negative ehr-wrap"), f"low-space-{loc['key']}")
 
 
 CHART_POINTS = 400
