@@ -22,7 +22,7 @@ def expires_after(days: int | None, now: datetime) -> datetime | None:
 def expires_on(day: date, now: datetime) -> datetime:
     """The moment a token chosen to last until `day` stops working: the end of that day, UTC."""
     if day < now.astimezone(UTC).date():
-        raise InvalidInput(f"{day.isoformat()} has passed: choose today or a later day as the last day of the token")
+        raise InvalidInput(f"{day.isoformat()} has passed: the token's last day is today or later")
     if (day - now.astimezone(UTC).date()).days > MAX_DAYS:
         raise InvalidInput(f"a token expires within {MAX_DAYS} days (or never)")
     return datetime.combine(day + timedelta(days=1), time(), UTC)

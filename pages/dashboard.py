@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from nicegui import run, ui
+from nicegui import ui
 
 from .frame import PageSession, local_time, tid
 from .loading import error_line, read
@@ -71,7 +71,7 @@ def _database(item: dict[str, Any]) -> None:
         if item["nextRun"]:
             ui.label(f"Next scheduled backup {local_time(item['nextRun'])}").classes("text-sm")
         for alert in item["alerts"]:
-            with ui.row().classes("items-start gap-1 no-wrap"):  # a Material icon: the ⚠ glyph is an emoji font's
+            with ui.row().classes("items-start gap-1 no-wrap"):  # a Material icon, not the ⚠ glyph
                 ui.icon("warning", size="xs").classes("text-negative").props["aria-hidden"] = "true"
                 tid(ui.label(alert["message"]).classes("text-sm text-negative break-words"),
                     f"dashboard-alert-{name}")

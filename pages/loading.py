@@ -1,4 +1,4 @@
-"""Read a card's data off the event loop: the result, or the sentence the card shows when it cannot be read."""
+"""Read a card's data off the event loop: the result, or the sentence a card shows when it cannot be read."""
 
 from __future__ import annotations
 

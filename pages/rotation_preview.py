@@ -1,4 +1,4 @@
-"""The rotation dialog's preview: counts per rule, and what would be deleted a page at a time (thousands stay light)."""
+"""The rotation dialog's preview: counts per rule, and what would be deleted, a page at a time."""
 
 from __future__ import annotations
 
@@ -10,18 +10,19 @@ from nicegui import run, ui
 from .frame import PageSession, local_time, tid
 from .theme import badge
 
-BUCKETS = ("daily", "weekly", "monthly", "yearly", "pinned")  # always counted, even at 0: the policy's own rules
+BUCKETS = ("daily", "weekly", "monthly", "yearly", "pinned")  # always counted, even at 0: the policy's rules
 PAGE = 25  # deletions listed at once; "Show more" adds the next ones
 
 
 def bucket_counts(plan: dict[str, Any], labels: dict[str, str]) -> list[tuple[str, str, int]]:
-    """(rule, words, backups it keeps) for the GFS buckets and pinned, then every other rule that keeps one.
+    """(rule, words, backups it keeps) for the GFS buckets and pinned, then each other rule that keeps one.
 
     A backup kept by several rules (the newest is often daily, weekly and monthly at once) counts in each.
     """
     counts = Counter(rule for kept in plan["keep"] for rule in kept["reasons"])
     shown = [(rule, labels.get(rule, rule), counts.get(rule, 0)) for rule in BUCKETS]
-    return shown + [(rule, labels.get(rule, rule), n) for rule, n in sorted(counts.items()) if rule not in BUCKETS]
+    others = [(rule, labels.get(rule, rule), n) for rule, n in sorted(counts.items()) if rule not in BUCKETS]
+    return shown + others
 
 
 def more_text(listed: int, total: int) -> str:
@@ -78,6 +79,7 @@ class Preview:
         described = await run.io_bound(self.ps.ctx.service.catalogue.descriptions, [g["id"] for g in page])
         if self.box.is_deleted or self.going is not going:  # closed, or another preview meanwhile
             return
+        described = described or {}
         with self.listing:
             for item in page:
                 with tid(ui.row().classes("w-full items-center gap-x-3 gap-y-0 py-1 border-b flex-wrap"),

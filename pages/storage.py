@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from nicegui import run, ui
+from nicegui import ui
 
 from .frame import PageSession, human_size, local_time, tid
 from .loading import error_line, read
@@ -56,7 +56,7 @@ def _location(loc: dict[str, Any]) -> None:
             tid(ui.label(f"full in about {loc['daysToFull']:.0f} days ({local_time(loc['fullAt'])})")
                 .classes("text-sm"), f"forecast-{loc['key']}")
         for warning in loc["warnings"]:
-            with ui.row().classes("items-start gap-1 no-wrap"):  # a Material icon: the ⚠ glyph is an emoji font's
+            with ui.row().classes("items-start gap-1 no-wrap"):  # a Material icon, not the ⚠ glyph
                 ui.icon("warning", size="xs").classes("text-negative").props["aria-hidden"] = "true"
                 tid(ui.label(warning).classes("text-negative ehr-wrap"), f"low-space-{loc['key']}")
 

@@ -1,8 +1,7 @@
-"""Every list of the backup page has an error state, and the page still draws every card when PostgreSQL is down."""
+"""Every list of the backup page has an error state; the page still draws every card with PostgreSQL down."""
 
 from __future__ import annotations
 
-import logging
 import socket
 
 import pytest

@@ -1,4 +1,4 @@
-"""The rotation preview with thousands of backups: counts per rule, a page of deletions by description, "and N more"."""
+"""The rotation preview with thousands of backups: counts per rule, a page of deletions, "and N more"."""
 
 from __future__ import annotations
 
@@ -46,7 +46,9 @@ async def test_thousands_of_backups_preview_as_counts_and_a_page_of_what_goes(us
     user.find(marker="rotation-preview").click()
     await user.should_see(marker="rotation-count-delete", retries=300)
     summary = _text(user, "rotation-summary")
-    kept, going = (int(n.replace(",", "")) for n in re.match(r"([\d,]+) kept, ([\d,]+) to delete", summary).groups())
+    found = re.match(r"([\d,]+) kept, ([\d,]+) to delete", summary)
+    assert found, summary
+    kept, going = (int(n.replace(",", "")) for n in found.groups())
     assert kept + going == 3000 and going > 1000
     assert _text(user, "rotation-count-delete") == f"to delete: {going:,}"
     assert _text(user, "rotation-count-daily").startswith("daily: ") and int(
@@ -61,7 +63,8 @@ async def test_thousands_of_backups_preview_as_counts_and_a_page_of_what_goes(us
     assert any(re.fullmatch(r"nightly \d+ of (ehr|rh)( urgent)?", t) for t in listed)  # descriptions,
     assert not any(t.startswith("backup_") for t in listed)  # never a raw id
     user.find(marker="rotation-more").click()
-    await eventually(lambda: _text(user, "rotation-more-count") == f"and {going - 2 * PAGE:,} more", timeout=20)
+    await eventually(lambda: _text(user, "rotation-more-count") == f"and {going - 2 * PAGE:,} more",
+                     timeout=20)
     apply = user.find(marker="rotation-apply").elements.pop()
     assert apply.enabled and apply.text == f"Delete {going} backups"
     assert len(ids) == 3000

@@ -32,7 +32,7 @@ def test_the_offered_choices_mean_days_from_now_or_the_end_of_a_chosen_day() -> 
     assert choice_moment("30", None, NOW) == NOW + timedelta(days=30)
     assert choice_moment("365", None, NOW) == NOW + timedelta(days=365)
     assert choice_moment("date", date(2026, 12, 31), NOW) == datetime(2027, 1, 1, tzinfo=UTC)
-    assert expires_on(date(2026, 11, 30), NOW) == datetime(2026, 12, 1, tzinfo=UTC)  # today: until midnight UTC
+    assert expires_on(date(2026, 11, 30), NOW) == datetime(2026, 12, 1, tzinfo=UTC)  # today: to midnight UTC
     with pytest.raises(InvalidInput, match="has passed"):
         expires_on(date(2026, 11, 29), NOW)
     with pytest.raises(InvalidInput, match="last day"):
@@ -60,7 +60,8 @@ def test_a_token_cannot_be_made_already_expired(accounts) -> None:
 
 async def test_an_expired_token_gets_a_401_sentence_is_audited_as_refused_and_counts_no_guess(
         user: User, accounts) -> None:
-    token = accounts.create_token(Actor("t"), "alice", "nightly", expires_at=utcnow() + timedelta(seconds=1.5))
+    soon = utcnow() + timedelta(seconds=1.5)
+    token = accounts.create_token(Actor("t"), "alice", "nightly", expires_at=soon)
     ok = await user.http_client.get("/api/admin/backup/list", headers=bearer(token), params={"limit": 1})
     assert ok.status_code == 200  # still valid
     await asyncio.sleep(1.6)
@@ -76,7 +77,8 @@ async def test_an_expired_token_gets_a_401_sentence_is_audited_as_refused_and_co
     assert any(e.actor == "alice" and "expired on" in e.detail for e in refused), [(e.actor, e.detail)
                                                                                   for e in refused]
     with accounts._db.reading() as s:  # the throttle counts guesses (invalid tokens), and this was none
-        assert s.exec(select(func.count()).select_from(AuthFailure).where(AuthFailure.kind == "token")).one() == 0
+        guesses = select(func.count()).select_from(AuthFailure).where(AuthFailure.kind == "token")
+        assert s.exec(guesses).one() == 0
     made = [e for e in accounts._audit.entries(action="token.create") if e.outcome == "ok"]
     assert "expires=" in made[-1].detail and token not in made[-1].detail
 
@@ -135,7 +137,8 @@ async def test_the_users_page_makes_a_token_with_an_expiry_and_shows_it(user: Us
                      == f"expires {stamp(made.expires_at)}", timeout=10)
 
 
-async def test_the_users_page_asks_for_a_day_it_understands_and_marks_expired_tokens(user: User, accounts) -> None:
+async def test_the_users_page_asks_for_a_day_it_understands_and_marks_expired_tokens(
+        user: User, accounts) -> None:
     old = accounts.create_token(Actor("t"), "alice", "old", expires_at=utcnow() + timedelta(seconds=0.5))
     await asyncio.sleep(0.6)
     await login(user, next_="/admin/users")
