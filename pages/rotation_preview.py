@@ -57,6 +57,7 @@ class Preview:
                 ui.label("Kept by:").classes("text-sm")
                 for rule, words, n in bucket_counts(plan, self.labels):
                     tid(badge(f"{words}: {n:,}", "ok" if n else "neutral"), f"rotation-count-{rule}")
+                ui.separator().props("vertical")  # what stays | what goes
                 tid(badge(f"to delete: {len(self.going):,}", "failed" if self.going else "neutral"),
                     "rotation-count-delete")
             for hold in plan["holds"]:
