@@ -16,7 +16,7 @@ def test_admin_pins_a_backup_previews_rotation_and_applies_it(page: Page, server
     expect(page.get_by_test_id(f"kept-{newest}")).to_be_visible(timeout=TIMEOUT)  # the list has reloaded
     for bid in (oldest, middle, newest):  # only backups proven intact count for rotation
         page.get_by_test_id(f"verify-{bid}").click()
-        expect(page.get_by_test_id(f"verified-{bid}")).to_contain_text("✔", timeout=TIMEOUT)
+        expect(page.get_by_test_id(f"verified-{bid}")).to_contain_text("verified 20", timeout=TIMEOUT)
     expect(page.get_by_test_id(f"kept-{newest}")).to_contain_text("newest good")
 
     page.get_by_test_id(f"pin-{oldest}").click()

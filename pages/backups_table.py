@@ -60,7 +60,9 @@ SLOTS = {
     "location": """<q-td :props="props">{{ props.row.locationLabel }}
   <div v-if="props.row.locationPath" class="text-xs text-grey-8 ehr-wrap">{{ props.row.locationPath }}</div></q-td>""",
     "verified": """<q-td :props="props" class="ehr-check"><div :data-testid="'verified-' + props.row.id"
-  :class="props.row.verifiedBad ? 'text-negative' : ''">{{ props.row.verifiedText }}</div>
+  :class="props.row.verifiedBad ? 'text-negative' : ''"><q-icon v-if="props.row.verifiedIcon"
+   :name="props.row.verifiedIcon" :color="props.row.verifiedBad ? 'negative' : 'positive'" size="xs"
+   class="q-mr-xs" aria-hidden="true" />{{ props.row.verifiedText }}</div>
   <div v-if="props.row.drillText" :data-testid="'drill-state-' + props.row.id" class="text-xs"
    :class="props.row.drillBad ? 'text-negative' : ''">{{ props.row.drillText }}</div></q-td>""",
     "rotation": """<q-td :props="props"><div class="row items-center no-wrap q-gutter-x-xs">
@@ -121,7 +123,7 @@ def table_row(b: dict[str, Any], now: datetime) -> dict[str, Any]:
         took = f", {seconds:.1f} s" if passed and isinstance(seconds, int | float) else ""
         drill_text = f"drill {'passed' if passed else 'FAILED'}{took}"
     verified = "not checked yet" if b["verifyOk"] is None else \
-        (f"✔ verified {local_time(b['verifiedAt'])}" if b["verifyOk"] else f"✘ {b['verifyMessage']}")
+        (f"verified {local_time(b['verifiedAt'])}" if b["verifyOk"] else str(b["verifyMessage"]))
     kept = b.get("keptBy") or []
     return {
         "id": b["id"], "description": b["description"] + (" (file time)" if b.get("unverified") else ""),
@@ -137,6 +139,7 @@ def table_row(b: dict[str, Any], now: datetime) -> dict[str, Any]:
         "locationPath": b["path"].rsplit("/", 1)[0] if b["location"] == "custom" else "",
         "database": b["database"], "createdBy": b["createdBy"] or "—", "verifiedText": verified,
         "verifiedBad": b["verifyOk"] is False, "drillText": drill_text,
+        "verifiedIcon": {True: "check_circle", False: "error"}.get(b["verifyOk"], ""),  # Material, not ✔ ✘
         "drillBad": bool(drill) and drill["outcome"] != "passed",
         "kept": bool(kept), "keptText": f"kept: {words(kept)}" if kept else "next rotation removes it",
         "pinned": bool(b["pinned"]), "pinReason": b["pinReason"] or "", "pinnable": status in PINNABLE,

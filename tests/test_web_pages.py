@@ -131,7 +131,8 @@ async def test_verify_restore_and_delete_from_the_list(user: User, accounts, web
     bid = next(Path(web_env["EHR_BACKUP_DEFAULT_DIR"]).glob("backup_*restore_me*")).name
     await table_row(user, bid, lambda r: r["status"] == "completed")
     row_action(user, "verify", bid)
-    await table_row(user, bid, lambda r: r["verifiedText"].startswith("✔") and r["stateLabel"] == "verified")
+    await table_row(user, bid, lambda r: r["verifiedText"].startswith("verified ")
+                      and r["verifiedIcon"] == "check_circle" and r["stateLabel"] == "verified")
 
     run_sql(db, "DELETE FROM notes WHERE g > 10; CREATE TABLE made_later (a int);")
     row_action(user, "restore", bid)
