@@ -50,6 +50,8 @@ _CSS = """
                font-weight: 600; line-height: 1.5rem; white-space: nowrap; }
   .q-table td, .q-table th { overflow-wrap: anywhere; }
   .ehr-wrap { overflow-wrap: anywhere; min-width: 0; }
+  /* one typography for every button: sentence case (Quasar's default is uppercase unless no-caps is set) */
+  .q-btn { text-transform: none; }
   /* row separators (border-b) as a hairline, not the text colour Tailwind 4 gives borders by default */
   .border-b, .border-t { border-color: #e5e7eb; }
   body.body--dark .border-b, body.body--dark .border-t { border-color: #374151; }
