@@ -70,6 +70,7 @@ def register(ctx: WebContext) -> None:
                 background_tasks.create(_in(ps_client, reload), name="reload backups")
 
         def watch(job: Job) -> JobPanel:
+            jobs_box.set_visibility(True)
             with jobs_box:  # an ended job's card folds into Recent activity after a few seconds
                 panel = JobPanel(ps, job, job_done, title_of(job), collapse_after=COLLAPSE_SECONDS)
             panels.append(panel)
@@ -80,6 +81,7 @@ def register(ctx: WebContext) -> None:
             for panel in panels:
                 panel.update()
             panels[:] = [p for p in panels if not p.collapse_if_due(now)]  # gone: dismissed or folded away
+            jobs_box.set_visibility(bool(panels))  # empty, it would still add a gap between the cards
 
         ps_client = ui.context.client
         with ui.column().classes("p-6 gap-6 w-full max-w-7xl mx-auto"):
@@ -93,6 +95,7 @@ def register(ctx: WebContext) -> None:
             dashboard()
             _create_card(ps, state, watch)
             jobs_box = ui.column().classes("w-full gap-2")
+            jobs_box.set_visibility(False)
             recent = RecentActivity(ps, title_of)
 
             schedules = schedules_section(ps, dialogs, watch)
