@@ -89,7 +89,8 @@ def register(ctx: WebContext) -> None:
                 tid(ui.label("DATABASE_URL is not set: this installation backs up the demo database "
                              "(ehr-backup demo) with a demo key. Set DATABASE_URL and BACKUP_ENCRYPTION_KEY "
                              "for real use.").classes("bg-orange-100 p-3 rounded w-full"), "demo-banner")
-            dialogs = ui.element()  # dialogs live here, outside the list that refreshes under them
+            # dialogs live here, outside the list that refreshes under them; absolute: no gap of its own
+            dialogs = ui.element().classes("absolute")
             state["dialogs"] = dialogs
             dashboard = dashboard_card(ps)
             dashboard()

@@ -27,7 +27,7 @@ async def test_each_backup_shows_what_keeps_it_and_can_be_pinned_with_a_reason(u
     assert not user.find(marker="pin-confirm").elements.pop().enabled  # a pin needs a reason
     user.find(marker="pin-reason").type("legal hold, case <b>114</b>")
     user.find(marker="pin-confirm").click()
-    await user.should_see("Backup pinned")
+    await user.should_see("Backup pinned", retries=100)  # a pin is a write: give a loaded machine time
     row = await table_row(user, ids[1], lambda r: r["pinned"])
     assert row["pinReason"] == "legal hold, case <b>114</b>"  # shown as {{ text }} by the cell, never markup
     assert "pinned" in row["keptText"]
@@ -36,7 +36,7 @@ async def test_each_backup_shows_what_keeps_it_and_can_be_pinned_with_a_reason(u
     row_action(user, "pin", ids[1])
     await user.should_see("Unpin this backup?")
     user.find(marker="pin-confirm").click()
-    await user.should_see("Backup unpinned")
+    await user.should_see("Backup unpinned", retries=100)
     await table_row(user, ids[1], lambda r: not r["pinned"])
     assert [e.outcome for e in accounts._audit.entries(action="unpin")] == ["ok"]
 
