@@ -254,7 +254,7 @@ async def test_users_page_adds_users_and_creates_a_token_shown_once(user: User, 
     user.find(marker="new-username").type("carol")
     user.find(marker="new-password").type("carols-long-password")
     user.find(marker="add-user").click()
-    await user.should_see(marker="role-carol")
+    await user.should_see(marker="role-carol", retries=50)  # hashing a password: slow when busy
     user.find(marker="toggle-admin-carol").click()
     await eventually(lambda: user.find(marker="role-carol").elements.pop().text == "admin")
     user.find(marker="token-user").elements.pop().value = "carol"
