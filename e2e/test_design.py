@@ -41,8 +41,10 @@ SCREENS = {s.name: s for s in (
     Screen("not-found", "/eh/no-such-page", "not-found"),
     Screen("forbidden", "/admin/users", "forbidden", who="bob", nicegui=False),
     Screen("non-admin", "/eh", "no-modules", who="bob"),
+    Screen("alerts", "/admin/alerts?from=eh", "thresholds"),
+    Screen("setup", "/setup", "setup-invalid", who=None),  # an administrator exists: the link's refusal page
 )}
-AXE_SCREENS = ("login", "eh", "rh", "backup", "users", "audit", "not-found", "forbidden")
+AXE_SCREENS = ("login", "eh", "rh", "backup", "users", "audit", "not-found", "forbidden", "alerts", "setup")
 
 
 @pytest.fixture(scope="module")

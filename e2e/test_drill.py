@@ -32,3 +32,11 @@ def test_admin_runs_a_drill_from_the_backup_page_and_opens_its_report(page: Page
     saved = tmp_path / "report.pdf"
     info.value.save_as(saved)
     assert saved.read_bytes().startswith(b"%PDF")
+    # the report reads on a phone too: facts stack label above value, nothing scrolls sideways
+    page.set_viewport_size({"width": 390, "height": 900})
+    page.reload()
+    expect(page.get_by_test_id("drill-outcome")).to_have_text("PASSED", timeout=TIMEOUT)
+    page.wait_for_timeout(300)
+    scroll, inner = page.evaluate("[document.documentElement.scrollWidth, window.innerWidth]")
+    assert scroll <= inner, f"the drill report at 390 px is {scroll} px wide"
+    shot("22-drill-report-390")

@@ -16,7 +16,7 @@ def test_admin_pins_a_backup_previews_rotation_and_applies_it(page: Page, server
     expect(page.get_by_test_id(f"kept-{newest}")).to_be_visible(timeout=TIMEOUT)  # the list has reloaded
     for bid in (oldest, middle, newest):  # only backups proven intact count for rotation
         page.get_by_test_id(f"verify-{bid}").click()
-        expect(page.get_by_test_id(f"verified-{bid}")).to_contain_text("✔", timeout=TIMEOUT)
+        expect(page.get_by_test_id(f"verified-{bid}")).to_contain_text("verified 20", timeout=TIMEOUT)
     expect(page.get_by_test_id(f"kept-{newest}")).to_contain_text("newest good")
 
     page.get_by_test_id(f"pin-{oldest}").click()
@@ -32,10 +32,14 @@ def test_admin_pins_a_backup_previews_rotation_and_applies_it(page: Page, server
     for kind, value in (("daily", "1"), ("weekly", "0"), ("monthly", "0"), ("yearly", "0")):
         page.get_by_test_id(f"rotation-{kind}").fill(value)
     page.get_by_test_id("rotation-preview").click()
-    expect(page.get_by_test_id(f"rotation-row-{newest}")).to_contain_text("keep: daily, newest good",
+    # kept backups are counted per rule; those that go are listed by description, a page at a time
+    expect(page.get_by_test_id(f"rotation-row-{middle}")).to_contain_text("delete: not kept by the policy (1 daily)",
                                                                           timeout=TIMEOUT)
-    expect(page.get_by_test_id(f"rotation-row-{middle}")).to_contain_text("delete: not kept by the policy (1 daily)")
-    expect(page.get_by_test_id(f"rotation-row-{oldest}")).to_contain_text("keep: pinned")
+    expect(page.get_by_test_id(f"rotation-row-{middle}")).to_contain_text("rotation two")
+    expect(page.get_by_test_id(f"rotation-row-{newest}")).to_have_count(0)
+    expect(page.get_by_test_id(f"rotation-row-{oldest}")).to_have_count(0)
+    expect(page.get_by_test_id("rotation-count-daily")).to_contain_text(re.compile(r"daily: [1-9]"))
+    expect(page.get_by_test_id("rotation-count-pinned")).to_contain_text(re.compile(r"pinned: [1-9]"))
     expect(page.get_by_test_id("rotation-apply")).to_be_enabled()
     # earlier journeys in this session made backups too: the preview's count is what must go
     going = int(page.get_by_test_id("rotation-summary").inner_text().split(" to delete")[0].split(", ")[-1])

@@ -88,7 +88,8 @@ def authenticate(ctx: ApiContext, request: Request) -> Principal:
 
 def refused(ctx: ApiContext, request: Request, principal: Principal | None, exc: BackupError) -> None:
     """Audit a refused request (aggregated per address, see refusals.py)."""
-    name = principal.username if principal is not None else "anonymous"
+    # an expired token is refused before it becomes a principal; its owner still is who sent it
+    name = principal.username if principal is not None else getattr(exc, "owner", "anonymous")
     ctx.auth.refusals.record(Actor(name, client_address(request)), "access",
                              f"{request.method} {request.url.path}"[:300], exc.message)
 

@@ -25,6 +25,7 @@ from .passwords import MIN_LENGTH, check_password, dummy_hash, hash_password
 from .refusals import RefusalAudit
 from .text import clean_text
 from .throttle import AccountState, LoginThrottle, Throttled, wait_text
+from .token_expiry import TokenExpired, is_expired, stamp
 
 USERNAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$")
 TOKEN_PREFIX = "ehrb_"
@@ -313,22 +314,29 @@ class AuthService:
         return entry.token
 
     # ----- API tokens --------------------------------------------------------------------------------
-    def create_token(self, actor: Actor, username: str, label: str = "", scope: str = "admin") -> str:
-        """Create an API token for a user (scope: see SCOPES); the token is returned once and stored hashed."""
+    def create_token(self, actor: Actor, username: str, label: str = "", scope: str = "admin",
+                     expires_at: datetime | None = None) -> str:
+        """Create an API token for a user (scope: see SCOPES; refused from `expires_at` on, None: never).
+
+        The token is returned once and stored hashed.
+        """
         label = clean_text(label, 100, "the label")
         if scope not in SCOPES:
             raise InvalidInput(f"a token's scope is one of {', '.join(SCOPES)}")
+        if expires_at is not None and is_expired(expires_at, utcnow()):
+            raise InvalidInput("a token's expiry must lie in the future")
         token = TOKEN_PREFIX + secrets.token_urlsafe(32)
-        self._audit.record(actor, "token.create", username, "started", f"scope={scope} {label}".rstrip())
+        terms = f"scope={scope} expires={stamp(expires_at)}"
+        self._audit.record(actor, "token.create", username, "started", f"{terms} {label}".rstrip())
         try:
             with self._db.writing() as s:
                 user = self._user(s, username)
                 s.add(ApiToken(user_id=user.id or 0, label=label, token_hash=_digest(token), prefix=token[:12],
-                               created_at=utcnow(), scope=scope))
+                               created_at=utcnow(), scope=scope, expires_at=expires_at))
         except BackupError as exc:
             self._audit.record(actor, "token.create", username[:64], "refused", exc.message)
             raise
-        self._audit.record(actor, "token.create", username, "ok", f"{token[:12]}… scope={scope} {label}".rstrip())
+        self._audit.record(actor, "token.create", username, "ok", f"{token[:12]}… {terms} {label}".rstrip())
         return token
 
     def revoke_token(self, actor: Actor, token_id: int) -> None:
@@ -346,7 +354,8 @@ class AuthService:
         """The principal of a bearer token; an address that keeps sending invalid tokens is throttled.
 
         The token is checked first and only failures count, so a valid token always works, whoever
-        else shares its address.
+        else shares its address. An expired token is refused with a sentence saying so, and is not
+        counted as invalid (it is no guess).
         """
         principal = self._check_token(token, address)
         if principal is None:
@@ -363,6 +372,8 @@ class AuthService:
             user = s.get(User, row.user_id) if row else None
         if row is None or user is None or row.revoked_at is not None or user.disabled:
             return None
+        if is_expired(row.expires_at, utcnow()):  # a real token past its time: said so, not counted as a guess
+            raise TokenExpired(row.prefix, row.expires_at, user.username)  # type: ignore[arg-type]
         last = as_utc(row.last_used_at)
         if last is None or (utcnow() - last).total_seconds() > 60:
             with self._db.writing() as s:

@@ -147,3 +147,11 @@ class Catalogue:
                 row.finished_at = utcnow()
                 s.add(row)
             return [r.id for r in rows]
+
+    def descriptions(self, ids: Sequence[str]) -> dict[str, str]:
+        """The description of each of these backups (one query; for a page's worth of ids, not all of them)."""
+        if not ids:
+            return {}
+        with self._db.reading() as s:
+            q = select(BackupRecord.id, BackupRecord.description).where(col(BackupRecord.id).in_(list(ids)))
+            return {bid: text for bid, text in s.exec(q).all()}

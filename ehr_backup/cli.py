@@ -15,6 +15,7 @@ from typing import Any
 from . import (__version__, cli_alerts, cli_catalogue, cli_databases, cli_destinations, cli_drills, cli_metadata,
                cli_schedules, demo)
 from .audit import Actor
+from .catalogue import utcnow
 from .config import VARIABLES, Settings
 from .drills import DrillFailed
 from .errors import BackupError, InvalidInput, RowCountsDiffer
@@ -23,6 +24,7 @@ from .pipeline import Progress
 from .retention import RetentionPolicy
 from .safedir import os_error
 from .text import printable as _printable
+from .token_expiry import MAX_DAYS, expires_after, is_expired, stamp
 
 EPILOG = "environment:\n" + "\n".join(f"  {k:<28} {v}" for k, v in VARIABLES.items())
 
@@ -184,6 +186,8 @@ def _parser() -> argparse.ArgumentParser:
     x.add_argument("--scope", choices=("admin", "metrics"), default="admin",
                    help="admin (default): the user's full API rights; metrics: only GET /metrics, e.g. for a "
                         "Prometheus server (refused by every other route)")
+    x.add_argument("--expires-in", type=int, metavar="DAYS", default=None,
+                   help=f"refuse the token DAYS days from now (1-{MAX_DAYS}); default: it never expires")
     x = t.add_parser("revoke", help="revoke a token by its id (see `token list`)")
     x.add_argument("token_id", metavar="TOKEN_ID", type=int)
     t.add_parser("list", help="list tokens (never their values)").add_argument("--json", action="store_true")
@@ -546,13 +550,16 @@ def _accounts(service: Any, args: argparse.Namespace, actor: Actor) -> Any:
             auth.update_user(actor, args.name, disabled=args.user_command == "disable")
         return {"user": args.name, "done": args.user_command}
     if args.token_command == "create":
-        return {"token": auth.create_token(actor, args.user, args.label, args.scope), "scope": args.scope}
+        expires = expires_after(args.expires_in, utcnow())
+        return {"token": auth.create_token(actor, args.user, args.label, args.scope, expires), "scope": args.scope,
+                "expires": stamp(expires)}
     if args.token_command == "revoke":
         auth.revoke_token(actor, args.token_id)
         return {"revoked": args.token_id}
     names = {u.id: u.username for u in auth.users()}
     return {"tokens": [{"id": t.id, "prefix": t.prefix, "user": names.get(t.user_id), "label": t.label,
-                        "scope": t.scope, "revoked": t.revoked_at is not None} for t in auth.tokens()]}
+                        "scope": t.scope, "revoked": t.revoked_at is not None, "expires": stamp(t.expires_at),
+                        "expired": is_expired(t.expires_at, utcnow())} for t in auth.tokens()]}
 
 
 def _demo(settings: Settings, args: argparse.Namespace) -> int:
@@ -663,7 +670,8 @@ def _print_human(args: argparse.Namespace, result: Any) -> None:
     elif cmd == "audit":
         print(json.dumps(result))
     elif cmd == "token" and args.token_command == "create":
-        print(f"API token{' for GET /metrics only' if result['scope'] == 'metrics' else ''} "
+        print(f"API token{' for GET /metrics only' if result['scope'] == 'metrics' else ''}"
+              f"{'' if result['expires'] == 'never' else ', refused from ' + result['expires']} "
               "(shown once; store it now):")
         print(result["token"])
     elif cmd == "user" and args.user_command == "list":
@@ -674,8 +682,9 @@ def _print_human(args: argparse.Namespace, result: Any) -> None:
         print(f"unlocked {result['user']}: {result['cleared']} failed sign-ins forgotten")
     elif cmd == "token" and args.token_command == "list":
         for t in result["tokens"]:
-            print(f"{t['id']:>4}  {t['prefix']}…  {t['user']:<20} {'revoked' if t['revoked'] else 'active':<8} "
-                  f"{t['scope']:<8} {_printable(t['label'])}")
+            state = "revoked" if t["revoked"] else "expired" if t["expired"] else "active"
+            print(f"{t['id']:>4}  {t['prefix']}…  {t['user']:<20} {state:<8} "
+                  f"{t['scope']:<8} expires {t['expires']:<20} {_printable(t['label'])}")
     else:
         print(json.dumps(result))
 

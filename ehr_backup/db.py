@@ -37,6 +37,7 @@ ADDED_COLUMNS = [
     ("backups", "profile", "VARCHAR"),
     ("schedules", "database", "VARCHAR"),
     ("schedules", "destinations", "VARCHAR NOT NULL DEFAULT ''"),
+    ("api_tokens", "expires_at", "DATETIME"),
 ]
 
 # Indexes added after a table was first created (create_all makes them only with a new table): the

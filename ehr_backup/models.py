@@ -105,6 +105,7 @@ class ApiToken(SQLModel, table=True):
     last_used_at: datetime | None = None
     revoked_at: datetime | None = None
     scope: str = "admin"  # admin: the user's full API rights; metrics: GET /metrics only (for Prometheus)
+    expires_at: datetime | None = None  # refused from this moment on (UTC); None: never expires
 
 
 class WebSession(SQLModel, table=True):

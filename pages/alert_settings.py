@@ -52,11 +52,19 @@ def source_text(t: dict[str, Any]) -> str:
     return f"default ({t['variable']} not set)"
 
 
+# four columns from a tablet's width up; one under another on a phone (the grid made a 390 px page 702 px wide)
+THRESHOLDS_CSS = """.ehr-thresholds { display: grid; grid-template-columns: minmax(0, 1fr); gap: .25rem 1rem;
+  align-items: center; }
+.ehr-thresholds > * { min-width: 0; overflow-wrap: anywhere; }
+@media (min-width: 768px) { .ehr-thresholds { grid-template-columns: minmax(8rem, 16rem) auto minmax(0, 1fr) auto; } }"""
+
+
 def thresholds_form(ps: PageSession, view: dict[str, Any], extra: list[tuple[str, str]], reload: Reload) -> None:
     """One number per threshold with where it comes from, Save, and a way back to the environment's value."""
     store = ps.ctx.service.alert_thresholds
     inputs: dict[str, Any] = {}
-    with tid(ui.grid(columns="auto auto auto 1fr").classes("gap-x-4 gap-y-1 items-center"), "thresholds"):
+    ui.add_css(THRESHOLDS_CSS)
+    with tid(ui.element("div").classes("ehr-thresholds w-full"), "thresholds"):
         for name, t in view.items():
             ui.label(t["label"][0].upper() + t["label"][1:]).classes("text-sm font-bold")
             inputs[name] = tid(ui.number(value=t["value"], min=t["min"], max=t["max"], step=1, format="%d",

@@ -14,6 +14,7 @@ from ehr_backup.catalogue import as_utc
 from ehr_backup.web import WebContext
 
 from .frame import admin_page, guarded, tid
+from .loading import read
 from .theme import badge_slot_html, page_body, section
 
 LIMIT = 1000
@@ -86,7 +87,10 @@ def register(ctx: WebContext) -> None:
             chosen = days()
             if chosen is None:  # said under the filter; the table keeps what it showed
                 return
-            state["entries"] = await run.io_bound(query, *chosen) or []
+            entries, list_error.text = await read("The audit log", query, *chosen)
+            if list_error.text:  # said above the table, which keeps what it showed
+                return
+            state["entries"] = entries or []
             stamps = [as_utc(e.ts) for e in state["entries"]]
             table.rows = [{
                 "seq": e.seq, "utc": ts.strftime("%Y-%m-%d %H:%M:%S UTC"),  # type: ignore[union-attr]
@@ -145,9 +149,11 @@ def register(ctx: WebContext) -> None:
                         "check-chain")
                 chain = tid(ui.label("").props('role="status"'), "chain-result")
                 chain_notes = tid(ui.label("").classes("text-sm ehr-muted"), "chain-notes")
+                list_error = tid(ui.label("").classes("text-negative text-sm").props('role="alert"'), "audit-error")
                 columns = [{"name": k, "label": label, "field": k, "align": "left",
                             "sortable": k in ("seq", "utc")} for k, label in COLUMNS]
                 table = tid(ui.table(columns=columns, rows=[], row_key="seq", pagination=50)
                             .classes("w-full").props("dense wrap-cells flat"), "audit-table")
                 table.add_slot("body-cell-outcome", badge_slot_html("outcome"))
+                table.props["no-data-label"] = "No audit entry matches the filter."
             await reload()

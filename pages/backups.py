@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -19,7 +20,7 @@ from .drill_report import follow_drill
 from .backups_table import BackupTable
 from .folder_browser import DirectoryBrowser
 from .frame import PageSession, admin_page, guarded, tid
-from .jobpanel import JobPanel, RecentActivity, job_title
+from .jobpanel import COLLAPSE_SECONDS, JobPanel, RecentActivity, job_title
 from .kept import kept_databases
 from .restore_dialog import RestoreDialog
 from .rebuild import rebuild_button
@@ -73,15 +74,18 @@ def register(ctx: WebContext) -> None:
                 background_tasks.create(_in(ps_client, reload), name="reload backups")
 
         def watch(job: Job) -> JobPanel:
-            with jobs_box:
-                panel = JobPanel(ps, job, job_done, title_of(job))
+            jobs_box.set_visibility(True)
+            with jobs_box:  # an ended job's card folds into Recent activity after a few seconds
+                panel = JobPanel(ps, job, job_done, title_of(job), collapse_after=COLLAPSE_SECONDS)
             panels.append(panel)
             return panel
 
         def tick() -> None:
+            now = time.monotonic()
             for panel in panels:
                 panel.update()
-            panels[:] = [p for p in panels if not p.reported]  # an ended job's card changes no more
+            panels[:] = [p for p in panels if not p.collapse_if_due(now)]  # gone: dismissed or folded away
+            jobs_box.set_visibility(bool(panels))  # empty, it would still add a gap between the cards
 
         ps_client = ui.context.client
         with ui.column().classes("p-6 gap-6 w-full max-w-7xl mx-auto"):
@@ -89,12 +93,14 @@ def register(ctx: WebContext) -> None:
                 tid(ui.label("DATABASE_URL is not set: this installation backs up the demo database "
                              "(ehr-backup demo) with a demo key. Set DATABASE_URL and BACKUP_ENCRYPTION_KEY "
                              "for real use.").classes("bg-orange-100 p-3 rounded w-full"), "demo-banner")
-            dialogs = ui.element()  # dialogs live here, outside the list that refreshes under them
+            # dialogs live here, outside the list that refreshes under them; absolute: no gap of its own
+            dialogs = ui.element().classes("absolute")
             state["dialogs"] = dialogs
             dashboard = dashboard_card(ps)
             dashboard()
             _create_card(ps, state, watch)
             jobs_box = ui.column().classes("w-full gap-2")
+            jobs_box.set_visibility(False)
             recent = RecentActivity(ps, title_of)
 
             schedules = schedules_section(ps, dialogs, watch)

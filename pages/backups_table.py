@@ -59,13 +59,15 @@ SLOTS = {
     "size": """<q-td :props="props">{{ props.row.sizeText }}</q-td>""",
     "location": """<q-td :props="props">{{ props.row.locationLabel }}
   <div v-if="props.row.locationPath" class="text-xs text-grey-8 ehr-wrap">{{ props.row.locationPath }}</div></q-td>""",
-    "verified": """<q-td :props="props"><div :data-testid="'verified-' + props.row.id"
-  :class="props.row.verifiedBad ? 'text-negative' : ''">{{ props.row.verifiedText }}</div>
+    "verified": """<q-td :props="props" class="ehr-check"><div :data-testid="'verified-' + props.row.id"
+  :class="props.row.verifiedBad ? 'text-negative' : ''"><q-icon v-if="props.row.verifiedIcon"
+   :name="props.row.verifiedIcon" :color="props.row.verifiedBad ? 'negative' : 'positive'" size="xs"
+   class="q-mr-xs" aria-hidden="true" />{{ props.row.verifiedText }}</div>
   <div v-if="props.row.drillText" :data-testid="'drill-state-' + props.row.id" class="text-xs"
    :class="props.row.drillBad ? 'text-negative' : ''">{{ props.row.drillText }}</div></q-td>""",
     "rotation": """<q-td :props="props"><div class="row items-center no-wrap q-gutter-x-xs">
   <q-badge :color="props.row.kept ? 'teal-8' : 'orange-9'" :data-testid="'kept-' + props.row.id"
-   :label="props.row.keptText" class="ehr-wrap" />
+   :label="props.row.keptText" class="ehr-kept" />
   <q-btn flat dense no-caps size="sm" icon="push_pin" :color="props.row.pinned ? 'primary' : 'grey-8'"
    :label="props.row.pinned ? 'Unpin' : 'Pin'" :disable="!props.row.pinnable" :data-testid="'pin-' + props.row.id"
    @click="() => $parent.$emit('row_action', {action: 'pin', id: props.row.id})" /></div>
@@ -81,9 +83,11 @@ SLOTS = {
 ACTIONS = (("download", "Download", "download"), ("verify", "Verify", "verified"), ("drill", "Drill", "fact_check"),
            ("restore", "Restore", "settings_backup_restore"), ("copy", "Copy to…", "cloud_upload"),
            ("delete", "Delete", "delete"))
-STYLE = """.ehr-desc { max-width: 22rem; white-space: normal; overflow-wrap: anywhere; }
+STYLE = """.ehr-desc { min-width: 12rem; max-width: 22rem; white-space: normal; overflow-wrap: anywhere; }
+.ehr-check { white-space: normal; min-width: 9rem; max-width: 13rem; }
 .ehr-id { overflow-wrap: anywhere; } .ehr-wrap { white-space: normal; overflow-wrap: anywhere; }
-.ehr-actions { min-width: 16rem; }"""
+.ehr-actions { min-width: 15rem; max-width: 17rem; }
+.ehr-kept { white-space: normal; overflow-wrap: normal; min-width: 9rem; max-width: 14rem; line-height: 1.3; }"""
 
 
 def ago(iso: str | None, now: datetime) -> str:
@@ -120,7 +124,7 @@ def table_row(b: dict[str, Any], now: datetime) -> dict[str, Any]:
         took = f", {seconds:.1f} s" if passed and isinstance(seconds, int | float) else ""
         drill_text = f"drill {'passed' if passed else 'FAILED'}{took}"
     verified = "not checked yet" if b["verifyOk"] is None else \
-        (f"✔ verified {local_time(b['verifiedAt'])}" if b["verifyOk"] else f"✘ {b['verifyMessage']}")
+        (f"verified {local_time(b['verifiedAt'])}" if b["verifyOk"] else str(b["verifyMessage"]))
     kept = b.get("keptBy") or []
     return {
         "id": b["id"], "description": b["description"] + (" (file time)" if b.get("unverified") else ""),
@@ -140,6 +144,7 @@ def table_row(b: dict[str, Any], now: datetime) -> dict[str, Any]:
         "database": b["database"] if b.get("profile", "default") == "default" else f"{b['database']} ({b['profile']})",
         "createdBy": b["createdBy"] or "—", "verifiedText": verified,
         "verifiedBad": b["verifyOk"] is False, "drillText": drill_text,
+        "verifiedIcon": {True: "check_circle", False: "error"}.get(b["verifyOk"], ""),  # Material, not ✔ ✘
         "drillBad": bool(drill) and drill["outcome"] != "passed",
         "kept": bool(kept), "keptText": f"kept: {words(kept)}" if kept else "next rotation removes it",
         "pinned": bool(b["pinned"]), "pinReason": b["pinReason"] or "", "pinnable": status in PINNABLE,

@@ -5,9 +5,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from nicegui import run, ui
+from nicegui import ui
 
 from .frame import PageSession, local_time, tid
+from .loading import error_line, read
 
 COLORS = {"green": "positive", "amber": "warning", "red": "negative"}
 WORDS = {"green": "Up to date", "amber": "Late", "red": "Overdue"}
@@ -15,12 +16,15 @@ WORDS = {"green": "Up to date", "amber": "Late", "red": "Overdue"}
 
 def dashboard_card(ps: PageSession) -> Any:
     """A refreshable card; call `.load()` (async) to fetch the overview and redraw."""
-    state: dict[str, Any] = {"cards": None}
+    state: dict[str, Any] = {"cards": None, "error": ""}
 
     @ui.refreshable
     def card() -> None:
         cards = state["cards"]
         with tid(ui.row().classes("w-full gap-4"), "dashboard"):
+            if state["error"]:
+                error_line(state["error"], "dashboard-error")
+                return
             if cards is None:
                 ui.label("Loading…").classes("text-sm")
                 return
@@ -28,9 +32,9 @@ def dashboard_card(ps: PageSession) -> Any:
                 _database(item)
 
     async def load() -> None:
-        cards = await run.io_bound(ps.ctx.service.dashboard)
-        if cards is not None and cards != state["cards"]:
-            state["cards"] = cards
+        cards, error = await read("The overview", ps.ctx.service.dashboard)
+        if (cards is not None or error) and (cards, error) != (state["cards"], state["error"]):
+            state["cards"], state["error"] = cards, error
             card.refresh()
 
     card.load = load  # type: ignore[attr-defined]
@@ -67,8 +71,10 @@ def _database(item: dict[str, Any]) -> None:
         if item["nextRun"]:
             ui.label(f"Next scheduled backup {local_time(item['nextRun'])}").classes("text-sm")
         for alert in item["alerts"]:
-            tid(ui.label(f"⚠ {alert['message']}").classes("text-sm text-negative break-words"),
-                f"dashboard-alert-{name}")
+            with ui.row().classes("items-start gap-1 no-wrap"):  # a Material icon, not the ⚠ glyph
+                ui.icon("warning", size="xs").classes("text-negative").props["aria-hidden"] = "true"
+                tid(ui.label(alert["message"]).classes("text-sm text-negative break-words"),
+                    f"dashboard-alert-{name}")
 
 
 def _age(seconds: int | None) -> str:

@@ -13,9 +13,17 @@ from ehr_backup.jobs import Job
 from ehr_backup.web import WebContext
 
 from .frame import PageSession, admin_page, guarded, local_time, tid
+from .jobpanel import drill_found
+from .theme import page_body
 
 API = "/api/admin/backup"
 PHASES = ("authenticate", "load", "check")  # the order they run in
+# label beside value from a tablet's width up, label above value on a phone; ids and hashes wrap anywhere
+FACTS_CSS = """.ehr-facts { display: grid; grid-template-columns: minmax(0, 1fr); gap: 0 1rem; }
+.ehr-facts > * { min-width: 0; overflow-wrap: anywhere; }
+.ehr-facts > :nth-child(2n) { margin-bottom: .5rem; }
+@media (min-width: 640px) { .ehr-facts { grid-template-columns: 14rem minmax(0, 1fr); row-gap: .25rem; }
+  .ehr-facts > :nth-child(2n) { margin-bottom: 0; } }"""
 
 
 def register(ctx: WebContext) -> None:
@@ -24,8 +32,9 @@ def register(ctx: WebContext) -> None:
     @ui.page("/admin/backup/drill/{drill_id}", title="Restore drill · EHR Backup")
     async def drill_page(request: Request, drill_id: int) -> None:
         ps = admin_page(ctx, request, "Restore drill report")
-        with ui.column().classes("p-6 gap-4 w-full max-w-5xl mx-auto"):
-            tid(ui.link("← Backups", "/admin/backup"), "back-to-backups")
+        ui.add_css(FACTS_CSS)
+        with page_body():
+            tid(ui.link("Backups", "/admin/backup").classes("ehr-back ehr-link no-underline"), "back-to-backups")
             try:
                 drill = await run.io_bound(ctx.service.drill_get, drill_id)
             except BackupError as exc:
@@ -44,7 +53,7 @@ def _report(ps: PageSession, drill: dict[str, Any]) -> None:
     with ui.row().classes("items-center gap-4"):
         ui.label(f"Drill {drill['id']}").classes("text-2xl font-bold")
         tid(ui.badge(outcome.upper(), color=color).classes("text-lg"), "drill-outcome")
-    tid(ui.label(drill["message"] or "").classes("break-all"), "drill-message")
+    tid(ui.label(drill["message"] or "").classes("ehr-wrap"), "drill-message")
     backup = ev.get("backup") or {}
     server = ev.get("server") or {}
     facts = [("Backup", drill["backupId"]), ("Backup file SHA-256", backup.get("sha256")),
@@ -58,10 +67,10 @@ def _report(ps: PageSession, drill: dict[str, Any]) -> None:
              ("Recovery time", "—" if drill["recoverySeconds"] is None else f"{drill['recoverySeconds']} s"),
              ("Phases", ", ".join(f"{k} {ev['phases'][k]} s" for k in PHASES if k in (ev.get("phases") or {})) or "—"),
              ("Report SHA-256 (JSON / PDF)", f"{drill['report']['jsonSha256']} / {drill['report']['pdfSha256']}")]
-    with tid(ui.grid(columns="14rem 1fr").classes("w-full gap-x-4 gap-y-1"), "drill-facts"):
+    with tid(ui.element("div").classes("ehr-facts w-full"), "drill-facts"):
         for label, value in facts:
             ui.label(label).classes("font-bold")
-            ui.label("—" if value is None else str(value)).classes("break-all")
+            ui.label("—" if value is None else str(value))
     with ui.row().classes("gap-2"):
         for kind, icon in (("pdf", "picture_as_pdf"), ("json", "data_object")):
             @guarded(ps, f"download drill report {drill['id']}")
@@ -75,7 +84,7 @@ def _report(ps: PageSession, drill: dict[str, Any]) -> None:
     tables = ev.get("tables") or {}
     ui.label(f"Tables ({len(tables)}): rows recorded at backup time and rows in the restored copy") \
         .classes("text-lg font-bold")
-    with tid(ui.grid(columns="1fr 8rem 8rem 6rem").classes("w-full gap-x-4"), "drill-tables"):
+    with tid(ui.grid(columns="minmax(0, 1fr) auto auto auto").classes("w-full gap-x-4"), "drill-tables"):
         for title in ("Table", "Recorded", "Restored", ""):
             ui.label(title).classes("font-bold")
         for name, t in tables.items():
@@ -104,13 +113,12 @@ def follow_drill(card: ui.element, job: Job) -> None:
         if not job.done.is_set():
             return
         timer.deactivate()
-        found = job.result if isinstance(job.result, dict) else job.error_report
-        drill_id = found.get("id") if isinstance(found, dict) else None
-        if drill_id is None:
+        found = drill_found(job)
+        if found is None:
             return
         with card:
-            tid(ui.link(f"Open the report of drill {drill_id} ({found.get('outcome', '?')})",
-                        f"/admin/backup/drill/{int(drill_id)}"), "drill-report-link")
+            tid(ui.link(f"Open the report of drill {found[0]} ({found[1]})", f"/admin/backup/drill/{found[0]}")
+                .classes("ehr-link"), "drill-report-link")
 
     with card:
         timer = ui.timer(0.5, check)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -25,6 +26,8 @@ STEP_LOOK = {"done": ("check_circle", "positive", "text-grey-8"), "current": ("a
 
 OUTCOMES = {"succeeded": "succeeded", "failed": "failed", "cancelled": "cancelled", "running": "running"}
 RECENT = 10  # lines in "Recent activity"
+# how long a finished job's card stays to be read before it folds into "Recent activity" (Dismiss: at once)
+COLLAPSE_SECONDS = 8.0
 
 
 def job_title(kind: str, description: str | None, target: str) -> str:
@@ -51,6 +54,21 @@ def describe(job_status: str, p: dict[str, Any]) -> tuple[str, str]:
     return phase, " · ".join([*counts, f"{p['elapsed']:.0f} s elapsed"])
 
 
+def collapse_due(ended_at: float | None, now: float, after: float | None) -> bool:
+    """Whether a job card has shown its ended job long enough to fold into Recent activity (a running one: never)."""
+    return after is not None and ended_at is not None and now - ended_at >= after
+
+
+def drill_found(job: Job) -> tuple[int, str] | None:
+    """A drill job's report: its id and outcome (also when the drill failed), else None."""
+    if job.kind != "drill" or not job.done.is_set():
+        return None
+    found = job.result if isinstance(job.result, dict) else job.error_report
+    if not isinstance(found, dict) or found.get("id") is None:
+        return None
+    return int(found["id"]), str(found.get("outcome", "?"))
+
+
 def step_state(job_status: str, state: str) -> str:
     """A step as shown: a finished job's current step is done (it succeeded) or failed (it did not)."""
     if state == "current" and job_status != "running":
@@ -61,11 +79,15 @@ def step_state(job_status: str, state: str) -> str:
 class JobPanel:
     """A card showing one job's live progress, with a Cancel button while it runs."""
 
-    def __init__(self, ps: PageSession, job: Job, on_done: Callable[[Job], Any], title: str | None = None) -> None:
+    def __init__(self, ps: PageSession, job: Job, on_done: Callable[[Job], Any], title: str | None = None, *,
+                 collapse_after: float | None = None) -> None:
+        """collapse_after: seconds after the job ended until the card goes by itself (None: it stays)."""
         self.ps = ps
         self.job = job
         self.on_done = on_done
         self.reported = False
+        self.collapse_after = collapse_after
+        self.ended_at: float | None = None  # time.monotonic() when the card first showed the job ended
         self.step_rows: list[tuple[ui.icon, ui.label]] = []
         with tid(ui.card().classes("w-full"), f"job-{job.kind}") as self.card:
             with ui.row().classes("items-center w-full"):
@@ -108,6 +130,7 @@ class JobPanel:
         self.bar.value = min(1.0, p["bytesRead"] / total) if total else 0
         if finished:
             self.reported = True
+            self.ended_at = time.monotonic()
             self.cancel.set_visibility(False)
             self.dismiss.set_visibility(True)
             self.bar.set_visibility(False)
@@ -116,6 +139,12 @@ class JobPanel:
                                 "failed": f"Failed: {self.job.error}"}[self.job.status]
             self.status.classes(replace="text-positive" if self.job.status == "succeeded" else "text-negative")
             self.on_done(self.job)
+
+    def collapse_if_due(self, now: float) -> bool:
+        """Remove the card once its ended job has been shown long enough; whether the card is gone."""
+        if not self.card.is_deleted and collapse_due(self.ended_at, now, self.collapse_after):
+            self.card.delete()
+        return self.card.is_deleted
 
     def _show_steps(self, status: str, steps: list[dict[str, str]]) -> None:
         """One line per step of a job of several (a restore): done ticked, the current one highlighted."""
@@ -169,3 +198,9 @@ class RecentActivity:
                     outcome.classes({"succeeded": "text-positive", "failed": "text-negative"}.get(job.status,
                                                                                                  "text-grey-8"))
                     ui.label(line["took"]).classes("w-20 text-right text-grey-8")
+                # what the folded card said and linked to stays here: why it failed, the drill's report
+                if job.status == "failed" and job.error:
+                    tid(ui.label(job.error).classes("text-xs text-negative ehr-wrap pl-16"), f"recent-error-{i}")
+                if (drill := drill_found(job)) is not None:
+                    tid(ui.link(f"Report of drill {drill[0]} ({drill[1]})", f"/admin/backup/drill/{drill[0]}")
+                        .classes("text-sm pl-16 ehr-link"), f"recent-drill-{i}")

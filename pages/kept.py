@@ -8,21 +8,25 @@ from typing import Any
 from nicegui import run, ui
 
 from .frame import PageSession, guarded, local_time, tid
+from .loading import error_line, read
 from .theme import notify
 
 
 def kept_databases(ps: PageSession, reload: Callable[[], Awaitable[Any]]) -> Any:
     """A card listing the kept databases; returns the refreshable that draws it (call .refresh())."""
     service = ps.ctx.service
-    state: dict[str, Any] = {"rows": []}
+    state: dict[str, Any] = {"rows": [], "error": ""}
 
     @ui.refreshable
     def card() -> None:
         rows = state["rows"]
-        if not rows:
-            return
+        if not rows and not state["error"]:
+            return  # nothing kept: no card
         with tid(ui.card().classes("w-full"), "kept-databases"):
             ui.label("Previous databases").classes("text-lg font-bold")
+            if state["error"]:
+                error_line(state["error"], "kept-error")
+                return
             ui.label("A restore keeps the database it replaced, renamed, so that it can be put back. Each is "
                      f"dropped {service.settings.keep_previous_hours} hours after the restore.").classes("text-sm")
             newest: dict[str, str] = {}
@@ -44,7 +48,8 @@ def kept_databases(ps: PageSession, reload: Callable[[], Awaitable[Any]]) -> Any
                         .props("flat color=negative"), f"drop-kept-{r['name']}")
 
     async def load() -> None:
-        state["rows"] = await run.io_bound(service.kept_databases) or []
+        rows, state["error"] = await read("The databases restores kept", service.kept_databases)
+        state["rows"] = rows or []
         card.refresh()
 
     card.load = load  # type: ignore[attr-defined]

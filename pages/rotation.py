@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -10,7 +11,8 @@ from nicegui import run, ui
 from ehr_backup.retention import RetentionPolicy
 from ehr_backup.storage import LOCATIONS
 
-from .frame import PageSession, guarded, local_time, tid
+from .frame import PageSession, guarded, tid
+from .rotation_preview import Preview
 from .theme import notify
 
 Reload = Callable[[], Awaitable[Any]]
@@ -95,13 +97,12 @@ def rotation_button(ps: PageSession, state: dict[str, Any], reload: Reload) -> N
 
 
 class RotationDialog:
-    """Edit the policy, preview every backup with the rule that keeps it or why it goes, then apply."""
+    """Edit the policy, preview how many backups each rule keeps and what goes (a page at a time), then apply."""
 
     def __init__(self, ps: PageSession, reload: Reload, host: ui.element, rows: list[dict[str, Any]]) -> None:
         self.ps = ps
         self.reload = reload
         self.preview: dict[str, Any] | None = None
-        self.described = {r["id"]: r["description"] for r in rows}
         databases = sorted({r["database"] for r in rows if r["database"]})
         defaults = RetentionPolicy()
         with host, ui.dialog() as self.dialog, tid(ui.card().classes("w-[56rem] max-w-full"), "rotation-dialog"):
@@ -130,7 +131,7 @@ class RotationDialog:
                 self.discovered = tid(ui.checkbox("Include verified files found on disk",
                                                   on_change=self._changed), "rotation-discovered")
             self.summary = tid(ui.label(), "rotation-summary")
-            self.listing = ui.column().classes("w-full gap-0 max-h-96 overflow-auto")
+            self.listing = Preview(ps, LABELS)
             self.result = tid(ui.label().classes("font-bold"), "rotation-result")
             with ui.row():
                 ui.button("Close", on_click=self.dialog.close).props("flat")
@@ -161,38 +162,21 @@ class RotationDialog:
                 "include_discovered": bool(self.discovered.value)}
 
     async def show(self) -> None:
-        """Preview: every backup with the rules that keep it, or why it goes."""
+        """Preview: the backups each rule keeps, counted, and those that go, listed a page at a time."""
         options = self._options()
         preview = await run.io_bound(self.ps.ctx.service.prune, self.ps.actor, dry_run=True, **options)
         if preview is None:
             return
         self.preview, self.options = preview, options
         self.result.text = ""
-        self._render(preview)
+        self.summary.text = (f"{len(preview['keep']):,} kept, {len(preview['forget']):,} to delete (policy "
+                             f"{preview['policy']['daily']} daily, {preview['policy']['weekly']} weekly, "
+                             f"{preview['policy']['monthly']} monthly, {preview['policy']['yearly']} yearly; "
+                             f"time zone {preview['timezone']})")
         going = len(preview["forget"])
         self.apply_button.set_enabled(going > 0)
         self.apply_button.text = f"Delete {going} backup{'s' if going != 1 else ''}"
-
-    def _render(self, plan: dict[str, Any]) -> None:
-        keep, forget = plan["keep"], plan["forget"]
-        self.summary.text = (f"{len(keep)} kept, {len(forget)} to delete (policy {plan['policy']['daily']} daily, "
-                             f"{plan['policy']['weekly']} weekly, {plan['policy']['monthly']} monthly, "
-                             f"{plan['policy']['yearly']} yearly; time zone {plan['timezone']})")
-        self.listing.clear()
-        rows = [(k["createdAt"], k, True) for k in keep] + [(f["createdAt"], f, False) for f in forget]
-        with self.listing:
-            for hold in plan["holds"]:
-                tid(ui.label(f"Held: {hold['reason']}: nothing of {hold['database']} is deleted")
-                    .classes("text-negative"), "rotation-hold")
-            for _, item, kept in sorted(rows, key=lambda r: r[0] or "", reverse=True):
-                with tid(ui.row().classes("w-full items-center gap-3 no-wrap"), f"rotation-row-{item['id']}"):
-                    ui.label(local_time(item["createdAt"])).classes("text-sm w-48 shrink-0")
-                    ui.label(self.described.get(item["id"]) or item["id"]).classes("text-sm grow break-all") \
-                        .tooltip(item["id"])
-                    if kept:
-                        ui.badge(f"keep: {words(item['reasons'])}", color="teal")
-                    else:
-                        ui.badge(f"delete: {item['reason']}", color="negative")
+        await self.listing.show(preview)
 
     async def apply(self) -> None:
         """Delete what the shown preview lists as going (and only that), then show what happened."""
@@ -205,7 +189,8 @@ class RotationDialog:
             return
         self.preview = None
         self.apply_button.disable()
-        skipped = "; ".join(f"{s['id']}: {s['reason']}" for s in done["skipped"])
+        self.listing.clear()  # what it listed is gone now; the result says what happened
+        skipped = "; ".join(f"{n} {why}" for why, n in Counter(s["reason"] for s in done["skipped"]).items())
         self.result.text = (f"Deleted {len(done['deleted'])} backup{'s' if len(done['deleted']) != 1 else ''}"
                             + (f"; kept after all: {skipped}" if skipped else "")
                             + (f"; removed {done['removedTemporaryFiles']} temporary files"

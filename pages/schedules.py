@@ -12,6 +12,7 @@ from ehr_backup.jobs import Job
 from ehr_backup.storage import LOCATIONS
 
 from .frame import PageSession, guarded, local_time, tid
+from .loading import error_line, read
 from .schedule_dialog import ScheduleDialog, zoned
 from .theme import notify
 
@@ -22,7 +23,7 @@ OUTCOME_COLORS = {"succeeded": "positive", "failed": "negative", "skipped": "war
 def schedules_section(ps: PageSession, host: ui.element, watch: Callable[[Job], Any]) -> Any:
     """The schedules card (dialogs go in `host`, Run now's job to `watch`); `.load()` fetches and redraws its list."""
     service = ps.ctx.service
-    state: dict[str, Any] = {"rows": None}
+    state: dict[str, Any] = {"rows": None, "error": ""}
 
     async def new() -> None:
         if await ps.check("new schedule"):
@@ -31,7 +32,9 @@ def schedules_section(ps: PageSession, host: ui.element, watch: Callable[[Job], 
     @ui.refreshable
     def listing() -> None:
         rows = state["rows"]
-        if rows is None:
+        if state["error"]:
+            error_line(state["error"], "schedules-error")
+        elif rows is None:
             ui.label("Loading…").classes("text-sm")
         elif not rows:
             tid(ui.label("No schedules yet: backups are made only when someone asks."), "no-schedules")
@@ -49,9 +52,12 @@ def schedules_section(ps: PageSession, host: ui.element, watch: Callable[[Job], 
             listing()
 
     async def load(redraw: bool = False) -> None:
-        rows = await run.io_bound(service.schedule_list)
-        if rows is not None and (redraw or rows != state["rows"]):  # as the backup list: unchanged stays put
-            state["rows"] = rows
+        rows, error = await read("The schedules", service.schedule_list)
+        if error and error != state["error"]:
+            state["rows"], state["error"] = None, error
+            listing.refresh()
+        elif rows is not None and (redraw or rows != state["rows"] or state["error"]):  # unchanged stays put
+            state["rows"], state["error"] = rows, ""
             listing.refresh()
 
     card.load = load  # type: ignore[attr-defined]

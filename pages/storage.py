@@ -5,21 +5,25 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from nicegui import run, ui
+from nicegui import ui
 
 from .frame import PageSession, human_size, local_time, tid
+from .loading import error_line, read
 
 
 def storage_card(ps: PageSession) -> Any:
     """A refreshable card; call `.load()` (async) to fetch the status and redraw."""
     service = ps.ctx.service
-    state: dict[str, Any] = {"status": None}
+    state: dict[str, Any] = {"status": None, "error": ""}
 
     @ui.refreshable
     def card() -> None:
         status = state["status"]
         with tid(ui.card().classes("w-full"), "storage"):
             ui.label("Storage").classes("text-lg font-bold")
+            if state["error"]:
+                error_line(state["error"], "storage-error")
+                return
             if status is None:
                 ui.label("Loading…").classes("text-sm")
                 return
@@ -34,7 +38,8 @@ def storage_card(ps: PageSession) -> Any:
                     _free_chart(history)
 
     async def load() -> None:
-        state["status"] = await run.io_bound(service.status, CHART_POINTS)  # a chart's worth, not every backup
+        # a chart's worth of history, not every backup
+        state["status"], state["error"] = await read("Storage", service.status, CHART_POINTS)
         card.refresh()
 
     card.load = load  # type: ignore[attr-defined]
@@ -51,7 +56,9 @@ def _location(loc: dict[str, Any]) -> None:
             tid(ui.label(f"full in about {loc['daysToFull']:.0f} days ({local_time(loc['fullAt'])})")
                 .classes("text-sm"), f"forecast-{loc['key']}")
         for warning in loc["warnings"]:
-            tid(ui.label(f"⚠ {warning}").classes("text-negative"), f"low-space-{loc['key']}")
+            with ui.row().classes("items-start gap-1 no-wrap"):  # a Material icon, not the ⚠ glyph
+                ui.icon("warning", size="xs").classes("text-negative").props["aria-hidden"] = "true"
+                tid(ui.label(warning).classes("text-negative ehr-wrap"), f"low-space-{loc['key']}")
 
 
 CHART_POINTS = 400

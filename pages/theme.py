@@ -25,6 +25,8 @@ ACCENTS: dict[str, dict[str, str]] = {
 BADGES: dict[str, tuple[str, str]] = {
     "ok": ("#dcfce7", "#14532d"), "started": ("#dbeafe", "#1e3a8a"), "failed": ("#fee2e2", "#7f1d1d"),
     "refused": ("#ffedd5", "#7c2d12"), "throttled": ("#fef3c7", "#78350f"), "neutral": ("#e5e7eb", "#1f2937"),
+    # the audit log's other outcomes: a crash mid-operation reads as a failure, a restore put back as a warning
+    "interrupted": ("#fee2e2", "#7f1d1d"), "recovered": ("#fef3c7", "#78350f"), "cancelled": ("#e5e7eb", "#1f2937"),
 }
 
 STORAGE_KEY = "ehr-theme"  # per browser: "auto" (follow the system), "light" or "dark"
@@ -48,6 +50,11 @@ _CSS = """
                font-weight: 600; line-height: 1.5rem; white-space: nowrap; }
   .q-table td, .q-table th { overflow-wrap: anywhere; }
   .ehr-wrap { overflow-wrap: anywhere; min-width: 0; }
+  /* one typography for every button: sentence case (Quasar's default is uppercase unless no-caps is set) */
+  .q-btn { text-transform: none; }
+  /* row separators (border-b) as a hairline, not the text colour Tailwind 4 gives borders by default */
+  .border-b, .border-t { border-color: #e5e7eb; }
+  body.body--dark .border-b, body.body--dark .border-t { border-color: #374151; }
   /* NiceGUI loads Quasar in cascade layers: an !important in the first layer ("theme") is the only one that
      wins over Quasar's own (.text-primary, .bg-primary, .text-negative ...) */
   @layer theme {

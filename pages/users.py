@@ -7,10 +7,13 @@ from datetime import datetime
 from fastapi import Request
 from nicegui import run, ui
 
-from ehr_backup.catalogue import as_utc
+from ehr_backup.catalogue import as_utc, utcnow
+from ehr_backup.errors import InvalidInput
 from ehr_backup.models import ApiToken
+from ehr_backup.token_expiry import CHOICES, choice_moment, is_expired, stamp
 from ehr_backup.web import WebContext
 
+from .audit import _date_input, parse_day
 from .frame import PageSession, admin_page, guarded, tid
 from .theme import badge, notify, page_body, section
 
@@ -100,15 +103,26 @@ def register(ctx: WebContext) -> None:
                     token_user = tid(ui.select([u.username for u in auth.users()], label="User").classes("w-48"),
                                      "token-user")
                     label = tid(ui.input("Label"), "token-label")
+                    expiry = tid(ui.select(CHOICES, value="never", label="Expires").classes("w-40"),
+                                 "token-expiry")
+                    last_day = _date_input("Last day (UTC)", "token-last-day")
+                    last_day.bind_visibility_from(expiry, "value", value="date")
 
                     @guarded(ps, "create token")
                     async def create_token() -> None:
+                        day, unclear = parse_day(last_day.value if expiry.value == "date" else "", "Last day")
+                        if unclear:
+                            raise InvalidInput(unclear)
+                        expires = choice_moment(expiry.value or "never", day, utcnow())
                         token = await run.io_bound(auth.create_token, ps.actor, token_user.value or "",
-                                                   label.value or "")
+                                                   label.value or "", "admin", expires)
                         if token is None:
                             return
                         with ui.dialog() as d, tid(ui.card().classes("w-full max-w-xl"), "token-dialog"):
                             ui.label("Copy this token now: it will not be shown again.").classes("font-semibold")
+                            tid(ui.label("It never expires." if expires is None else
+                                         f"It is refused from {stamp(expires)} on.").classes("text-sm"),
+                                "token-expires-note")
                             tid(ui.input("New token", value=token).props("readonly").classes("w-full font-mono"),
                                 "token-value")
                             with ui.row().classes("gap-2"):
@@ -140,7 +154,11 @@ def _token_row(ps: PageSession, t: ApiToken, owner: str, refresh: ui.refreshable
         ui.label(t.label or "—").classes("ehr-wrap")
         ui.label(f"created {_when(t.created_at)}").classes("text-sm ehr-muted")
         tid(ui.label(f"last used {_when(t.last_used_at)}").classes("text-sm ehr-muted"), f"used-{t.prefix}")
-        badge("revoked" if t.revoked_at else "active", "failed" if t.revoked_at else "ok")
+        expired = is_expired(t.expires_at, utcnow())
+        ends = "never expires" if t.expires_at is None else f"{'expired' if expired else 'expires'} {stamp(t.expires_at)}"
+        tid(ui.label(ends).classes("text-sm ehr-muted"), f"expires-{t.prefix}")
+        tid(badge("revoked" if t.revoked_at else "expired" if expired else "active",
+                  "failed" if t.revoked_at else "neutral" if expired else "ok"), f"token-state-{t.prefix}")
         if t.scope and t.scope != "admin":
             badge(f"scope: {t.scope}")
         ui.space()

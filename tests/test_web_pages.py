@@ -131,7 +131,8 @@ async def test_verify_restore_and_delete_from_the_list(user: User, accounts, web
     bid = next(Path(web_env["EHR_BACKUP_DEFAULT_DIR"]).glob("backup_*restore_me*")).name
     await table_row(user, bid, lambda r: r["status"] == "completed")
     row_action(user, "verify", bid)
-    await table_row(user, bid, lambda r: r["verifiedText"].startswith("✔") and r["stateLabel"] == "verified")
+    await table_row(user, bid, lambda r: r["verifiedText"].startswith("verified ")
+                      and r["verifiedIcon"] == "check_circle" and r["stateLabel"] == "verified")
 
     run_sql(db, "DELETE FROM notes WHERE g > 10; CREATE TABLE made_later (a int);")
     row_action(user, "restore", bid)
@@ -253,7 +254,7 @@ async def test_users_page_adds_users_and_creates_a_token_shown_once(user: User, 
     user.find(marker="new-username").type("carol")
     user.find(marker="new-password").type("carols-long-password")
     user.find(marker="add-user").click()
-    await user.should_see(marker="role-carol")
+    await user.should_see(marker="role-carol", retries=50)  # hashing a password: slow when busy
     user.find(marker="toggle-admin-carol").click()
     await eventually(lambda: user.find(marker="role-carol").elements.pop().text == "admin")
     user.find(marker="token-user").elements.pop().value = "carol"
