@@ -16,6 +16,7 @@ from typing import IO, Any
 from sqlalchemy.exc import IntegrityError
 
 from . import __version__, clusterinfo, demo, drill_report, paths, pg, pins, safedir, storage
+from . import profile_dirs
 from .alerts.service import Alerts
 from .alerts.thresholds import Thresholds
 from .audit import Actor, AuditLog
@@ -172,6 +173,7 @@ class BackupService:
             server_dir = None
         if server_dir:
             dirs.append(Path(server_dir))
+        dirs += profile_dirs.local_data_dirs(self)  # database profiles' servers running here, too
         return dirs
 
     def locations(self) -> list[dict[str, Any]]:
