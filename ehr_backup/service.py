@@ -16,7 +16,7 @@ from typing import IO, Any
 from sqlalchemy.exc import IntegrityError
 
 from . import __version__, clusterinfo, demo, drill_report, paths, pg, pins, safedir, storage
-from . import profile_dirs
+from . import kept_profiles, profile_dirs
 from .alerts.service import Alerts
 from .alerts.thresholds import Thresholds
 from .audit import Actor, AuditLog
@@ -607,8 +607,8 @@ class BackupService:
         return self.restores.rollback(actor, database, profile)
 
     def kept_databases(self) -> list[dict[str, Any]]:
-        """Databases restores keep for rollback."""
-        return self.restores.kept_databases()
+        """Databases restores keep for rollback, each with the database profile whose server holds it."""
+        return kept_profiles.with_profiles(self, self.restores.kept_databases())
 
     def drop_kept(self, actor: Actor, name: str, profile: str | None = None) -> None:
         """Drop a database a restore kept (on a database profile's server, when given)."""
