@@ -85,3 +85,27 @@ def test_a_local_profile_servers_data_directory_is_no_custom_location(
         assert svc.resolve_location("custom", str(elsewhere))[0] == "custom"
     finally:
         svc.db.dispose()
+
+
+def test_a_schedules_rotation_applies_to_its_own_profiles_backups_only(
+        service: BackupService, make_db) -> None:
+    from ehr_backup.audit import Actor
+    from ehr_backup.scheduler import Scheduler
+
+    a, b = make_db("prof2_rot_a"), make_db("prof2_rot_b")
+    for url in (a, b):
+        run_sql(url, "CREATE TABLE t AS SELECT g FROM generate_series(1, 20) g")
+    service.database_add(ACTOR, "site-a", a)
+    service.database_add(ACTOR, "site-b", b)
+    service.schedule_create(ACTOR, "nightly", cron="30 2 * * *", description="{database}", database="site-a")
+    scheduler = Scheduler(service)
+    for _ in range(2):  # two runs on site-a, without rotation
+        assert scheduler.run_now(Actor("alice"), "nightly").task is not None
+    made_on_a = {x["id"] for x in service.list(database="site-a")}
+    assert len(made_on_a) == 2
+    # the schedule now backs up site-b, with a rotation that keeps one backup a day
+    service.schedule_update(ACTOR, "nightly", database="site-b",
+                            policy={"daily": 1, "weekly": 0, "monthly": 0, "yearly": 0})
+    assert scheduler.run_now(Actor("alice"), "nightly").task is not None
+    assert len(service.list(database="site-b")) == 1
+    assert {x["id"] for x in service.list(database="site-a")} == made_on_a  # site-a's stay
