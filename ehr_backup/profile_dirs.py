@@ -21,7 +21,7 @@ def is_local_host(host: str | None, own_names: tuple[str, ...] = ()) -> bool:
     if not host:
         return True
     first = host.split(",")[0].strip()  # libpq takes a list; the first is the one tried first
-    if not first or first.startswith("/") or first.startswith("@"):
+    if not first or first.startswith(("/", "@")):
         return True  # a Unix socket directory (or an abstract socket): only local servers listen there
     name = first.lower().strip("[]")
     if name == "localhost" or name.endswith(".localhost") or name in {n.lower() for n in own_names if n}:

@@ -16,7 +16,6 @@ from typing import IO, Any
 from sqlalchemy.exc import IntegrityError
 
 from . import __version__, clusterinfo, demo, drill_report, paths, pg, pins, safedir, storage
-from . import kept_profiles, profile_dirs
 from .alerts.service import Alerts
 from .alerts.thresholds import Thresholds
 from .audit import Actor, AuditLog
@@ -34,12 +33,14 @@ from .drills import Drills
 from .drills import view as drill_view
 from .errors import BackupError, Busy, Cancelled, ConfigError, InvalidInput, NotFound, Pinned, StorageError
 from .fileformat import OpenedFile, peek_header
+from .kept_profiles import with_profiles as kept_with_profiles
 from .keys import KEY_ID_RE, KeyRing, load_keyring
 from .listing import Listing, ListQuery, last_drills
 from .locks import DatabaseLock
 from .models import BackupRecord, Status
 from .pg import ConnInfo
 from .pipeline import Progress, run_backup, scan_dump
+from .profile_dirs import local_data_dirs as profile_local_data_dirs
 from .profiles import Profiles
 from .prune import Rotation
 from .restore.operation import Restores
@@ -173,7 +174,7 @@ class BackupService:
             server_dir = None
         if server_dir:
             dirs.append(Path(server_dir))
-        dirs += profile_dirs.local_data_dirs(self)  # database profiles' servers running here, too
+        dirs += profile_local_data_dirs(self)  # database profiles' servers running here, too
         return dirs
 
     def locations(self) -> list[dict[str, Any]]:
@@ -608,7 +609,7 @@ class BackupService:
 
     def kept_databases(self) -> list[dict[str, Any]]:
         """Databases restores keep for rollback, each with the database profile whose server holds it."""
-        return kept_profiles.with_profiles(self, self.restores.kept_databases())
+        return kept_with_profiles(self, self.restores.kept_databases())
 
     def drop_kept(self, actor: Actor, name: str, profile: str | None = None) -> None:
         """Drop a database a restore kept (on a database profile's server, when given)."""
