@@ -76,6 +76,11 @@ def test_a_profile_is_overdue_by_its_own_maximum_age_and_the_others_keep_the_ins
         own.update(ACTOR, "nowhere", {"maxBackupAgeHours": 1})
     outcomes = [(e.target, e.outcome) for e in service.audit.entries(action="alert-settings", limit=10)]
     assert ("thresholds@site-b", "ok") in outcomes and ("thresholds@site-b", "refused") in outcomes
+    # a removed profile's own values go with it: added again, it starts with the installation's
+    own.update(ACTOR, "site-b", {"maxBackupAgeHours": 9})
+    service.database_remove(ACTOR, "site-b")
+    service.database_add(ACTOR, "site-b", OTHER)
+    assert own.view("site-b")["maxBackupAgeHours"]["source"] == "installation"
 
 
 def test_the_cli_stores_shows_and_resets_a_profiles_threshold(service: BackupService, env: dict[str, str]) -> None:

@@ -37,6 +37,12 @@ def in_force(installation: Mapping[str, int], own: Mapping[str, int]) -> dict[st
     return {n: (own[n], "profile") if n in own else (installation[n], "installation") for n in PROFILE_FIELDS}
 
 
+def forget(session: Any, profile: str) -> None:
+    """Delete a removed profile's own thresholds (inside the caller's write)."""
+    names = [row_name(n, profile) for n in PROFILE_FIELDS]
+    session.exec(delete(AlertThreshold).where(col(AlertThreshold.name).in_(names)))
+
+
 class ProfileThresholds:
     """Read and store one profile's thresholds (audited like the installation's)."""
 
