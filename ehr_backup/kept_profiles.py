@@ -37,3 +37,15 @@ def with_profiles(service: BackupService, views: list[dict[str, Any]]) -> list[d
         known = server is not None and server in profiles
         out.append({**view, "profile": (profiles[server] or "default") if known and server else None})
     return out
+
+
+def profile_holding(service: BackupService, name: str) -> str | None:
+    """The profile whose server holds a kept database of this name: None (the default one) when
+    DATABASE_URL's server holds one, or no configured profile reaches a server that does."""
+    servers = [r.server for r in service.restores.kept.live() if r.name == name]
+    if not servers:
+        return None
+    profiles = server_profiles(service)
+    if any(s in profiles and profiles[s] is None for s in servers):
+        return None
+    return next((profiles[s] for s in servers if s in profiles), None)

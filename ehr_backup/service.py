@@ -33,6 +33,7 @@ from .drills import Drills
 from .drills import view as drill_view
 from .errors import BackupError, Busy, Cancelled, ConfigError, InvalidInput, NotFound, Pinned, StorageError
 from .fileformat import OpenedFile, peek_header
+from .kept_profiles import profile_holding as kept_profile_holding
 from .kept_profiles import with_profiles as kept_with_profiles
 from .keys import KEY_ID_RE, KeyRing, load_keyring
 from .listing import Listing, ListQuery, last_drills
@@ -612,7 +613,9 @@ class BackupService:
         return kept_with_profiles(self, self.restores.kept_databases())
 
     def drop_kept(self, actor: Actor, name: str, profile: str | None = None) -> None:
-        """Drop a database a restore kept (on a database profile's server, when given)."""
+        """Drop a database a restore kept, on a profile's server: the one given, else the one holding it."""
+        if profile is None:
+            profile = kept_profile_holding(self, name)
         self.restores.drop_kept(actor, name, profile=profile)
 
     def contents(self, actor: Actor, backup_id: str) -> dict[str, Any]:

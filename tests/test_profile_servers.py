@@ -109,3 +109,15 @@ def test_a_schedules_rotation_applies_to_its_own_profiles_backups_only(
     assert scheduler.run_now(Actor("alice"), "nightly").task is not None
     assert len(service.list(database="site-b")) == 1
     assert {x["id"] for x in service.list(database="site-a")} == made_on_a  # site-a's stay
+
+
+def test_a_kept_database_on_a_profiles_server_is_dropped_there_without_naming_the_profile(
+        service: BackupService, env: dict[str, str], cluster: Cluster) -> None:
+    name = _second(service, env, cluster)
+    record = service.create(ACTOR, description="second server", database="second")
+    service.restore(ACTOR, record.id, safety_backup=False)
+    [kept] = service.kept_databases()
+    assert kept["profile"] == "second"
+    service.drop_kept(ACTOR, kept["name"])  # REST's DELETE /restore/previous names no profile
+    assert query(cluster.url(), f"SELECT count(*) FROM pg_database WHERE datname = '{kept['name']}'") == [(0,)]
+    assert service.kept_databases() == [] and name
