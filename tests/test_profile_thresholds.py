@@ -137,3 +137,14 @@ async def test_the_page_sets_and_resets_a_profiles_maximum_backup_age(
     await user.should_see("set for site-b by alice", retries=100)
     user.find(marker="profile-threshold-reset").click()
     await eventually(lambda: own.view("site-b")["maxBackupAgeHours"]["source"] == "installation")
+
+
+def test_a_failing_schedule_of_a_profile_alerts_under_the_profiles_label(service: BackupService) -> None:
+    from ehr_backup.scheduler import Scheduler
+
+    service.database_add(ACTOR, "down", "postgresql://postgres@127.0.0.1:9/records")  # nothing listens there
+    service.schedule_create(ACTOR, "nightly-down", cron="30 2 * * *", description="{database}", database="down",
+                            retries=0)
+    Scheduler(service).run_now(Actor("alice"), "nightly-down")
+    [failing] = Collector(service).schedules(utcnow())
+    assert (failing.key, failing.database) == ("schedule.failed:nightly-down", "records@down")

@@ -215,6 +215,8 @@ class Collector:
     def schedules(self, now: datetime) -> list[Condition]:
         """A schedule whose newest finished run failed (until a run succeeds)."""
         database = self.configured_database() or ""
+        # a profile's schedule names its profile's database as its alerts do elsewhere (name@profile)
+        labels = {p.name: db_key(ConnInfo.parse(p.url).dbname, p.name) for p in self.s.profiles.all()}
         out = []
         for s in self.s.schedule_list():
             if not s.get("failing"):
@@ -224,7 +226,8 @@ class Collector:
             out.append(Condition(f"schedule.failed:{s['name']}", "schedule.failed",
                                  f"the scheduled {s['kind']} {s['name']} failed at {at:%Y-%m-%d %H:%M} UTC: "
                                  f"{clean_message(s.get('failure'))}", at,
-                                 database=database if s["kind"] == "backup" else "", location=s.get("location") or ""))
+                                 database=labels.get(s.get("database") or "", database) if s["kind"] == "backup" else "",
+                                 location=s.get("location") or ""))
         return out
 
     def audit(self, now: datetime) -> list[Condition]:
