@@ -10,6 +10,7 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Depends, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
 
+from .alerts.profile_thresholds import ProfileThresholds
 from .auth import Principal
 from .errors import InvalidInput
 
@@ -106,14 +107,22 @@ def add_routes(router: APIRouter, ctx: Any, admin: Callable[[Request], Awaitable
         return {"history": await asyncio.to_thread(ctx.service.alerts.history, limit)}
 
     @router.get("/alerts/settings")
-    async def thresholds(who: Admin) -> dict[str, Any]:
-        """Each threshold: value in force, source (stored/environment/default), the environment's value."""
+    async def thresholds(who: Admin, database: str | None = Query(default=None, max_length=40)) -> dict[str, Any]:
+        """Each threshold: value in force, source (stored/environment/default), the environment's value;
+        with ?database=NAME a database profile's own (source profile/installation)."""
+        if database and database != "default":
+            return {"thresholds": await asyncio.to_thread(ProfileThresholds(ctx.service).view, database)}
         return {"thresholds": await asyncio.to_thread(ctx.service.alert_thresholds.view)}
 
     @router.put("/alerts/settings")
-    async def set_thresholds(body: ThresholdsBody, who: Admin) -> dict[str, Any]:
-        """Store thresholds (only the fields given; null: the environment's value again); 422 when out of range."""
+    async def set_thresholds(body: ThresholdsBody, who: Admin,
+                             database: str | None = Query(default=None, max_length=40)) -> dict[str, Any]:
+        """Store thresholds (only the fields given; null: the environment's value again); 422 when out of range;
+        with ?database=NAME a database profile's own (null: the installation's again)."""
         changes = {name: getattr(body, name) for name in body.model_fields_set}
+        if database and database != "default":
+            return {"thresholds": await asyncio.to_thread(ProfileThresholds(ctx.service).update, who.actor(),
+                                                          database, changes)}
         return {"thresholds": await asyncio.to_thread(ctx.service.alert_thresholds.update, who.actor(), changes)}
 
     @router.patch("/alerts/channels/{channel_id}")

@@ -10,6 +10,7 @@ from collections.abc import Callable
 from typing import Any
 
 from .alerts.conditions import clean_message
+from .alerts.profile_thresholds import ProfileThresholds
 from .alerts.thresholds import BY_NAME
 from .audit import Actor
 from .errors import InvalidInput
@@ -60,6 +61,8 @@ def add_commands(cmd: Any) -> None:
     t.add_argument("--reset", action="append", choices=list(FLAGS.values()), default=[], metavar="NAME",
                    help="forget a stored value, so the environment's holds again (repeatable): "
                         + ", ".join(FLAGS.values()))
+    t.add_argument("--database", metavar="NAME", help="a database profile's own thresholds (only "
+                   "--max-backup-age-hours; --reset forgets its value, so the installation's holds again)")
     t.add_argument("--json", action="store_true")
     for verb, what in (("enable", "switch a channel on"), ("disable", "switch a channel off: it receives nothing")):
         x = sub.add_parser(verb, help=f"{what} (by its id, see `alerts list`)")
@@ -111,6 +114,9 @@ def dispatch(service: Any, args: argparse.Namespace, actor: Actor) -> Any:
         changes: dict[str, Any] = {name: getattr(args, name) for name in FLAGS.values()
                                    if getattr(args, name) is not None}
         changes.update({name: None for name in args.reset if name not in changes})
+        if args.database and args.database != "default":  # one profile's own (alerts/profile_thresholds.py)
+            own = ProfileThresholds(service)
+            return {"thresholds": own.update(actor, args.database, changes) if changes else own.view(args.database)}
         store = service.alert_thresholds
         return {"thresholds": store.update(actor, changes) if changes else store.view()}
     if action in ("enable", "disable"):
@@ -163,6 +169,11 @@ def print_human(args: argparse.Namespace, result: Any) -> None:
         _print_open(result["open"])
     elif action == "settings":
         for name, t in result["thresholds"].items():
+            if "database" in t:  # a profile's own
+                own = (f"set for {t['database']} by {t['updatedBy']} at {t['updatedAt']}" if t["source"] == "profile"
+                       else f"the installation's ({t['database']} sets none)")
+                print(f"{name:<18} {t['value']:>10} {t['unit']:<6} {own}")
+                continue
             source = {"stored": f"stored by {t['updatedBy']} at {t['updatedAt']}",
                       "environment": f"from {t['variable']}", "default": f"default ({t['variable']} not set)"}
             print(f"{name:<18} {t['value']:>10} {t['unit']:<6} {source[t['source']]}")

@@ -80,7 +80,8 @@ VARIABLES = {
     "EHR_BACKUP_AUDIT_SYSLOG": "also send the audit log's head to syslog after every entry: off (default), "
                                "local (/dev/log) or HOST:PORT (UDP)",
     "EHR_BACKUP_DRILL_URL": "PostgreSQL server restore drills make their scratch database on "
-                            "(postgresql://user:pass@host:port/postgres; default: DATABASE_URL's server)",
+                            "(postgresql://user:pass@host:port/postgres; default: the server of the backup's "
+                            "database profile, DATABASE_URL's for default)",
     "EHR_BACKUP_DRILL_SCHEDULE": "cron expression of the `weekly-drill` schedule created once at the first start "
                                  "(default `0 5 * * 0`, Sundays 05:00); off: create none",
     "EHR_BACKUP_DRILL_CHECK_TIMEOUT": "seconds a drill's check query may run (default 30)",

@@ -69,10 +69,26 @@ class Drills:
         self.s = service
         self.checks = DrillChecks(service)
 
-    def server(self) -> ConnInfo:
-        """The maintenance database of the server drills use: EHR_BACKUP_DRILL_URL's, else DATABASE_URL's."""
+    def server(self, profile: str | None = None) -> ConnInfo:
+        """The maintenance database of the server drills use: EHR_BACKUP_DRILL_URL's, else the server of
+        the backup's database profile (DATABASE_URL's for the default one)."""
         url = self.s.settings.drill_url
-        return database.maintenance(ConnInfo.parse(url) if url else self.s.connection())
+        return database.maintenance(ConnInfo.parse(url) if url else self.s.connection(profile))
+
+    def _servers(self) -> dict[str, ConnInfo]:
+        """Every server a drill may have used, by identity: the drill server, else each profile's (the ones
+        reachable now); a start-up clean-up finds a scratch database left on any of them."""
+        names: list[str | None] = [None]
+        if not self.s.settings.drill_url:
+            names += [p.name for p in self.s.profiles.all()]
+        found: dict[str, ConnInfo] = {}
+        for name in names:
+            try:
+                target = self.server(name)
+                found.setdefault(pg.server_identity(target), target)
+            except BackupError:
+                continue  # unreachable or misconfigured now: its rows stay recorded for a later start-up
+        return found
 
     def _server_lock(self, identity: str) -> DatabaseLock:
         return lock_for(self.s.settings, self.s.settings.data_dir / "locks" / "drills", identity,
@@ -88,11 +104,11 @@ class Drills:
         try:
             if record.status not in (Status.COMPLETED, Status.DISCOVERED):
                 raise InvalidInput(f"backup {record.id} is {record.status}; only completed backups can be drilled")
-            target = self.server()
+            target = self.server(record.profile)
             identity = pg.server_identity(target)
             held.append(self._server_lock(identity).acquire(f"a drill of {record.id} by {actor.name}"))
             held.append(self.s._backup_lock(record.id).acquire(f"a drill of {record.id}"))
-            live = self.s.connection().dbname
+            live = self.s.connection(record.profile).dbname
             with connect(target) as conn:
                 scratch = scratch_name(record.database or live, secrets.token_hex(4))
                 if database.exists(conn, scratch):
@@ -207,11 +223,13 @@ class Drills:
 
     def _may_drop(self, row: Drill) -> bool:
         """Whether the row's scratch name may be dropped WITH (FORCE); a damaged row is refused and left."""
-        try:
-            live = self.s.connection().dbname
-        except BackupError:
-            live = None
-        if may_drop(row.scratch, (live, row.database)):
+        lives: list[str | None] = []
+        for name in [None, *(p.name for p in self.s.profiles.all())]:  # no profile's live database, ever
+            try:
+                lives.append(self.s.connection(name).dbname)
+            except BackupError:
+                continue
+        if may_drop(row.scratch, (*lives, row.database)):
             return True
         log.warning("drill %s: refusing to drop %r: not a scratch database's name (a damaged drill row); left",
                     row.id, row.scratch)
@@ -328,17 +346,17 @@ class Drills:
                                                       col(Drill.scratch_dropped).is_(False),
                                                       col(Drill.roles_pending) != ""))))
         dropped = 0
-        identity = target = None
+        servers: dict[str, ConnInfo] | None = None
         for row in rows:
             if alive(scratch_key(row.server, row.scratch)):
                 continue  # a drill in another process is working on it
             if not row.scratch_dropped or row.roles_pending:
                 try:
+                    if servers is None:
+                        servers = self._servers()
+                    target = servers.get(row.server)
                     if target is None:
-                        target = self.server()
-                        identity = pg.server_identity(target)
-                    if row.server != identity:
-                        continue  # made on another server than the one configured now: left recorded
+                        continue  # made on a server not configured (or reachable) now: left recorded
                     if not row.scratch_dropped and self._may_drop(row):
                         with connect(target) as conn:
                             database.drop(conn, row.scratch, target)

@@ -17,6 +17,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import select
 
 from . import pg
+from .alerts.profile_thresholds import forget as forget_thresholds
 from .alerts.secrets import seal, unseal
 from .audit import Actor
 from .catalogue import utcnow
@@ -239,6 +240,7 @@ class Profiles:
             current = s.get(DatabaseProfile, row.id)
             if current is not None:
                 s.delete(current)
+            forget_thresholds(s, row.name)  # a profile added again later under this name starts afresh
         self.s.audit.record(actor, "database.remove", name, "ok")
 
     def test(self, actor: Actor, name: str | None) -> dict[str, Any]:

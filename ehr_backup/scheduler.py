@@ -260,7 +260,9 @@ class Scheduler:
         if policy is None:
             return said
         try:
-            pruned = self.service.prune(SCHEDULER, schedule=sched.name, policy=policy, dry_run=False)
+            # its own profile's backups only: a schedule moved to another profile leaves the old one's alone
+            pruned = self.service.prune(SCHEDULER, schedule=sched.name, database=sched.database or "default",
+                                        policy=policy, dry_run=False)
         except BackupError as exc:
             return f"{said}; rotation not applied: {exc.message}"
         deleted = len(pruned.get("deleted", []))

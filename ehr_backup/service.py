@@ -36,12 +36,15 @@ from .drills import Drills
 from .drills import view as drill_view
 from .errors import BackupError, Busy, Cancelled, ConfigError, InvalidInput, NotFound, Pinned, StorageError
 from .fileformat import OpenedFile, peek_header
+from .kept_profiles import profile_holding as kept_profile_holding
+from .kept_profiles import with_profiles as kept_with_profiles
 from .keys import KEY_ID_RE, KeyRing, load_keyring
 from .listing import Listing, ListQuery, last_drills
 from .locks import DatabaseLock, lock_for
 from .models import BackupRecord, Status
 from .pg import ConnInfo
 from .pipeline import Progress, run_backup, scan_dump
+from .profile_dirs import local_data_dirs as profile_local_data_dirs
 from .profiles import Profiles
 from .prune import Rotation, file_exists
 from .rebuild import marked_missing
@@ -179,6 +182,7 @@ class BackupService:
             server_dir = None
         if server_dir:
             dirs.append(Path(server_dir))
+        dirs += profile_local_data_dirs(self)  # database profiles' servers running here, too
         return dirs
 
     def locations(self) -> list[dict[str, Any]]:
@@ -624,11 +628,13 @@ class BackupService:
         return self.restores.rollback(actor, database, profile)
 
     def kept_databases(self) -> list[dict[str, Any]]:
-        """Databases restores keep for rollback."""
-        return self.restores.kept_databases()
+        """Databases restores keep for rollback, each with the database profile whose server holds it."""
+        return kept_with_profiles(self, self.restores.kept_databases())
 
     def drop_kept(self, actor: Actor, name: str, profile: str | None = None) -> None:
-        """Drop a database a restore kept (on a database profile's server, when given)."""
+        """Drop a database a restore kept, on a profile's server: the one given, else the one holding it."""
+        if profile is None:
+            profile = kept_profile_holding(self, name)
         self.restores.drop_kept(actor, name, profile=profile)
 
     def contents(self, actor: Actor, backup_id: str) -> dict[str, Any]:

@@ -8,6 +8,7 @@ from typing import Any
 from nicegui import run, ui
 
 from .frame import PageSession, guarded, local_time, tid
+from .profile_thresholds import profile_thresholds_form
 from .theme import notify
 
 Reload = Callable[[], Awaitable[None]]
@@ -99,3 +100,4 @@ def thresholds_form(ps: PageSession, view: dict[str, Any], extra: list[tuple[str
         await reload()
 
     tid(ui.button("Save thresholds", on_click=save), "save-thresholds")
+    profile_thresholds_form(ps)  # a database profile may set its own

@@ -72,11 +72,12 @@ def _confirm(ps: PageSession, row: dict[str, Any], *, rollback: bool,
         @guarded(ps, ("roll back to " if rollback else "drop ") + row["name"])
         async def go() -> None:
             if rollback:
-                result = await run.io_bound(ps.ctx.service.rollback, ps.actor, row["database"])
+                # on the server that holds it: a profile's kept database is not on DATABASE_URL's server
+                result = await run.io_bound(ps.ctx.service.rollback, ps.actor, row["database"], row.get("profile"))
                 if result is not None:
                     notify(f"{row['database']} is the previous database again", type="positive")
             else:
-                await run.io_bound(ps.ctx.service.drop_kept, ps.actor, row["name"])
+                await run.io_bound(ps.ctx.service.drop_kept, ps.actor, row["name"], row.get("profile"))
                 notify(f"{row['name']} dropped", type="positive")
             dialog.close()
             await reload()

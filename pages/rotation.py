@@ -96,6 +96,21 @@ def rotation_button(ps: PageSession, state: dict[str, Any], reload: Reload) -> N
         .props("flat"), "rotation-open")
 
 
+def database_choices(rows: list[dict[str, Any]]) -> dict[str, str]:
+    """The rotation dialog's databases: a profile's by its name (rotation takes a profile), shown as
+    `database (profile)`; the default profile's by the database's own name, as before."""
+    out: dict[str, str] = {}
+    for r in rows:
+        if not r.get("database"):
+            continue
+        profile = r.get("profile") or "default"
+        if profile == "default":
+            out.setdefault(r["database"], r["database"])
+        else:
+            out.setdefault(profile, f"{r['database']} ({profile})")
+    return dict(sorted(out.items(), key=lambda kv: kv[1]))
+
+
 class RotationDialog:
     """Edit the policy, preview how many backups each rule keeps and what goes (a page at a time), then apply."""
 
@@ -103,7 +118,7 @@ class RotationDialog:
         self.ps = ps
         self.reload = reload
         self.preview: dict[str, Any] | None = None
-        databases = sorted({r["database"] for r in rows if r["database"]})
+        databases = database_choices(rows)
         defaults = RetentionPolicy()
         with host, ui.dialog() as self.dialog, tid(ui.card().classes("w-[56rem] max-w-full"), "rotation-dialog"):
             _gone_when_closed(self.dialog)
@@ -125,7 +140,7 @@ class RotationDialog:
             with ui.row().classes("w-full items-end gap-3"):
                 self.location = tid(ui.select({"all": "All locations", **LOCATIONS}, value="all", label="Location",
                                               on_change=self._changed).classes("w-44"), "rotation-location")
-                self.database = tid(ui.select({"all": "All databases", **{d: d for d in databases}}, value="all",
+                self.database = tid(ui.select({"all": "All databases", **databases}, value="all",
                                               label="Database", on_change=self._changed).classes("w-56"),
                                     "rotation-database")
                 self.discovered = tid(ui.checkbox("Include verified files found on disk",

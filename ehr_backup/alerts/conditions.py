@@ -26,6 +26,7 @@ from ..errors import BackupError
 from ..models import BackupRecord, Status
 from ..pg import ConnInfo
 from ..profiles import db_key
+from .profile_thresholds import ProfileThresholds
 from .state import Condition
 
 if TYPE_CHECKING:
@@ -97,22 +98,27 @@ def failed_backups(records: Iterable[Any], configured: str | None, now: datetime
     `forget_after` (it is no longer backed up here); the configured database's stays until a backup succeeds.
     """
     records = list(records)
-    succeeded = {r.database for r in records if r.status in (Status.COMPLETED, Status.DISCOVERED)}
+
+    def label(r: Any) -> str:  # a profile's database is its own (name@profile): same-named ones stay apart
+        return db_key(r.database, getattr(r, "profile", None))
+
+    succeeded = {label(r) for r in records if r.status in (Status.COMPLETED, Status.DISCOVERED)}
     seen: set[str] = set()
     out = []
     for r in records:
-        if r.kind == "safety" or r.status not in (Status.COMPLETED, Status.FAILED) or r.database in seen:
+        name = label(r)
+        if r.kind == "safety" or r.status not in (Status.COMPLETED, Status.FAILED) or name in seen:
             continue
-        seen.add(r.database)
-        if r.status != Status.FAILED or (r.database != configured and r.database not in succeeded):
+        seen.add(name)
+        if r.status != Status.FAILED or (name != configured and name not in succeeded):
             continue
         at = as_utc(r.finished_at) or as_utc(r.created_at) or now
-        if r.database != configured and now - at > forget_after:
+        if name != configured and now - at > forget_after:
             continue
-        out.append(Condition(f"backup.failed:{r.database}", "backup.failed",
-                             f"backup {r.id} of {r.database} failed at {at:%Y-%m-%d %H:%M} UTC"
+        out.append(Condition(f"backup.failed:{name}", "backup.failed",
+                             f"backup {r.id} of {name} failed at {at:%Y-%m-%d %H:%M} UTC"
                              f"{' while ' + r.step if r.step else ''}: {clean_message(r.error)}",
-                             at, database=r.database, location=r.location))
+                             at, database=name, location=r.location))
     return out
 
 
@@ -209,8 +215,7 @@ class Collector:
     def overdue(self, now: datetime) -> list[Condition]:
         """No successful backup of the configured database, or of a database profile, within its expected
         interval (the profile's own schedules; else the maximum backup age)."""
-        hours = self.s.alert_thresholds.current().max_backup_age_hours
-        max_age = timedelta(hours=hours) if hours else None
+        own = ProfileThresholds(self.s)  # a profile may have its own maximum age
         # (profile, its database's name, when it was added); None: the configured database (DATABASE_URL)
         targets: list[tuple[str | None, str | None, datetime | None]] = [(None, self.configured_database(), None)]
         targets += [(p.name, ConnInfo.parse(p.url).dbname, as_utc(p.created_at)) for p in self.s.profiles.all()]
@@ -227,6 +232,8 @@ class Collector:
             last = max((as_utc(r.finished_at) or as_utc(r.created_at) for r in good),  # type: ignore[type-var]
                        default=None)
             reference = min((as_utc(s.created_at) for s in scheduled), default=added)  # type: ignore[type-var]
+            hours = own.max_backup_age_hours(profile)
+            max_age = timedelta(hours=hours) if hours else None
             found = overdue(db_key(database, profile), last, reference, interval, max_age, now)
             if found:
                 out.append(found)
@@ -247,6 +254,8 @@ class Collector:
     def schedules(self, now: datetime) -> list[Condition]:
         """A schedule whose newest finished run failed (until a run succeeds)."""
         database = self.configured_database() or ""
+        # a profile's schedule names its profile's database as its alerts do elsewhere (name@profile)
+        labels = {p.name: db_key(ConnInfo.parse(p.url).dbname, p.name) for p in self.s.profiles.all()}
         out = []
         for s in self.s.schedule_list():
             if not s.get("failing"):
@@ -256,7 +265,8 @@ class Collector:
             out.append(Condition(f"schedule.failed:{s['name']}", "schedule.failed",
                                  f"the scheduled {s['kind']} {s['name']} failed at {at:%Y-%m-%d %H:%M} UTC: "
                                  f"{clean_message(s.get('failure'))}", at,
-                                 database=database if s["kind"] == "backup" else "", location=s.get("location") or ""))
+                                 database=labels.get(s.get("database") or "", database) if s["kind"] == "backup" else "",
+                                 location=s.get("location") or ""))
         return out
 
     def audit(self, now: datetime) -> list[Condition]:
