@@ -169,13 +169,15 @@ def _publish(dir_fd: int, tmp: str, name: str) -> None:
 
 
 @contextmanager
-def atomic_file(directory: Path, name: str, *, private: bool = True) -> Iterator[IO[bytes]]:
+def atomic_file(directory: Path, name: str, *, private: bool = True,
+                replace: bool = False) -> Iterator[IO[bytes]]:
     """Write to a hidden temporary file; on success fsync it, link it to `name`, fsync the directory.
 
     The directory is opened once (no symbolic links on the way) and every step happens relative to
     that handle, so a folder swapped for a link after it was checked is refused, not written through.
     private: refuse a directory another user owns or may write to. The final name appears only when
-    everything succeeded and never replaces an existing file.
+    everything succeeded and never replaces an existing file, unless `replace` (a record rewritten in place:
+    rename replaces a link in the way itself, never what it points to).
     """
     if not name or "/" in name or name in (".", ".."):
         raise InvalidInput("a file name must not be empty or contain '/'")
@@ -194,7 +196,10 @@ def atomic_file(directory: Path, name: str, *, private: bool = True) -> Iterator
                 yield fh
                 fh.flush()
                 os.fsync(fh.fileno())
-            _publish(dir_fd, tmp, name)
+            if replace:
+                os.rename(tmp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+            else:
+                _publish(dir_fd, tmp, name)
             os.fsync(dir_fd)
         except BaseException:
             try:

@@ -14,8 +14,6 @@ import hashlib
 import hmac
 import json
 import logging
-import os
-import secrets
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import lru_cache
@@ -25,11 +23,10 @@ from typing import Any
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from . import safedir
 from .errors import BackupError
 from .keys import SCRYPT_N, SCRYPT_P, SCRYPT_R, KeyRing, MasterKey
 from .rebuild_source import MAX_SIDECAR
-from .storage import SIDECAR_SUFFIX, TEMP_PREFIX
+from .storage import SIDECAR_SUFFIX, atomic_file
 from .text import printable
 
 log = logging.getLogger("ehr_backup.verified")
@@ -105,23 +102,8 @@ def check(data: bytes, keyring: KeyRing, *, backup_id: str, sha256: str, size: i
 
 def write(directory: Path, backup_id: str, data: bytes) -> None:
     """Put the sidecar beside its backup atomically: a temporary file, fsync, rename over the old one."""
-    tmp = f"{TEMP_PREFIX}{backup_id}{SIDECAR_SUFFIX}.{secrets.token_hex(8)}"
-    with safedir.opened(directory) as dir_fd:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600, dir_fd=dir_fd)
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(data)
-                fh.flush()
-                os.fsync(fh.fileno())
-            # rename replaces a link in the way itself, never what it points to
-            os.rename(tmp, backup_id + SIDECAR_SUFFIX, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
-            os.fsync(dir_fd)
-        except BaseException:
-            try:
-                os.unlink(tmp, dir_fd=dir_fd)
-            except FileNotFoundError:
-                pass
-            raise
+    with atomic_file(directory, backup_id + SIDECAR_SUFFIX, private=False, replace=True) as fh:
+        fh.write(data)
 
 
 def record(directory: Path, backup_id: str, master: MasterKey, *, sha256: str, size: int,
