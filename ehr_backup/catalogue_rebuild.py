@@ -36,6 +36,8 @@ class CatalogueRebuild:
         # more kinds of storage (S3 destinations) plug in here: provider(location) -> its sources, where
         # location is None (all) or the key or name asked for; a provider that knows no such name returns []
         self.providers: list[Callable[[str | None], list[Source]]] = []
+        # and write what they catalogue beside the backups (S3 copies) from the same plan, after _apply
+        self.appliers: list[Callable[[Actor, Plan, list[Source]], None]] = []
 
     def sources(self, location: str | None = None, paths: Sequence[str] = ()) -> list[Source]:
         """What to read: the local folders (local_sources) and the sources of every provider; `location`
@@ -92,6 +94,8 @@ class CatalogueRebuild:
                 log.warning("catalogue rebuild: %s in %s: %s", w["file"], w["directory"], w["warning"])
             if not dry_run:
                 self._apply(actor, result)
+                for applier in self.appliers:
+                    applier(actor, result, sources)
             out = {"dryRun": dry_run, "sources": [{"location": s.location, "directory": s.directory}
                                                   for s in sources],
                    "files": len(findings), **result.as_dict()}

@@ -443,6 +443,10 @@ def _verify(service: Any, args: argparse.Namespace, actor: Actor) -> Any:
         failed = [r for r in result["results"] if not r["ok"]]
         raise VerifyFailed(f"{result['failed']} of {len(result['results'])} backups failed verification: "
                            + "; ".join(f"{r['backupId']}: {r['error']}" for r in failed[:3]), result)
+    if result.get("copiesFailed"):  # the backups are good, an S3 copy is not: they are degraded
+        bad = [(r["backupId"], c) for r in result["results"] for c in r.get("copies", []) if not c["ok"]]
+        raise VerifyFailed(f"{result['copiesFailed']} S3 copies failed verification: "
+                           + "; ".join(f"{i} at {c['destination']}: {c['error']}" for i, c in bad[:3]), result)
     return result
 
 

@@ -29,6 +29,7 @@ from .config import Settings
 from .db import Database
 from .default_location import resolve as resolve_default_location
 from .destinations import plan as destination_plan
+from .destinations import rebuild_s3
 from .destinations.copies import Copies
 from .destinations.store import Destinations
 from .drill_checks import view as drill_check_view
@@ -114,6 +115,7 @@ class BackupService:
         self.profiles = Profiles(self)  # ehr_backup/profiles.py: named databases besides DATABASE_URL
         self.destinations = Destinations(self)  # ehr_backup/destinations/: S3 destinations and backup copies
         self.copies = Copies(self)
+        rebuild_s3.install(self)  # catalogue rebuild reads S3 destinations too (destinations/rebuild_s3.py)
 
     # ----- configuration -----------------------------------------------------------------------------
     def connection(self, database: str | None = None) -> ConnInfo:

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 from . import verified_sidecar as sidecar
 from .audit import Actor
 from .catalogue import as_utc, utcnow
+from .destinations.reverify import verify_copies
 from .errors import BackupError, Busy, Cancelled
 from .fileformat import OpenedFile
 from .models import BackupRecord, Status
@@ -140,6 +141,8 @@ class Verifications:
     def _sidecar(self, record: BackupRecord, opened: OpenedFile, verified: Verified) -> None:
         """Keep this verification beside the file too, for a catalogue rebuilt from storage alone."""
         assert opened.sha256 is not None
+        if (record.directory or "").startswith("s3://"):
+            return  # the backup lives at an S3 destination only: there is no local folder to write beside
         try:
             master = self.s.keyring().get(opened.header.key_id)
         except BackupError:
@@ -179,8 +182,12 @@ class Verifications:
                 raise
             except BackupError as exc:
                 results.append({"backupId": backup_id, "ok": False, "error": exc.message})
+            # its S3 copies are read back too: a corrupt or vanished copy degrades the backup (copy alert)
+            results[-1]["copies"] = verify_copies(self.s, actor, backup_id)
         failed = [r for r in results if not r["ok"]]
-        return {"verified": len(results) - len(failed), "failed": len(failed), "results": results}
+        copies_failed = sum(1 for r in results for c in r["copies"] if not c["ok"])
+        return {"verified": len(results) - len(failed), "failed": len(failed), "copiesFailed": copies_failed,
+                "results": results}
 
     def verify_all(self, actor: Actor, since: datetime | None = None) -> dict[str, Any]:
         """Verify every readable backup (made at or after `since`, when given), oldest first."""
