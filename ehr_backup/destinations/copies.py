@@ -106,6 +106,13 @@ class Copies:
 
     def open_stream(self, record: BackupRecord) -> tuple[Any, int]:
         """A readable handle on a healthy copy (local first) and its size, for a download."""
+        if any(r.status == OK for r in self.rows(record.id)):  # a good S3 copy to fall back on: authenticate first
+            from ..restore.operation import check_matches_catalogue
+            from .fallback import open_authenticated
+
+            opened, _, _ = open_authenticated(self.s, record, check=check_matches_catalogue)
+            opened.fh.seek(0)
+            return opened.fh, opened.size
         try:
             fh = self._local(record)
             return fh, _size(fh)
