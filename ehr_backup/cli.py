@@ -78,8 +78,8 @@ def _parser() -> argparse.ArgumentParser:
 
     c = cmd("verify", "authenticate every byte, decompress, and check the dump is complete and its row counts")
     c.add_argument("backup_id", metavar="BACKUP_ID", nargs="?")
-    c.add_argument("--all", action="store_true", help="verify every stored backup (oldest first); failures are "
-                   "recorded and counted, and make the exit status non-zero")
+    c.add_argument("--all", action="store_true", help="verify every stored backup (oldest first) and read each "
+                   "S3 copy back; failures are recorded and counted, and make the exit status non-zero")
     c.add_argument("--since", metavar="YYYY-MM-DD", help="with --all: only backups made on or after this day (UTC)")
     c.add_argument("--due", action="store_true", help="re-read tonight's share of the stored backups, so that each "
                    "is re-read within EHR_BACKUP_REVERIFY_DAYS days (for a nightly timer)")
