@@ -57,6 +57,8 @@ def _parser() -> argparse.ArgumentParser:
                         "file's location); one pg_dump, every copy with its own SHA-256 and status")
     c.add_argument("--json", action="store_true", help="print the backup as one JSON object")
     c.add_argument("--database", metavar="NAME", help=cli_databases.DATABASE_HELP)
+    c.add_argument("--no-local", action="store_true", help="write no local file: only the S3 --destination copies "
+                   "(the first good one is the primary; no local free-space check)")
 
     c = cmd("list", "list backups in every location (newest first); --limit shows one page")
     c.add_argument("--location", choices=["default", "desktop", "documents", "downloads", "custom"])
@@ -357,7 +359,7 @@ def _dispatch(service: Any, args: argparse.Namespace) -> Any:
     if args.command == "create":
         task = service.prepare_create(actor, description=args.description, location=args.location,
                                       custom_path=args.path, compression=args.compression, database=args.database,
-                                      destinations=args.destination)
+                                      destinations=args.destination, local=not args.no_local)
         return service.view(_run_task(task))
     if args.command == "list" and (args.limit is not None or args.cursor):
         return service.list_page(location=args.location, database=args.database, kind=args.kind, status=args.status,

@@ -20,6 +20,8 @@ ID = "backup_2026-11-30T01-00-00-000Z.sql.gz.enc"
 
 
 def _lose_metadata(service: BackupService, env: dict[str, str]) -> BackupService:
+    service.delete(ACTOR, s3_only.id)  # a backup kept at S3 only: its object goes, no local file is looked for
+    assert f"ehr/{s3_only.id}" not in s3_server.keys_in(bucket) and s3_only.id not in service.catalogue.ids()
     service.db.dispose()
     data = Path(env["EHR_BACKUP_DATA_DIR"])
     for name in ("catalogue.sqlite3", "catalogue.sqlite3-wal", "catalogue.sqlite3-shm"):
@@ -73,7 +75,8 @@ def test_a_rebuild_after_losing_the_metadata_brings_back_every_backup_and_copy(e
     assert [(c["destination"], c["status"]) for c in view["copies"]] == [("default", "ok"), ("offsite", "ok")]
     assert view["copies"][1]["uri"] == f"s3://{bucket}/ehr/{both.id}" and view["degraded"] is False
     remote = service.view(service.get(s3_only.id))
-    assert remote["location"] == "offsite" and remote["degraded"] is False
+    assert remote["location"] == "offsite" and remote["degraded"] is False and remote["status"] == "completed"
+    assert remote["path"] == f"s3://{bucket}/ehr/{s3_only.id}" and remote["exists"] is True
     assert [(c["destination"], c["status"], c["sha256"]) for c in remote["copies"]] == [
         ("offsite", "ok", s3_only.sha256)]
     assert service.verify(ACTOR, s3_only.id)["ok"] is True
@@ -87,4 +90,6 @@ def test_a_rebuild_after_losing_the_metadata_brings_back_every_backup_and_copy(e
     assert copies["offsite"]["status"] == "missing" and copies["default"]["status"] == "ok"
     assert any(e.outcome == "ok" and "marked missing" in (e.detail or "")
                for e in service.audit.entries(action="catalogue.rebuild"))
+    service.delete(ACTOR, s3_only.id)  # a backup kept at S3 only: its object goes, no local file is looked for
+    assert f"ehr/{s3_only.id}" not in s3_server.keys_in(bucket) and s3_only.id not in service.catalogue.ids()
     service.db.dispose()
