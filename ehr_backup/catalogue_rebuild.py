@@ -40,6 +40,8 @@ class CatalogueRebuild:
         # more kinds of storage (S3 destinations) plug in here: provider(location) -> its sources, where
         # location is None (all) or the key or name asked for; a provider that knows no such name returns []
         self.providers: list[Callable[[str | None], list[Source]]] = []
+        # and write what they catalogue beside the backups (S3 copies) from the same plan, after _apply
+        self.appliers: list[Callable[[Actor, Plan, list[Source]], None]] = []
 
     def sources(self, location: str | None = None, paths: Sequence[str] = ()) -> list[Source]:
         """What to read: the local folders (local_sources) and the sources of every provider; `location`
@@ -122,6 +124,8 @@ class CatalogueRebuild:
             if not dry_run:
                 progress.enter("applying")
                 self._apply(actor, result, cancel)
+                for applier in self.appliers:  # e.g. the S3 copies found (destinations/rebuild_s3.py)
+                    applier(actor, result, sources)
             out = {"dryRun": dry_run, "sources": [{"location": s.location, "directory": s.directory}
                                                   for s in sources],
                    "files": len(findings), **result.as_dict()}

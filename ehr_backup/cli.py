@@ -59,6 +59,8 @@ def _parser() -> argparse.ArgumentParser:
                         "file's location); one pg_dump, every copy with its own SHA-256 and status")
     c.add_argument("--json", action="store_true", help="print the backup as one JSON object")
     c.add_argument("--database", metavar="NAME", help=cli_databases.DATABASE_HELP)
+    c.add_argument("--no-local", action="store_true", help="write no local file: only the S3 --destination copies "
+                   "(the first good one is the primary; no local free-space check)")
 
     c = cmd("list", "list backups in every location (newest first); --limit shows one page")
     c.add_argument("--location", choices=["default", "desktop", "documents", "downloads", "custom"])
@@ -80,8 +82,8 @@ def _parser() -> argparse.ArgumentParser:
 
     c = cmd("verify", "authenticate every byte, decompress, and check the dump is complete and its row counts")
     c.add_argument("backup_id", metavar="BACKUP_ID", nargs="?")
-    c.add_argument("--all", action="store_true", help="verify every stored backup (oldest first); failures are "
-                   "recorded and counted, and make the exit status non-zero")
+    c.add_argument("--all", action="store_true", help="verify every stored backup (oldest first) and read each "
+                   "S3 copy back; failures are recorded and counted, and make the exit status non-zero")
     c.add_argument("--since", metavar="YYYY-MM-DD", help="with --all: only backups made on or after this day (UTC)")
     c.add_argument("--due", action="store_true", help="re-read tonight's share of the stored backups, so that each "
                    "is re-read within EHR_BACKUP_REVERIFY_DAYS days (for a nightly timer)")
@@ -364,7 +366,7 @@ def _dispatch(service: Any, args: argparse.Namespace) -> Any:
     if args.command == "create":
         task = service.prepare_create(actor, description=args.description, location=args.location,
                                       custom_path=args.path, compression=args.compression, database=args.database,
-                                      destinations=args.destination)
+                                      destinations=args.destination, local=not args.no_local)
         return service.view(_run_task(task))
     if args.command == "list" and (args.limit is not None or args.cursor):
         return service.list_page(location=args.location, database=args.database, kind=args.kind, status=args.status,
@@ -452,6 +454,10 @@ def _verify(service: Any, args: argparse.Namespace, actor: Actor) -> Any:
         failed = [r for r in result["results"] if not r["ok"]]
         raise VerifyFailed(f"{result['failed']} of {len(result['results'])} backups failed verification: "
                            + "; ".join(f"{r['backupId']}: {r['error']}" for r in failed[:3]), result)
+    if result.get("copiesFailed"):  # the backups are good, an S3 copy is not: they are degraded
+        bad = [(r["backupId"], c) for r in result["results"] for c in r.get("copies", []) if not c["ok"]]
+        raise VerifyFailed(f"{result['copiesFailed']} S3 copies failed verification: "
+                           + "; ".join(f"{i} at {c['destination']}: {c['error']}" for i, c in bad[:3]), result)
     return result
 
 

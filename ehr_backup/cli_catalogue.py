@@ -27,9 +27,10 @@ def add_commands(cmd: Any) -> None:
     c = cmd("catalogue", "the catalogue of backups: rebuild it from the backup files' authenticated headers and "
                          "trailers (after losing the metadata database, say)")
     sub = c.add_subparsers(dest="catalogue_command", required=True, metavar="ACTION")
-    about = ("read every backup file in the locations, authenticate it (every byte) and add the backups the "
-             "catalogue lacks, complete the rows it has, and mark rows whose file is gone as missing; files that do not authenticate are "
-             "reported (exit 1), never recorded. On a terminal it shows the files and "
+    about = ("read every backup file in the locations and S3 destinations (after losing the metadata database, "
+             "add the destinations again first), authenticate it (every byte) and add the backups the "
+             "catalogue lacks, complete the rows it has, and mark rows whose file is gone as missing; files that "
+             "do not authenticate are reported (exit 1), never recorded. On a terminal it shows the files and "
              "bytes read of the total; Ctrl-C cancels at the next read (exit 1). One "
              "rebuild at a time: a second one is refused as busy")
     r = sub.add_parser("rebuild", help=about, description=about)

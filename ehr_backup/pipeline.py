@@ -15,6 +15,7 @@ import threading
 import time
 from array import array
 from collections.abc import Iterator, Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -86,6 +87,13 @@ class DumpResult:
     seconds: float
 
 
+class _Discard:
+    """A file that keeps nothing (no local copy: the sinks hold the backup)."""
+
+    def write(self, data: bytes | memoryview) -> int:
+        return len(data)
+
+
 class _HashingFile:
     """Count and hash what is written to the file beneath."""
 
@@ -136,7 +144,7 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
         pass
 
 
-def run_backup(*, conn: ConnInfo, pg_dump: str, directory: Path, backup_id: str, key: MasterKey,
+def run_backup(*, conn: ConnInfo, pg_dump: str, directory: Path | None, backup_id: str, key: MasterKey,
                fields: dict[str, Any], algorithm: str, level: int, threads: int, progress: Progress,
                cancel: threading.Event, recorded: dict[str, Any] | None = None,
                sinks: Sequence[Any] = ()) -> DumpResult:
@@ -167,7 +175,8 @@ def run_backup(*, conn: ConnInfo, pg_dump: str, directory: Path, backup_id: str,
     done = threading.Event()
     threading.Thread(target=_kill_on_cancel, args=(proc, cancel, done), daemon=True).start()
     try:
-        with storage.atomic_file(directory, backup_id) as fh:
+        # no directory: the S3 sinks are the only copies (a backup written to S3 only), nothing local is kept
+        with (storage.atomic_file(directory, backup_id) if directory is not None else nullcontext(_Discard())) as fh:
             out = _HashingFile(fh, sinks)
             writer = EncryptedWriter(out, key, fields)
             comp = compression.open_compressor(algorithm, writer, level, threads)

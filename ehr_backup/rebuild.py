@@ -21,6 +21,7 @@ from .fileformat import OpenedFile
 from .keys import KEY_ID_RE, KeyRing
 from .profiles import NAME_RE as PROFILE_NAME_RE
 from .rebuild_source import Entry, Source
+from .storage import LOCATIONS
 from .verified_sidecar import SidecarInvalid, Verified, check
 
 MAX_DESCRIPTION = 500
@@ -77,6 +78,9 @@ class Plan:
     warnings: list[dict[str, str]] = field(default_factory=list)
     found_in: dict[str, tuple[str, str]] = field(default_factory=dict)  # id -> (location, directory) read from
     failed: dict[str, str] = field(default_factory=dict)  # catalogued good, its file refused: id -> why
+    # every place an accepted backup's identical bytes were found: id -> [(location, directory, size, sha256)]
+    # (the first is found_in; the others are copies, e.g. the same backup at an S3 destination)
+    copies: dict[str, list[tuple[str, str, int, str]]] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
         """The JSON form (updates as {id, changes: [field names]})."""
@@ -181,16 +185,23 @@ def plan(findings: Iterable[Finding], rows: Sequence[Row], scanned: Iterable[str
                 result.failed[f.name] = f.problem or "not authentic"  # recorded as a failed verification
             continue
         if f.name in seen:
+            if (f.location not in LOCATIONS and f.name in result.copies
+                    and result.copies[f.name][0][3] == f.fields["sha256"]):
+                result.copies[f.name].append((f.location, f.directory, f.size, f.fields["sha256"]))
+                continue  # the same bytes at a destination (S3): a copy of it; two local folders stay refused
             result.refused.append({**where, "reason": "another copy of this backup was recorded from another "
                                                       "folder; this one is left as it is"})
             continue
-        seen.add(f.name)
-        result.found_in[f.name] = (f.location, f.directory)
         row = by_id.get(f.name)
+        accepted = [(f.location, f.directory, f.size, f.fields["sha256"])]
         if row is None:
+            seen.add(f.name)
+            result.found_in[f.name] = (f.location, f.directory)
             result.add.append(_new_row(f))
+            result.copies[f.name] = accepted
             continue
         if row.status not in COMPLETABLE:
+            seen.add(f.name)
             result.unchanged.append(row.id)  # running: its own job finishes it
             continue
         if (row.sha256 and row.sha256 != f.fields["sha256"]) or (
@@ -201,6 +212,9 @@ def plan(findings: Iterable[Finding], rows: Sequence[Row], scanned: Iterable[str
             if row.directory == f.directory and row.status in READABLE and row.verify_ok is not False:
                 result.failed[row.id] = reason  # as verify records a swapped file
             continue
+        seen.add(f.name)  # only now: a swapped file does not hide an authentic copy of this backup elsewhere
+        result.found_in[f.name] = (f.location, f.directory)
+        result.copies[f.name] = accepted
         changes = _completion(row, f)
         if changes:
             result.update[row.id] = changes
@@ -221,9 +235,10 @@ def marked_missing(r: Any) -> bool:
     return (r.error or "").startswith("missing:")
 
 
-def _prefer(row: Row | None, f: Finding) -> int:
-    """Among copies of one id, the one in the row's own folder first."""
-    return 0 if row is not None and row.directory == f.directory else 1
+def _prefer(row: Row | None, f: Finding) -> tuple[int, int]:
+    """Among copies of one id, a local file first (it becomes the primary again when the row points at a
+    destination), then the one in the row's own folder."""
+    return (0 if f.location in LOCATIONS else 1, 0 if row is not None and row.directory == f.directory else 1)
 
 
 def _new_row(f: Finding) -> dict[str, Any]:

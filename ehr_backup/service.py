@@ -29,7 +29,8 @@ from .config import Settings
 from .db import Database
 from .default_location import resolve as resolve_default_location
 from .destinations import plan as destination_plan
-from .destinations.copies import Copies
+from .destinations import rebuild_s3, s3_only
+from .destinations.copies import Copies, remote_primary
 from .destinations.store import Destinations
 from .drill_checks import view as drill_check_view
 from .drills import Drills
@@ -119,6 +120,7 @@ class BackupService:
         self.profiles = Profiles(self)  # ehr_backup/profiles.py: named databases besides DATABASE_URL
         self.destinations = Destinations(self)  # ehr_backup/destinations/: S3 destinations and backup copies
         self.copies = Copies(self)
+        rebuild_s3.install(self)  # catalogue rebuild reads S3 destinations too (destinations/rebuild_s3.py)
 
     # ----- configuration -----------------------------------------------------------------------------
     def connection(self, database: str | None = None) -> ConnInfo:
@@ -303,11 +305,12 @@ class BackupService:
                        kind: str = "manual", lock: DatabaseLock | None = None,
                        slug: str | None = None, conn: ConnInfo | None = None, schedule: str | None = None,
                        protects: str | None = None, database: str | None = None,
-                       destinations: Sequence[str] = ()) -> Task:
+                       destinations: Sequence[str] = (), local: bool = True) -> Task:
         """Validate, reserve the database and record a RUNNING backup; the returned task does the work.
 
         database: the profile to back up (default DATABASE_URL's); destinations: where copies go
-        (ehr_backup/destinations/): a local location key, and S3 destinations."""
+        (ehr_backup/destinations/): a local location key, and S3 destinations; local=False: no local file,
+        the S3 copies are the backup (destinations/s3_only.py)."""
         try:
             profile = self.profiles.checked(database)
             location, remote = destination_plan.split(destinations, location)
@@ -316,7 +319,8 @@ class BackupService:
             algorithm = compression or self.settings.compression
             level = check(algorithm, self.settings.gzip_level if algorithm == "gzip"
                           else self.settings.zstd_level)
-            loc_key, directory = self.resolve_location(location, custom_path)
+            loc_key, directory = (self.resolve_location(location, custom_path) if local
+                                  else s3_only.primary(targets, location, custom_path))
             key = self.keyring().encryption_key()
             conn = conn or self.connection(profile)
         except BackupError as exc:
@@ -331,7 +335,7 @@ class BackupService:
                 raise
         locks = [lock] if own_lock else []
         try:
-            backup_id = self._new_id(slug or description, algorithm, directory)
+            backup_id = self._new_id(slug or description, algorithm, directory if local else None)
             locks.append(self._job_lock(backup_id).acquire(f"backup {backup_id}"))
             locks.append(self._started(actor, "create", backup_id, f"location={loc_key}"
                                        + (f"; database={profile}" if profile else "")))
@@ -346,7 +350,8 @@ class BackupService:
             raise
 
         def work(progress: Progress, cancel: threading.Event) -> BackupRecord:
-            return self._run_create(actor, record, conn, key, level, directory, progress, cancel, targets)
+            return self._run_create(actor, record, conn, key, level, directory if local else None, progress,
+                                    cancel, targets)
 
         return Task("create", backup_id, work, locks, backup_id=backup_id)
 
@@ -355,17 +360,17 @@ class BackupService:
         result: BackupRecord = self.prepare_create(actor, **kwargs).run()
         return result
 
-    def _new_id(self, description: str, algorithm: str, directory: Path) -> str:
+    def _new_id(self, description: str, algorithm: str, directory: Path | None) -> str:
         now = utcnow()
         known = self.catalogue.ids()
         while True:
             backup_id = storage.make_id(now, description, EXTENSIONS[algorithm])
-            if backup_id not in known and not (directory / backup_id).exists():
+            if backup_id not in known and not (directory is not None and (directory / backup_id).exists()):
                 return backup_id
             now += timedelta(milliseconds=1)
 
     def _run_create(self, actor: Actor, record: BackupRecord, conn: ConnInfo, key: Any, level: int,
-                    directory: Path, progress: Progress, cancel: threading.Event,
+                    directory: Path | None, progress: Progress, cancel: threading.Event,
                     targets: Sequence[Any] = ()) -> BackupRecord:
         step = "connecting"
         progress.phase = step
@@ -373,7 +378,7 @@ class BackupService:
             facts = pg.server_facts(conn)
             progress.total = facts.database_size
             step = "checking free space"
-            free = storage.free_bytes(directory)
+            free = storage.free_bytes(directory) if directory is not None else None  # S3 only: nothing local
             needed = self._space_needed(conn.dbname, facts.database_size)
             if free is not None and free < needed:
                 raise StorageError(f"not enough free space in {directory}: {_mb(free)} free, about "
@@ -402,6 +407,8 @@ class BackupService:
                                     recorded=recorded, sinks=sinks)
                 step = "finishing the copies"
                 failed_copies = [c for c in destination_plan.finish_sinks(self, record.id, sinks) if c.error]
+                if directory is None:  # S3 only: at least one copy must stand, and the first good one is primary
+                    s3_only.settle(self, record, targets, failed_copies)
             except BaseException:
                 destination_plan.abort_sinks(sinks)  # a failed backup leaves no copy anywhere
                 raise
@@ -553,6 +560,8 @@ class BackupService:
             kept_by = self.rotation.kept_by(self.catalogue.all(database=r.database)).get(r.id, [])
         path = os.path.join(r.directory, r.id)  # directories are stored as str(Path): already normal
         exists = file_exists(r)  # a regular file, not a link: one lstat (a list page views 100 backups)
+        if remote_primary(r):  # kept at an S3 destination only: there while a copy there is good
+            path, exists = r.directory + r.id, any(c.status == "ok" for c in self.copies.rows(r.id))
         status = r.status
         if r.status in (Status.COMPLETED, Status.DISCOVERED) and not exists:
             status = Status.MISSING
@@ -662,7 +671,8 @@ class BackupService:
             self.audit.record(actor, "delete", record.id, "started")
             try:
                 self.copies.delete_remote(record)  # every S3 copy first: the record goes only when all are gone
-                storage.unlink_in(Path(record.directory), record.id)
+                if not remote_primary(record):  # a backup kept at S3 only has no local file
+                    storage.unlink_in(Path(record.directory), record.id)
             except BackupError as exc:
                 self.audit.record(actor, "delete", record.id, "failed", exc.message)
                 raise

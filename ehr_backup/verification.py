@@ -21,6 +21,8 @@ from typing import TYPE_CHECKING, Any
 from . import verified_sidecar as sidecar
 from .audit import Actor
 from .catalogue import as_utc, utcnow
+from .destinations.fallback import open_authenticated
+from .destinations.reverify import verify_copies
 from .errors import BackupError, Busy, Cancelled
 from .fileformat import OpenedFile
 from .models import BackupRecord, Status
@@ -97,13 +99,12 @@ class Verifications:
         started = time.monotonic()
         opened = None
         try:
-            opened = self.s._open(record)
+            progress.phase = "authenticating"
+            # the first copy that authenticates: a missing or corrupt local file falls back to a good S3 copy
+            opened, trailer, passed_over = open_authenticated(self.s, record, _reading(progress),
+                                                              check_matches_catalogue)
             try:
-                progress.phase = "authenticating"
-                progress.total = opened.size
-                trailer = opened.authenticate(lambda done, _total: setattr(progress, "bytes_read", done))
                 sha = opened.sha256
-                check_matches_catalogue(record, opened, trailer)
                 scan = scan_dump(opened, trailer, progress, cancel)
             finally:
                 opened.fh.close()
@@ -118,7 +119,8 @@ class Verifications:
                                 exc.message)
             raise
         updates: dict[str, Any] = {"verified_at": utcnow(), "verify_ok": True, "verify_duration_s": _took(started),
-                                   "verify_message": f"authentic; dump complete; {len(scan.rows)} tables"}
+                                   "verify_message": f"authentic; dump complete; {len(scan.rows)} tables"
+                                   + "".join(f"; passed over {p}" for p in passed_over)[:1500]}
         if record.status == Status.DISCOVERED:  # now proven: fill in what the authenticated file says
             h = opened.header.fields
             updates.update(sha256=sha, size=opened.size, dump_bytes=scan.dump_bytes,
@@ -133,13 +135,15 @@ class Verifications:
         self.s.audit.record(actor, "verify", record.id, "ok",
                             f"{updates['verify_message']}; {updates['verify_duration_s']} s")
         progress.phase = "done"
-        return {"backupId": record.id, "ok": True, "authentic": True, "complete": scan.complete,
+        return {"backupId": record.id, "ok": True, "authentic": True, "complete": scan.complete, "passedOver": passed_over,
                 "sha256": sha, "dumpBytes": scan.dump_bytes, "tableRowCounts": scan.rows,
                 "keyId": opened.header.key_id, "seconds": updates["verify_duration_s"]}
 
     def _sidecar(self, record: BackupRecord, opened: OpenedFile, verified: Verified) -> None:
         """Keep this verification beside the file too, for a catalogue rebuilt from storage alone."""
         assert opened.sha256 is not None
+        if (record.directory or "").startswith("s3://"):
+            return  # the backup lives at an S3 destination only: there is no local folder to write beside
         try:
             master = self.s.keyring().get(opened.header.key_id)
         except BackupError:
@@ -179,8 +183,12 @@ class Verifications:
                 raise
             except BackupError as exc:
                 results.append({"backupId": backup_id, "ok": False, "error": exc.message})
+            # its S3 copies are read back too: a corrupt or vanished copy degrades the backup (copy alert)
+            results[-1]["copies"] = verify_copies(self.s, actor, backup_id)
         failed = [r for r in results if not r["ok"]]
-        return {"verified": len(results) - len(failed), "failed": len(failed), "results": results}
+        copies_failed = sum(1 for r in results for c in r["copies"] if not c["ok"])
+        return {"verified": len(results) - len(failed), "failed": len(failed), "copiesFailed": copies_failed,
+                "results": results}
 
     def verify_all(self, actor: Actor, since: datetime | None = None) -> dict[str, Any]:
         """Verify every readable backup (made at or after `since`, when given), oldest first."""
@@ -195,6 +203,13 @@ class Verifications:
         stored = [Stored(r.id, as_utc(r.created_at) or now, as_utc(r.verified_at)) for r in self.s.catalogue.all()
                   if r.status in READABLE]
         return self.verify_many(actor, due_for_reverify(stored, now, within_days))
+
+
+def _reading(progress: Progress) -> Any:
+    """An authenticate() progress callback: bytes read of the copy's size."""
+    def update(done: int, total: int) -> None:
+        progress.total, progress.bytes_read = total, done
+    return update
 
 
 def _took(started: float) -> float:

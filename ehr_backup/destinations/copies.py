@@ -63,7 +63,7 @@ class Copies:
     def view(self, record: BackupRecord, exists: bool) -> dict[str, Any]:
         """`copies` (the local file first) and `degraded` for a backup's JSON."""
         local_status = {Status.COMPLETED: OK if exists else MISSING, Status.DISCOVERED: OK if exists else MISSING}
-        copies = [{"destination": record.location, "uri": str(Path(record.directory) / record.id),
+        copies = [] if remote_primary(record) else [{"destination": record.location, "uri": str(Path(record.directory) / record.id),
                    "size": record.size, "sha256": record.sha256,
                    "status": local_status.get(record.status, FAILED if record.status == Status.FAILED else
                                               record.status), "error": None}]
@@ -76,7 +76,7 @@ class Copies:
     def open_any(self, record: BackupRecord) -> OpenedFile:
         """The backup opened from a healthy copy: the local file first, else each good S3 copy in turn."""
         try:
-            fh: IO[bytes] | s3.ObjectReader = storage.open_in(Path(record.directory), record.id)
+            fh: IO[bytes] | s3.ObjectReader = self._local(record)
         except NotFound as local_missing:
             fh = self._remote(record, local_missing)
         try:
@@ -84,6 +84,11 @@ class Copies:
         except BaseException:
             fh.close()
             raise
+
+    def _local(self, record: BackupRecord) -> IO[bytes]:
+        if remote_primary(record):  # written to (or rebuilt from) S3 only: there is no local file to try
+            raise NotFound(f"backup {record.id} has no local file")
+        return storage.open_in(Path(record.directory), record.id)
 
     def _remote(self, record: BackupRecord, local_missing: BackupError) -> s3.ObjectReader:
         tried: list[str] = []
@@ -101,8 +106,15 @@ class Copies:
 
     def open_stream(self, record: BackupRecord) -> tuple[Any, int]:
         """A readable handle on a healthy copy (local first) and its size, for a download."""
+        if any(r.status == OK for r in self.rows(record.id)):  # a good S3 copy to fall back on: authenticate first
+            from ..restore.operation import check_matches_catalogue
+            from .fallback import open_authenticated
+
+            opened, _, _ = open_authenticated(self.s, record, check=check_matches_catalogue)
+            opened.fh.seek(0)
+            return opened.fh, opened.size
         try:
-            fh = storage.open_in(Path(record.directory), record.id)
+            fh = self._local(record)
             return fh, _size(fh)
         except NotFound as local_missing:
             reader = self._remote(record, local_missing)
@@ -206,12 +218,21 @@ class Copies:
                 "complete": scan.complete, "sha256": opened.sha256, "dumpBytes": scan.dump_bytes,
                 "tableRowCounts": scan.rows}
 
+    def set_status(self, row: BackupCopy, status: str, error: str | None) -> None:
+        """Change one recorded copy's state (a re-verification or a rebuild found it good, bad or gone)."""
+        self._set_status(row, status, error)
+
     def _set_status(self, row: BackupCopy, status: str, error: str | None) -> None:
         with self.db.writing() as s:
             found = s.get(BackupCopy, row.id)
             if found is not None:
                 found.status, found.error = status, error
                 s.add(found)
+
+
+def remote_primary(record: BackupRecord) -> bool:
+    """Whether a backup's own record points at an S3 destination (no local file): its S3 copy is the primary."""
+    return (record.directory or "").startswith("s3://")
 
 
 def _size(fh: IO[bytes]) -> int:
@@ -223,7 +244,8 @@ def _size(fh: IO[bytes]) -> int:
 
 def failed_copies(records: list[BackupRecord], copies: list[BackupCopy]) -> list[dict[str, Any]]:
     """Pure: per database and destination, the newest completed backup's copy there when it is not ok
-    (records newest first): what an alert is about until a later backup's copy, or `copy --to`, succeeds."""
+    (records newest first): what an alert is about until a later backup's copy, or `copy --to`, succeeds;
+    else a copy of an older backup that failed its re-read (re-verification found it corrupt or gone)."""
     by_backup = {r.id: r for r in records if r.status == Status.COMPLETED}
     newest: dict[tuple[str, str], tuple[BackupRecord, BackupCopy]] = {}
     for c in copies:
@@ -234,5 +256,10 @@ def failed_copies(records: list[BackupRecord], copies: list[BackupCopy]) -> list
         seen = newest.get(key)
         if seen is None or (r.created_at, c.id or 0) > (seen[0].created_at, seen[1].id or 0):
             newest[key] = (r, c)
+    for c in sorted(copies, key=lambda c: c.id or 0):  # a copy that failed its re-read, whatever its age
+        r = by_backup.get(c.backup_id)
+        if r is not None and c.status != OK and (c.error or "").startswith("re-read: ") and \
+                newest[(r.database, c.destination)][1].status == OK:
+            newest[(r.database, c.destination)] = (r, c)
     return [{"database": db, "destination": dest, "backupId": r.id, "status": c.status, "error": c.error or "",
              "at": c.created_at} for (db, dest), (r, c) in sorted(newest.items()) if c.status != OK]

@@ -19,6 +19,7 @@ from ..fileformat import OpenedFile
 from ..models import BackupRecord, Status
 from ..pg import ConnInfo, connect
 from ..pipeline import Progress
+from ..destinations.fallback import open_authenticated
 from ..text import clean_text
 from . import database
 from .contents import describe
@@ -178,13 +179,11 @@ class Restores:
         """Authenticate, then restore the chosen tables in one transaction; report their counts."""
         started = time.monotonic()
         try:
-            opened = self.s._open(record)
+            progress.steps = list(SELECTIVE_STEPS)
+            progress.enter("authenticating")
+            # the first copy that authenticates (a missing or corrupt local file: a good S3 copy) before any database
+            opened, trailer, _ = open_authenticated(self.s, record, _reading(progress), check_matches_catalogue)
             try:
-                progress.steps = list(SELECTIVE_STEPS)
-                progress.enter("authenticating")
-                progress.total = opened.size
-                trailer = opened.authenticate(lambda done, _total: setattr(progress, "bytes_read", done))
-                check_matches_catalogue(record, opened, trailer)
                 source, _, _ = source_of(opened, trailer)
                 progress.enter("restoring the chosen tables")
                 progress.total = int(trailer.get("dumpBytes") or 0) or None
@@ -253,15 +252,13 @@ class Restores:
         recovered = False
         safety_id: str | None = None
         try:
-            opened = self.s._open(record)
+            progress.steps = restore_steps(mode, safety)
+            progress.enter("authenticating")
+            t0 = time.monotonic()
+            # the first copy that authenticates (a missing or corrupt local file: a good S3 copy) before any database
+            opened, trailer, _ = open_authenticated(self.s, record, _reading(progress), check_matches_catalogue)
+            authenticate_s = time.monotonic() - t0
             try:
-                progress.steps = restore_steps(mode, safety)
-                progress.enter("authenticating")
-                progress.total = opened.size
-                t0 = time.monotonic()
-                trailer = opened.authenticate(lambda done, _total: setattr(progress, "bytes_read", done))
-                authenticate_s = time.monotonic() - t0
-                check_matches_catalogue(record, opened, trailer)
                 if cancel.is_set():
                     raise Cancelled()
                 try:
@@ -492,6 +489,13 @@ def check_matches_catalogue(record: BackupRecord, opened: OpenedFile, trailer: d
         raise InvalidInput("the file's own header names another backup id; it was renamed or swapped")
     if record.table_counts and json.loads(record.table_counts) != trailer.get("tableRowCounts"):
         raise InvalidInput("the file's recorded row counts differ from the catalogue's; it was swapped")
+
+
+def _reading(progress: Progress) -> Any:
+    """An authenticate() progress callback: bytes read of the copy's size."""
+    def update(done: int, total: int) -> None:
+        progress.total, progress.bytes_read = total, done
+    return update
 
 
 def _clean_db_name(name: str) -> str:
