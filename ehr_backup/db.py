@@ -16,6 +16,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import Session, SQLModel, create_engine
 
 from . import jobstore as _jobstore  # noqa: F401 - registers job_states (jobs every instance sees)
+from . import drill_blobs as _drill_blobs  # noqa: F401 - registers drill_report_blobs (reports any instance serves)
 from . import models  # noqa: F401 - registers the tables
 from . import pglocks as _pglocks  # noqa: F401 - registers lock_holders (PostgreSQL metadata's lock holders)
 from .alerts import tables as _alert_tables  # noqa: F401 - registers the alert tables

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -11,6 +12,8 @@ from nicegui.client import ClientConnectionTimeout
 
 from ehr_backup.errors import BackupError
 from ehr_backup.jobs import Job
+from ehr_backup.jobs_everywhere import ended_elsewhere, running
+from ehr_backup.jobstore import RemoteJob
 from ehr_backup.storage import LOCATIONS
 from ehr_backup.web import WebContext
 
@@ -19,7 +22,7 @@ from .drill_report import follow_drill
 from .backups_table import BackupTable
 from .folder_browser import DirectoryBrowser
 from .frame import PageSession, admin_page, guarded, tid
-from .jobpanel import JobPanel, RecentActivity, job_title
+from .jobpanel import RECENT, JobPanel, RecentActivity, job_title
 from .kept import kept_databases
 from .restore_dialog import RestoreDialog
 from .rebuild import rebuild_button
@@ -72,16 +75,38 @@ def register(ctx: WebContext) -> None:
             if not ps_client.is_deleted:  # a page already gone has nothing to refresh
                 background_tasks.create(_in(ps_client, reload), name="reload backups")
 
-        def watch(job: Job) -> JobPanel:
+        def watch(job: Job | RemoteJob) -> JobPanel:
+            watched.add(job.id)
             with jobs_box:
                 panel = JobPanel(ps, job, job_done, title_of(job))
             panels.append(panel)
             return panel
 
-        def tick() -> None:
+        watched: set[str] = set()  # ids of the jobs given a card on this page (a dismissed one stays gone)
+        ticks = itertools.count()
+
+        async def tick() -> None:
             for panel in panels:
                 panel.update()
             panels[:] = [p for p in panels if not p.reported]  # an ended job's card changes no more
+            n = next(ticks)
+            if ctx.jobs.store is not None and n % 2 == 0:  # PostgreSQL metadata: other instances' jobs
+                await others(discover=n % 6 == 0)
+
+        async def others(discover: bool) -> None:
+            """Bring other instances' jobs on this page up to date (each second); find new ones (every 3 s)."""
+            remote = [p.job for p in panels if isinstance(p.job, RemoteJob)]
+            if not remote and not discover:
+                return
+            found = await run.io_bound(_poll_others, ctx.jobs, remote, discover)
+            if found is None:
+                return
+            started, ended = found
+            for job in started:
+                if job.id not in watched:
+                    watch(job)
+            if discover:
+                recent.show_remote(ended)
 
         ps_client = ui.context.client
         with ui.column().classes("p-6 gap-6 w-full max-w-7xl mx-auto"):
@@ -121,11 +146,22 @@ def register(ctx: WebContext) -> None:
         except ClientConnectionTimeout:
             return
         await reload()
-        recent.show()
-        for job in ctx.jobs.active():  # a job keeps running when its browser goes away: show it again
-            if not any(p.job is job for p in panels):  # unless one started from this page meanwhile
+        # a job keeps running when its browser goes away: show it again; and, with PostgreSQL metadata, the
+        # jobs other instances run (a card with their progress and a Cancel that asks them to stop)
+        for job in await run.io_bound(running, ctx.jobs) or []:
+            if job.id not in watched:  # unless one started from this page meanwhile
                 watch(job)
+        recent.remote = await run.io_bound(ended_elsewhere, ctx.jobs, RECENT) or []
+        recent.show()
         ui.timer(0.5, tick)
+
+
+def _poll_others(jobs: Any, remote: list[RemoteJob], discover: bool) -> tuple[list[RemoteJob], list[RemoteJob]]:
+    """Refresh the other instances' jobs shown; with discover, also those started or ended since (off the loop)."""
+    jobs.store.refresh(remote)
+    if not discover:
+        return [], []
+    return jobs.store.running_elsewhere(), ended_elsewhere(jobs, RECENT)
 
 
 async def _in(client: Any, work: Callable[[], Awaitable[Any]]) -> None:

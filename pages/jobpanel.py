@@ -8,6 +8,9 @@ from typing import Any
 from nicegui import run, ui
 
 from ehr_backup.jobs import Job
+from ehr_backup.jobs_everywhere import instance_of
+from ehr_backup.jobs_everywhere import recent as merged_recent
+from ehr_backup.jobstore import RemoteJob
 
 from .frame import PageSession, human_size, tid
 from .theme import notify
@@ -59,7 +62,8 @@ def step_state(job_status: str, state: str) -> str:
 class JobPanel:
     """A card showing one job's live progress, with a Cancel button while it runs."""
 
-    def __init__(self, ps: PageSession, job: Job, on_done: Callable[[Job], Any], title: str | None = None) -> None:
+    def __init__(self, ps: PageSession, job: Job | RemoteJob, on_done: Callable[[Any], Any],
+                 title: str | None = None) -> None:
         self.ps = ps
         self.job = job
         self.on_done = on_done
@@ -69,6 +73,9 @@ class JobPanel:
             with ui.row().classes("items-center w-full"):
                 tid(ui.label(title or job_title(job.kind, None, job.task.target)).classes("font-bold ehr-wrap"),
                     "job-title")
+                if instance := instance_of(job):  # another instance runs it (PostgreSQL metadata)
+                    tid(ui.badge(f"on {instance}", color="grey-7").props("outline"), "job-instance") \
+                        .tooltip("Runs on another app instance; Cancel asks that instance to stop it")
                 ui.space()
                 self.cancel = tid(ui.button("Cancel", on_click=self._cancel).props("outline color=negative"),
                                   "cancel-job")
@@ -89,7 +96,7 @@ class JobPanel:
             return
         await run.io_bound(self.ps.ctx.service.audit.record, self.ps.actor, "cancel", self.job.task.target, "ok",
                            self.job.kind)
-        self.job.cancel()
+        await run.io_bound(self.job.cancel)  # another instance's job: a flag in the metadata database
         self.cancel.disable()
         notify("Cancelling…")
 
@@ -111,7 +118,8 @@ class JobPanel:
             self.bar.set_visibility(False)
             self.phase.set_visibility(not self.step_rows)  # the steps say where it ended
             self.status.text = {"succeeded": "Finished successfully", "cancelled": "Cancelled: nothing was kept",
-                                "failed": f"Failed: {self.job.error}"}[self.job.status]
+                                "failed": f"Failed: {self.job.error}",
+                                "lost": f"Lost: {self.job.error}"}.get(self.job.status, self.job.status)
             self.status.classes(replace="text-positive" if self.job.status == "succeeded" else "text-negative")
             self.on_done(self.job)
 
@@ -140,11 +148,13 @@ class JobPanel:
 
 
 class RecentActivity:
-    """Finished jobs of this server, one compact line each, newest first (at most RECENT)."""
+    """Finished jobs of this server (and of other instances), one compact line each, newest first (at most RECENT)."""
 
-    def __init__(self, ps: PageSession, title_of: Callable[[Job], str]) -> None:
+    def __init__(self, ps: PageSession, title_of: Callable[[Any], str]) -> None:
         self.ps = ps
         self.title_of = title_of
+        self.remote: list[RemoteJob] = []  # other instances' finished jobs, as the page last read them
+        self.shown: list[tuple[str, str]] = []
         with tid(ui.card().classes("w-full gap-1"), "recent-activity") as self.card:
             ui.label("Recent activity").classes("text-lg font-bold")
             self.lines = ui.column().classes("w-full gap-0")
@@ -152,7 +162,8 @@ class RecentActivity:
 
     def show(self) -> None:
         """Draw the list again from the job manager."""
-        jobs = self.ps.ctx.jobs.recent(RECENT)
+        jobs = merged_recent(self.ps.ctx.jobs.recent(RECENT), self.remote, RECENT)
+        self.shown = [(j.id, j.status) for j in jobs]
         self.card.set_visibility(bool(jobs))
         self.lines.clear()
         with self.lines:
@@ -163,7 +174,15 @@ class RecentActivity:
                     ui.label(line["kind"]).classes("w-16 text-grey-8")
                     ui.label(line["what"]).classes("ehr-wrap")
                     ui.space()
+                    if instance := instance_of(job):
+                        tid(ui.label(f"on {instance}").classes("text-grey-7"), f"recent-instance-{i}")
                     outcome = tid(ui.label(line["outcome"]), f"recent-outcome-{i}")
                     outcome.classes({"succeeded": "text-positive", "failed": "text-negative"}.get(job.status,
                                                                                                  "text-grey-8"))
                     ui.label(line["took"]).classes("w-20 text-right text-grey-8")
+
+    def show_remote(self, remote: list[RemoteJob]) -> None:
+        """Take in other instances' finished jobs; draw again only when the lines would change."""
+        self.remote = remote
+        if [(j.id, j.status) for j in merged_recent(self.ps.ctx.jobs.recent(RECENT), remote, RECENT)] != self.shown:
+            self.show()
