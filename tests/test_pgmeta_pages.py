@@ -124,14 +124,17 @@ async def test_the_page_shows_and_cancels_another_instances_job_and_serves_its_d
         assert drill.status_code == 200, drill.text
         body = drill.json()
         assert body["report"]["pdf"].startswith(str(other.log_path.parent / "data"))
+    written = Path(body["report"]["pdf"])
+    assert hashlib.sha256(written.read_bytes()).hexdigest() == body["report"]["pdfSha256"]
+    for kind in ("pdf", "json"):  # B's disk is another machine's: A cannot read it
+        Path(body["report"][kind]).unlink()
     svc = BackupService(Settings.from_env(web_env))  # instance A's own data directory
     try:
-        assert not Path(web_env["EHR_BACKUP_DATA_DIR"], "drill-reports", Path(body["report"]["pdf"]).name).exists()
+        assert not Path(web_env["EHR_BACKUP_DATA_DIR"], "drill-reports", written.name).exists()
         pdf, name = svc.drill_report_file(ACTOR, body["id"], "pdf")
         js, _ = svc.drill_report_file(ACTOR, body["id"], "json")
-        assert pdf.startswith(b"%PDF") and name == Path(body["report"]["pdf"]).name
-        assert hashlib.sha256(pdf).hexdigest() == body["report"]["pdfSha256"] == \
-            hashlib.sha256(Path(body["report"]["pdf"]).read_bytes()).hexdigest()
+        assert pdf.startswith(b"%PDF") and name == written.name
+        assert hashlib.sha256(pdf).hexdigest() == body["report"]["pdfSha256"]
         assert hashlib.sha256(js).hexdigest() == body["report"]["jsonSha256"]
         assert svc.drill_get(body["id"])["evidence"]["outcome"] == "passed"
     finally:
