@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import itertools
+import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from fastapi import Request
 from nicegui import background_tasks, run, ui
 from nicegui.client import ClientConnectionTimeout
+from sqlalchemy.exc import SQLAlchemyError
 
 from ehr_backup.errors import BackupError
 from ehr_backup.jobs import Job
@@ -30,6 +32,9 @@ from .rotation import _pin_dialog, rotation_button
 from .schedules import schedules_section
 from .storage import storage_card
 from .theme import notify
+
+
+log = logging.getLogger("ehr_backup.pages")
 
 
 def register(ctx: WebContext) -> None:
@@ -148,20 +153,36 @@ def register(ctx: WebContext) -> None:
         await reload()
         # a job keeps running when its browser goes away: show it again; and, with PostgreSQL metadata, the
         # jobs other instances run (a card with their progress and a Cancel that asks them to stop)
-        for job in await run.io_bound(running, ctx.jobs) or []:
+        going, ended = await run.io_bound(_jobs_at_load, ctx.jobs) or ([], [])
+        for job in going:
             if job.id not in watched:  # unless one started from this page meanwhile
                 watch(job)
-        recent.remote = await run.io_bound(ended_elsewhere, ctx.jobs, RECENT) or []
+        recent.remote = ended
         recent.show()
         ui.timer(0.5, tick)
 
 
-def _poll_others(jobs: Any, remote: list[RemoteJob], discover: bool) -> tuple[list[RemoteJob], list[RemoteJob]]:
-    """Refresh the other instances' jobs shown; with discover, also those started or ended since (off the loop)."""
-    jobs.store.refresh(remote)
-    if not discover:
-        return [], []
-    return jobs.store.running_elsewhere(), ended_elsewhere(jobs, RECENT)
+def _poll_others(jobs: Any, remote: list[RemoteJob],
+                 discover: bool) -> tuple[list[RemoteJob], list[RemoteJob]] | None:
+    """Refresh the other instances' jobs shown; with discover, also those started or ended since (off the loop).
+    None when the metadata database did not answer (the page tries again at the next tick)."""
+    try:
+        jobs.store.refresh(remote)
+        if not discover:
+            return [], []
+        return jobs.store.running_elsewhere(), ended_elsewhere(jobs, RECENT)
+    except SQLAlchemyError as exc:
+        log.warning("other instances' jobs could not be read: %s", exc.__class__.__name__)
+        return None
+
+
+def _jobs_at_load(jobs: Any) -> tuple[list[Any], list[RemoteJob]]:
+    """The running jobs (here and elsewhere) and other instances' finished ones, as a page opens (off the loop)."""
+    try:
+        return running(jobs), ended_elsewhere(jobs, RECENT)
+    except SQLAlchemyError as exc:  # other instances' jobs are missing; this one's still show
+        log.warning("other instances' jobs could not be read: %s", exc.__class__.__name__)
+        return list(jobs.active()), []
 
 
 async def _in(client: Any, work: Callable[[], Awaitable[Any]]) -> None:
