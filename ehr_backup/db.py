@@ -15,8 +15,8 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import Session, SQLModel, create_engine
 
-from . import jobstore as _jobstore  # noqa: F401 - registers job_states (jobs every instance sees)
 from . import drill_blobs as _drill_blobs  # noqa: F401 - registers drill_report_blobs (reports any instance serves)
+from . import jobstore as _jobstore  # noqa: F401 - registers job_states (jobs every instance sees)
 from . import models  # noqa: F401 - registers the tables
 from . import pglocks as _pglocks  # noqa: F401 - registers lock_holders (PostgreSQL metadata's lock holders)
 from .alerts import tables as _alert_tables  # noqa: F401 - registers the alert tables
@@ -62,10 +62,10 @@ CHANGE_COUNTER = [
 PG_CHANGE_COUNTER = [
     "CREATE TABLE IF NOT EXISTS catalogue_changes (id INTEGER PRIMARY KEY CHECK (id = 1), n BIGINT NOT NULL)",
     "INSERT INTO catalogue_changes (id, n) VALUES (1, 0) ON CONFLICT (id) DO NOTHING",
-    "CREATE OR REPLACE FUNCTION catalogue_changed() RETURNS trigger LANGUAGE plpgsql AS "
-    "$$ BEGIN UPDATE catalogue_changes SET n = n + 1 WHERE id = 1; RETURN NULL; END $$",
-    "CREATE OR REPLACE TRIGGER backups_changed AFTER INSERT OR UPDATE OR DELETE ON backups "
-    "FOR EACH STATEMENT EXECUTE FUNCTION catalogue_changed()",
+    ("CREATE OR REPLACE FUNCTION catalogue_changed() RETURNS trigger LANGUAGE plpgsql AS "
+     "$$ BEGIN UPDATE catalogue_changes SET n = n + 1 WHERE id = 1; RETURN NULL; END $$"),
+    ("CREATE OR REPLACE TRIGGER backups_changed AFTER INSERT OR UPDATE OR DELETE ON backups "
+     "FOR EACH STATEMENT EXECUTE FUNCTION catalogue_changed()"),
 ]
 
 

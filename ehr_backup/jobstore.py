@@ -12,7 +12,7 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.exc import SQLAlchemyError
-from sqlmodel import Field, SQLModel, col, func, or_, select
+from sqlmodel import Field, SQLModel, and_, col, func, or_, select
 
 if TYPE_CHECKING:
     from .db import Database
@@ -184,7 +184,7 @@ class JobStore:
         with self._db.reading() as s:
             rows = s.exec(select(JobState).where(JobState.owner != OWNER, or_(
                 col(JobState.finished_at).is_not(None),
-                (JobState.status == "running") & (col(JobState.updated_at) < alive)))
+                and_(col(JobState.status) == "running", col(JobState.updated_at) < alive)))
                 .order_by(ended.desc()).limit(limit)).all()
         return [RemoteJob(self, r) for r in rows]
 

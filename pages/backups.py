@@ -61,7 +61,7 @@ def register(ctx: WebContext) -> None:
 
         titles: dict[str, str] = {}  # job id -> its card's title, looked up once
 
-        def title_of(job: Job) -> str:
+        def title_of(job: Job | RemoteJob) -> str:
             """The job's title: its backup's description, from the rows shown or the catalogue."""
             if job.id not in titles:
                 bid = job.task.backup_id
@@ -71,7 +71,7 @@ def register(ctx: WebContext) -> None:
                 titles[job.id] = job_title(job.kind, description, job.task.target)
             return titles[job.id]
 
-        def job_done(job: Job) -> None:
+        def job_done(job: Job | RemoteJob) -> None:
             if job.status == "succeeded":
                 notify(f"{title_of(job)}: finished", type="positive")
             elif job.status == "failed":
