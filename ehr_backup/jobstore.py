@@ -59,8 +59,11 @@ class JobState(SQLModel, table=True):
 class StoredProgress:
     """A progress snapshot as another instance last wrote it (read like a running task's Progress)."""
 
+    EMPTY: dict[str, Any] = {"phase": "", "table": None, "bytesRead": 0, "bytesWritten": 0, "total": None,
+                             "elapsed": 0.0, "finished": False}  # what a row written by an older version may lack
+
     def __init__(self, data: dict[str, Any]) -> None:
-        self.data = data
+        self.data = {**self.EMPTY, **data}
 
     def as_dict(self) -> dict[str, Any]:
         """The snapshot, in the form Progress.as_dict gives."""

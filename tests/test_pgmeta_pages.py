@@ -45,6 +45,7 @@ def test_a_quiet_running_job_reads_as_lost_and_recent_activity_merges_instances_
     going = RemoteJob(None, _row("c" * 16, "running", None, datetime.now(UTC)))  # type: ignore[arg-type]
     assert old.done.is_set() and not going.done.is_set() and old.instance == "host-b:42"
     assert old.task.progress.as_dict()["elapsed"] == 3.0
+    assert old.task.progress.as_dict()["bytesRead"] == 0  # what a row lacks reads as nothing yet, not a KeyError
     assert [j.id for j in recent([], [old, going, new], 10)] == ["b" * 16, "a" * 16]  # a running one is no line
     assert [j.id for j in recent([], [old, new], 1)] == ["b" * 16]
 
