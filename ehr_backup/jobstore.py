@@ -9,7 +9,7 @@ import socket
 import threading
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import Field, SQLModel, and_, col, func, or_, select
@@ -59,8 +59,8 @@ class JobState(SQLModel, table=True):
 class StoredProgress:
     """A progress snapshot as another instance last wrote it (read like a running task's Progress)."""
 
-    EMPTY: dict[str, Any] = {"phase": "", "table": None, "bytesRead": 0, "bytesWritten": 0, "total": None,
-                             "elapsed": 0.0, "finished": False}  # what a row written by an older version may lack
+    EMPTY: ClassVar[dict[str, Any]] = {"phase": "", "table": None, "bytesRead": 0, "bytesWritten": 0, "total": None,
+                                       "elapsed": 0.0, "finished": False}  # what a row written by an older version may lack
 
     def __init__(self, data: dict[str, Any]) -> None:
         self.data = {**self.EMPTY, **data}
