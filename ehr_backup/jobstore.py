@@ -59,8 +59,9 @@ class JobState(SQLModel, table=True):
 class StoredProgress:
     """A progress snapshot as another instance last wrote it (read like a running task's Progress)."""
 
-    EMPTY: ClassVar[dict[str, Any]] = {"phase": "", "table": None, "bytesRead": 0, "bytesWritten": 0, "total": None,
-                                       "elapsed": 0.0, "finished": False}  # what a row written by an older version may lack
+    # what a row written by an older version may lack
+    EMPTY: ClassVar[dict[str, Any]] = {"phase": "", "table": None, "bytesRead": 0, "bytesWritten": 0,
+                                       "total": None, "elapsed": 0.0, "finished": False}
 
     def __init__(self, data: dict[str, Any]) -> None:
         self.data = {**self.EMPTY, **data}
