@@ -144,3 +144,23 @@ async def test_the_page_shows_and_cancels_another_instances_job_and_serves_its_d
     await user.should_see(marker="drill-outcome")
     assert user.find(marker="drill-outcome").elements.pop().text == "PASSED"
     assert "ERROR" not in other.log_path.read_text()
+
+
+def test_the_catalogue_change_counter_moves_on_postgresql_metadata(pg_env: dict[str, str]) -> None:
+    """The backup page's reused reads (change_memo.py) need the counter; it was made for SQLite only."""
+    svc = BackupService(Settings.from_env(pg_env))
+    try:
+        assert svc.db.dialect == "postgresql"
+        before = svc.catalogue.changes()
+        record = svc.create(ACTOR, description="counted")
+        after_create = svc.catalogue.changes()
+        assert after_create > before
+        svc.catalogue.update(record.id, description="counted again")
+        assert svc.catalogue.changes() > after_create
+    finally:
+        svc.db.dispose()
+    again = BackupService(Settings.from_env(pg_env))  # a second start (another instance) keeps the count
+    try:
+        assert again.catalogue.changes() >= after_create + 1
+    finally:
+        again.db.dispose()
