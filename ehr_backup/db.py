@@ -15,6 +15,7 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import Session, SQLModel, create_engine
 
+from . import drill_blobs as _drill_blobs  # noqa: F401 - registers drill_report_blobs (reports any instance serves)
 from . import jobstore as _jobstore  # noqa: F401 - registers job_states (jobs every instance sees)
 from . import models  # noqa: F401 - registers the tables
 from . import pglocks as _pglocks  # noqa: F401 - registers lock_holders (PostgreSQL metadata's lock holders)
@@ -58,6 +59,15 @@ CHANGE_COUNTER = [
     *(f"CREATE TRIGGER IF NOT EXISTS backups_changed_{event.lower()} AFTER {event} ON backups "
       "BEGIN UPDATE catalogue_changes SET n = n + 1 WHERE id = 1; END" for event in ("INSERT", "UPDATE", "DELETE")),
 ]
+# The same counter on PostgreSQL metadata (one trigger per statement; writers hold the writer lock anyway).
+PG_CHANGE_COUNTER = [
+    "CREATE TABLE IF NOT EXISTS catalogue_changes (id INTEGER PRIMARY KEY CHECK (id = 1), n BIGINT NOT NULL)",
+    "INSERT INTO catalogue_changes (id, n) VALUES (1, 0) ON CONFLICT (id) DO NOTHING",
+    ("CREATE OR REPLACE FUNCTION catalogue_changed() RETURNS trigger LANGUAGE plpgsql AS "
+     "$$ BEGIN UPDATE catalogue_changes SET n = n + 1 WHERE id = 1; RETURN NULL; END $$"),
+    ("CREATE OR REPLACE TRIGGER backups_changed AFTER INSERT OR UPDATE OR DELETE ON backups "
+     "FOR EACH STATEMENT EXECUTE FUNCTION catalogue_changed()"),
+]
 
 
 def _add_missing_columns(engine: Engine) -> None:
@@ -89,6 +99,9 @@ def _upgrade_generic(conn: Connection) -> None:
     add_model_columns(conn, SQLModel.metadata)
     for table, column in ADDED_INDEXES:
         conn.exec_driver_sql(f'CREATE INDEX IF NOT EXISTS "ix_{table}_{column}" ON "{table}" ("{column}")')
+    if conn.dialect.name == "postgresql":  # the backup list's change counter (catalogue.changes) exists there too
+        for statement in PG_CHANGE_COUNTER:
+            conn.exec_driver_sql(statement)
 
 
 def _engine(path: Path, begin: str) -> Engine:

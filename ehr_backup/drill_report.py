@@ -53,6 +53,8 @@ class Written:
     pdf_path: Path
     json_sha256: str
     pdf_sha256: str
+    json_data: bytes = b""  # the bytes written (kept in the metadata database too: drill_blobs.py)
+    pdf_data: bytes = b""
 
 
 def write(data_dir: Path, drill_id: int, report: dict[str, Any]) -> Written:
@@ -65,7 +67,7 @@ def write(data_dir: Path, drill_id: int, report: dict[str, Any]) -> Written:
         with storage.atomic_file(directory, name) as out:
             out.write(data)
     return Written(directory / f"{stem}.json", directory / f"{stem}.pdf", hashlib.sha256(blob).hexdigest(),
-                   hashlib.sha256(pdf).hexdigest())
+                   hashlib.sha256(pdf).hexdigest(), blob, pdf)
 
 
 def read(path: Path) -> bytes:

@@ -18,9 +18,10 @@ from typing import TYPE_CHECKING, Any
 
 import psycopg
 from sqlalchemy import or_
+from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import col, select
 
-from . import __version__, drill_roles, pg
+from . import __version__, drill_blobs, drill_roles, pg
 from .audit import Actor
 from .catalogue import as_utc, utcnow
 from .drill_checks import CheckResult, DrillChecks, run_checks
@@ -273,6 +274,13 @@ class Drills:
             written = write_report(self.s.settings.data_dir, row.id or 0, report)
         except BackupError as exc:
             message += f"; the report could not be written: {exc.message}"
+        if written is not None:  # in the metadata database too: any instance serves the report (drill_blobs.py)
+            try:
+                drill_blobs.save(self.s.db, row.id or 0, {"json": written.json_data, "pdf": written.pdf_data})
+            except SQLAlchemyError:
+                log.warning("drill %s: the report could not be stored in the metadata database", row.id,
+                            exc_info=True)
+                message += "; the report is only in this instance's data directory"
         hashes = audit_detail(written.json_sha256, written.pdf_sha256) if written else "no report"
         self.s.audit.record(actor, "drill", record.id, "ok" if passed else "failed",
                             f"drill {row.id}: {hashes}; recovery {recovery} s; {message}"[:2000])

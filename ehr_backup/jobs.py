@@ -69,6 +69,11 @@ class JobManager:
         self._render = render or (lambda r: r)
         self._after = after  # called with each finished job (the alert check is poked); must not block
 
+    @property
+    def store(self) -> JobStore | None:
+        """Where jobs are shared with other instances (PostgreSQL metadata), or None."""
+        return self._store
+
     def start(self, task: Task, started_by: str) -> Job:
         """Run a prepared task in the background."""
         job = Job(id=secrets.token_hex(8), task=task, started_by=started_by)

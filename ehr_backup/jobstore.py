@@ -7,12 +7,12 @@ import logging
 import os
 import socket
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from sqlalchemy.exc import SQLAlchemyError
-from sqlmodel import Field, SQLModel, col, select
+from sqlmodel import Field, SQLModel, and_, col, func, or_, select
 
 if TYPE_CHECKING:
     from .db import Database
@@ -27,6 +27,11 @@ KEEP_DAYS = 7  # finished jobs' rows are forgotten after this
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
+
+
+def as_utc(value: datetime | None) -> datetime | None:
+    """A stored time as UTC (SQLite gives it back without a zone)."""
+    return value.replace(tzinfo=UTC) if value is not None and value.tzinfo is None else value
 
 
 class JobState(SQLModel, table=True):
@@ -51,37 +56,79 @@ class JobState(SQLModel, table=True):
     cancel_requested: bool = False
 
 
+class StoredProgress:
+    """A progress snapshot as another instance last wrote it (read like a running task's Progress)."""
+
+    # what a row written by an older version may lack
+    EMPTY: ClassVar[dict[str, Any]] = {"phase": "", "table": None, "bytesRead": 0, "bytesWritten": 0,
+                                       "total": None, "elapsed": 0.0, "finished": False}
+
+    def __init__(self, data: dict[str, Any]) -> None:
+        self.data = {**self.EMPTY, **data}
+
+    def as_dict(self) -> dict[str, Any]:
+        """The snapshot, in the form Progress.as_dict gives."""
+        return self.data
+
+
 @dataclass
 class TaskView:
-    """What the API reads of a task that runs on another instance."""
+    """What the API and the pages read of a task that runs on another instance."""
 
     kind: str
     target: str
     backup_id: str | None
+    progress: StoredProgress = field(default_factory=lambda: StoredProgress({}))
+
+
+def seen_status(status: str, updated: datetime | None, owner: str, now: datetime) -> tuple[str, str | None]:
+    """A stored job's status as readers see it: a running job whose instance went quiet is lost (pure)."""
+    updated = as_utc(updated)
+    if status == "running" and updated is not None and now - updated > LOST_AFTER:
+        return "lost", (f"the instance running it ({owner}) has written nothing since "
+                        f"{updated:%Y-%m-%d %H:%M:%S} UTC: it stopped")
+    return status, None
 
 
 class RemoteJob:
-    """A job another instance runs: its last written state; cancel() sets the flag that instance polls."""
+    """A job another instance runs: its last written state; cancel() sets the flag that instance polls.
+
+    It reads like a local Job (status, error, done, task.progress, created, finished), so the pages' job
+    cards and "Recent activity" show it the same way; refresh() brings in what its instance wrote since.
+    """
 
     def __init__(self, store: JobStore, row: JobState) -> None:
         self._store = store
-        self.row = row
         self.id = row.id
         self.kind = row.kind
+        self.instance = row.owner  # host:pid of the instance running it, shown on the pages
+        self.started_by = row.started_by
         self.task = TaskView(row.kind, row.target, row.backup_id)
-        self.status = row.status
+        self.done = threading.Event()
+        self.refresh(row)
+
+    def refresh(self, row: JobState) -> None:
+        """Take in the row as its instance last wrote it."""
+        self.row = row
+        status, lost = seen_status(row.status, row.updated_at, row.owner, utcnow())
+        self.status, self.error = status, lost or row.error
+        self.task.backup_id = row.backup_id
+        self.task.progress = StoredProgress(json.loads(row.progress or "{}"))
+        created, finished = as_utc(row.created_at), as_utc(row.finished_at)
+        self.created = created.timestamp() if created else 0.0
+        self.finished = finished.timestamp() if finished else None
+        if status != "running":
+            if self.finished is None:
+                updated = as_utc(row.updated_at)
+                self.finished = updated.timestamp() if updated else None
+            self.done.set()
 
     def as_dict(self) -> dict[str, Any]:
         """The public JSON form, as the running instance's Job.as_dict gives it."""
         r = self.row
-        status, error = r.status, r.error
-        updated = r.updated_at
-        if status == "running" and updated is not None and utcnow() - updated > LOST_AFTER:
-            status, error = "lost", (f"the instance running it ({r.owner}) has written nothing since "
-                                     f"{updated:%Y-%m-%d %H:%M:%S} UTC: it stopped")
-        finished = r.finished_at
-        return {"jobId": r.id, "kind": r.kind, "status": status, "backupId": r.backup_id, "target": r.target,
-                "startedBy": r.started_by, "progress": json.loads(r.progress or "{}"), "error": error,
+        finished = as_utc(r.finished_at)
+        return {"jobId": r.id, "kind": r.kind, "status": self.status, "backupId": r.backup_id, "target": r.target,
+                "startedBy": r.started_by, "progress": self.task.progress.as_dict(), "error": self.error,
                 "finishedAt": finished.isoformat(timespec="seconds").replace("+00:00", "Z") if finished else None,
                 "instance": r.owner, **({"report": json.loads(r.report)} if r.report else {})}
 
@@ -124,6 +171,36 @@ class JobStore:
         with self._db.reading() as s:
             row = s.get(JobState, job_id)
         return RemoteJob(self, row) if row is not None else None
+
+    def running_elsewhere(self, limit: int = 50) -> list[RemoteJob]:
+        """Jobs other instances are running now (not lost), oldest first: the pages show them as cards."""
+        alive = utcnow() - LOST_AFTER
+        with self._db.reading() as s:
+            rows = s.exec(select(JobState).where(JobState.status == "running", JobState.owner != OWNER,
+                                                 col(JobState.updated_at) >= alive)
+                          .order_by(col(JobState.created_at)).limit(limit)).all()
+        return [RemoteJob(self, r) for r in rows]
+
+    def ended_elsewhere(self, limit: int = 10) -> list[RemoteJob]:
+        """Jobs other instances finished (or lost), newest first: the pages' "Recent activity"."""
+        alive = utcnow() - LOST_AFTER
+        ended = func.coalesce(JobState.finished_at, JobState.updated_at)
+        with self._db.reading() as s:
+            rows = s.exec(select(JobState).where(JobState.owner != OWNER, or_(
+                col(JobState.finished_at).is_not(None),
+                and_(col(JobState.status) == "running", col(JobState.updated_at) < alive)))
+                .order_by(ended.desc()).limit(limit)).all()
+        return [RemoteJob(self, r) for r in rows]
+
+    def refresh(self, jobs: list[RemoteJob]) -> None:
+        """Bring other instances' jobs up to date in one query."""
+        if not jobs:
+            return
+        with self._db.reading() as s:
+            rows = {r.id: r for r in s.exec(select(JobState).where(col(JobState.id).in_([j.id for j in jobs])))}
+        for job in jobs:
+            if job.id in rows:
+                job.refresh(rows[job.id])
 
     def request_cancel(self, job_id: str) -> None:
         """Set a job's cancel flag."""

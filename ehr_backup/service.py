@@ -15,7 +15,7 @@ from typing import IO, Any
 
 from sqlalchemy.exc import IntegrityError
 
-from . import __version__, clusterinfo, demo, drill_report, paths, pg, pins, safedir, storage
+from . import __version__, clusterinfo, demo, drill_blobs, drill_report, paths, pg, pins, safedir, storage
 from .alerts.service import Alerts
 from .alerts.thresholds import Thresholds
 from .audit import Actor, AuditLog
@@ -741,7 +741,7 @@ class BackupService:
     def drill_get(self, drill_id: int) -> dict[str, Any]:
         """One drill with its full report (the JSON written for it)."""
         row = self.drills.get(drill_id)
-        report = json.loads(drill_report.read(Path(row.report_json))) if row.report_json else None
+        report = json.loads(drill_blobs.load(self.db, row, "json")) if row.report_json else None
         return {**drill_view(row), "evidence": report}
 
     def drill_report_file(self, actor: Actor, drill_id: int, kind: str) -> tuple[bytes, str]:
@@ -750,7 +750,7 @@ class BackupService:
         path = row.report_pdf if kind == "pdf" else row.report_json
         if kind not in ("pdf", "json") or not path:
             raise NotFound(f"drill {drill_id} has no {kind} report")
-        data = drill_report.read(Path(path))
+        data = drill_blobs.load(self.db, row, kind)  # the metadata database first: any instance serves it
         self.audit.record(actor, "drill.report", str(drill_id), "ok", f"{kind} downloaded")
         return data, Path(path).name
 

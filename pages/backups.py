@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+import logging
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -9,9 +11,12 @@ from typing import Any
 from fastapi import Request
 from nicegui import background_tasks, run, ui
 from nicegui.client import ClientConnectionTimeout
+from sqlalchemy.exc import SQLAlchemyError
 
 from ehr_backup.errors import BackupError
 from ehr_backup.jobs import Job
+from ehr_backup.jobs_everywhere import ended_elsewhere, running
+from ehr_backup.jobstore import RemoteJob
 from ehr_backup.storage import LOCATIONS
 from ehr_backup.web import WebContext
 
@@ -20,7 +25,7 @@ from .drill_report import follow_drill
 from .backups_table import BackupTable
 from .folder_browser import DirectoryBrowser
 from .frame import PageSession, admin_page, guarded, tid
-from .jobpanel import COLLAPSE_SECONDS, JobPanel, RecentActivity, job_title
+from .jobpanel import COLLAPSE_SECONDS, RECENT, JobPanel, RecentActivity, job_title
 from .kept import kept_databases
 from .restore_dialog import RestoreDialog
 from .rebuild import rebuild_button
@@ -28,6 +33,9 @@ from .rotation import _pin_dialog, rotation_button
 from .schedules import schedules_section
 from .storage import storage_card
 from .theme import notify
+
+
+log = logging.getLogger("ehr_backup.pages")
 
 
 def register(ctx: WebContext) -> None:
@@ -54,7 +62,7 @@ def register(ctx: WebContext) -> None:
 
         titles: dict[str, str] = {}  # job id -> its card's title, looked up once
 
-        def title_of(job: Job) -> str:
+        def title_of(job: Job | RemoteJob) -> str:
             """The job's title: its backup's description, from the rows shown or the catalogue."""
             if job.id not in titles:
                 bid = job.task.backup_id
@@ -64,7 +72,7 @@ def register(ctx: WebContext) -> None:
                 titles[job.id] = job_title(job.kind, description, job.task.target)
             return titles[job.id]
 
-        def job_done(job: Job) -> None:
+        def job_done(job: Job | RemoteJob) -> None:
             if job.status == "succeeded":
                 notify(f"{title_of(job)}: finished", type="positive")
             elif job.status == "failed":
@@ -73,19 +81,41 @@ def register(ctx: WebContext) -> None:
             if not ps_client.is_deleted:  # a page already gone has nothing to refresh
                 background_tasks.create(_in(ps_client, reload), name="reload backups")
 
-        def watch(job: Job) -> JobPanel:
+        def watch(job: Job | RemoteJob) -> JobPanel:
+            watched.add(job.id)
             jobs_box.set_visibility(True)
             with jobs_box:  # an ended job's card folds into Recent activity after a few seconds
                 panel = JobPanel(ps, job, job_done, title_of(job), collapse_after=COLLAPSE_SECONDS)
             panels.append(panel)
             return panel
 
-        def tick() -> None:
+        watched: set[str] = set()  # ids of the jobs given a card on this page (a dismissed one stays gone)
+        ticks = itertools.count()
+
+        async def tick() -> None:
             now = time.monotonic()
             for panel in panels:
                 panel.update()
             panels[:] = [p for p in panels if not p.collapse_if_due(now)]  # gone: dismissed or folded away
             jobs_box.set_visibility(bool(panels))  # empty, it would still add a gap between the cards
+            n = next(ticks)
+            if ctx.jobs.store is not None and n % 2 == 0:  # PostgreSQL metadata: other instances' jobs
+                await others(discover=n % 6 == 0)
+
+        async def others(discover: bool) -> None:
+            """Bring other instances' jobs on this page up to date (each second); find new ones (every 3 s)."""
+            remote = [p.job for p in panels if isinstance(p.job, RemoteJob) and not p.reported]
+            if not remote and not discover:
+                return
+            found = await run.io_bound(_poll_others, ctx.jobs, remote, discover)
+            if found is None:
+                return
+            started, ended = found
+            for job in started:
+                if job.id not in watched:
+                    watch(job)
+            if discover:
+                recent.show_remote(ended)
 
         ps_client = ui.context.client
         with ui.column().classes("p-6 gap-6 w-full max-w-7xl mx-auto"):
@@ -127,11 +157,38 @@ def register(ctx: WebContext) -> None:
         except ClientConnectionTimeout:
             return
         await reload()
-        recent.show()
-        for job in ctx.jobs.active():  # a job keeps running when its browser goes away: show it again
-            if not any(p.job is job for p in panels):  # unless one started from this page meanwhile
+        # a job keeps running when its browser goes away: show it again; and, with PostgreSQL metadata, the
+        # jobs other instances run (a card with their progress and a Cancel that asks them to stop)
+        going, ended = await run.io_bound(_jobs_at_load, ctx.jobs) or ([], [])
+        for job in going:
+            if job.id not in watched:  # unless one started from this page meanwhile
                 watch(job)
+        recent.remote = ended
+        recent.show()
         ui.timer(0.5, tick)
+
+
+def _poll_others(jobs: Any, remote: list[RemoteJob],
+                 discover: bool) -> tuple[list[RemoteJob], list[RemoteJob]] | None:
+    """Refresh the other instances' jobs shown; with discover, also those started or ended since (off the loop).
+    None when the metadata database did not answer (the page tries again at the next tick)."""
+    try:
+        jobs.store.refresh(remote)
+        if not discover:
+            return [], []
+        return jobs.store.running_elsewhere(), ended_elsewhere(jobs, RECENT)
+    except SQLAlchemyError as exc:
+        log.warning("other instances' jobs could not be read: %s", exc.__class__.__name__)
+        return None
+
+
+def _jobs_at_load(jobs: Any) -> tuple[list[Any], list[RemoteJob]]:
+    """The running jobs (here and elsewhere) and other instances' finished ones, as a page opens (off the loop)."""
+    try:
+        return running(jobs), ended_elsewhere(jobs, RECENT)
+    except SQLAlchemyError as exc:  # other instances' jobs are missing; this one's still show
+        log.warning("other instances' jobs could not be read: %s", exc.__class__.__name__)
+        return list(jobs.active()), []
 
 
 async def _in(client: Any, work: Callable[[], Awaitable[Any]]) -> None:

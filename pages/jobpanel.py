@@ -9,6 +9,9 @@ from typing import Any
 from nicegui import run, ui
 
 from ehr_backup.jobs import Job
+from ehr_backup.jobs_everywhere import instance_of
+from ehr_backup.jobs_everywhere import recent as merged_recent
+from ehr_backup.jobstore import RemoteJob
 
 from .frame import PageSession, human_size, tid
 from .theme import notify
@@ -59,11 +62,12 @@ def collapse_due(ended_at: float | None, now: float, after: float | None) -> boo
     return after is not None and ended_at is not None and now - ended_at >= after
 
 
-def drill_found(job: Job) -> tuple[int, str] | None:
+def drill_found(job: Any) -> tuple[int, str] | None:
     """A drill job's report: its id and outcome (also when the drill failed), else None."""
     if job.kind != "drill" or not job.done.is_set():
         return None
-    found = job.result if isinstance(job.result, dict) else job.error_report
+    result = getattr(job, "result", None)  # another instance's job (RemoteJob) carries no result here
+    found = result if isinstance(result, dict) else getattr(job, "error_report", None)
     if not isinstance(found, dict) or found.get("id") is None:
         return None
     return int(found["id"]), str(found.get("outcome", "?"))
@@ -79,8 +83,8 @@ def step_state(job_status: str, state: str) -> str:
 class JobPanel:
     """A card showing one job's live progress, with a Cancel button while it runs."""
 
-    def __init__(self, ps: PageSession, job: Job, on_done: Callable[[Job], Any], title: str | None = None, *,
-                 collapse_after: float | None = None) -> None:
+    def __init__(self, ps: PageSession, job: Job | RemoteJob, on_done: Callable[[Any], Any],
+                 title: str | None = None, *, collapse_after: float | None = None) -> None:
         """collapse_after: seconds after the job ended until the card goes by itself (None: it stays)."""
         self.ps = ps
         self.job = job
@@ -93,6 +97,9 @@ class JobPanel:
             with ui.row().classes("items-center w-full"):
                 tid(ui.label(title or job_title(job.kind, None, job.task.target)).classes("font-bold ehr-wrap"),
                     "job-title")
+                if instance := instance_of(job):  # another instance runs it (PostgreSQL metadata)
+                    tid(ui.badge(f"on {instance}", color="grey-7").props("outline"), "job-instance") \
+                        .tooltip("Runs on another app instance; Cancel asks that instance to stop it")
                 ui.space()
                 self.cancel = tid(ui.button("Cancel", on_click=self._cancel).props("outline color=negative"),
                                   "cancel-job")
@@ -113,7 +120,7 @@ class JobPanel:
             return
         await run.io_bound(self.ps.ctx.service.audit.record, self.ps.actor, "cancel", self.job.task.target, "ok",
                            self.job.kind)
-        self.job.cancel()
+        await run.io_bound(self.job.cancel)  # another instance's job: a flag in the metadata database
         self.cancel.disable()
         notify("Cancelling…")
 
@@ -136,7 +143,8 @@ class JobPanel:
             self.bar.set_visibility(False)
             self.phase.set_visibility(not self.step_rows)  # the steps say where it ended
             self.status.text = {"succeeded": "Finished successfully", "cancelled": "Cancelled: nothing was kept",
-                                "failed": f"Failed: {self.job.error}"}[self.job.status]
+                                "failed": f"Failed: {self.job.error}",
+                                "lost": f"Lost: {self.job.error}"}.get(self.job.status, self.job.status)
             self.status.classes(replace="text-positive" if self.job.status == "succeeded" else "text-negative")
             self.on_done(self.job)
 
@@ -171,11 +179,13 @@ class JobPanel:
 
 
 class RecentActivity:
-    """Finished jobs of this server, one compact line each, newest first (at most RECENT)."""
+    """Finished jobs of this server (and of other instances), one compact line each, newest first (at most RECENT)."""
 
-    def __init__(self, ps: PageSession, title_of: Callable[[Job], str]) -> None:
+    def __init__(self, ps: PageSession, title_of: Callable[[Any], str]) -> None:
         self.ps = ps
         self.title_of = title_of
+        self.remote: list[RemoteJob] = []  # other instances' finished jobs, as the page last read them
+        self.shown: list[tuple[str, str]] = []
         with tid(ui.card().classes("w-full gap-1"), "recent-activity") as self.card:
             ui.label("Recent activity").classes("text-lg font-bold")
             self.lines = ui.column().classes("w-full gap-0")
@@ -183,7 +193,8 @@ class RecentActivity:
 
     def show(self) -> None:
         """Draw the list again from the job manager."""
-        jobs = self.ps.ctx.jobs.recent(RECENT)
+        jobs = merged_recent(self.ps.ctx.jobs.recent(RECENT), self.remote, RECENT)
+        self.shown = [(j.id, j.status) for j in jobs]
         self.card.set_visibility(bool(jobs))
         self.lines.clear()
         with self.lines:
@@ -194,6 +205,8 @@ class RecentActivity:
                     ui.label(line["kind"]).classes("w-16 text-grey-8")
                     ui.label(line["what"]).classes("ehr-wrap")
                     ui.space()
+                    if instance := instance_of(job):
+                        tid(ui.label(f"on {instance}").classes("text-grey-7"), f"recent-instance-{i}")
                     outcome = tid(ui.label(line["outcome"]), f"recent-outcome-{i}")
                     outcome.classes({"succeeded": "text-positive", "failed": "text-negative"}.get(job.status,
                                                                                                  "text-grey-8"))
@@ -204,3 +217,9 @@ class RecentActivity:
                 if (drill := drill_found(job)) is not None:
                     tid(ui.link(f"Report of drill {drill[0]} ({drill[1]})", f"/admin/backup/drill/{drill[0]}")
                         .classes("text-sm pl-16 ehr-link"), f"recent-drill-{i}")
+
+    def show_remote(self, remote: list[RemoteJob]) -> None:
+        """Take in other instances' finished jobs; draw again only when the lines would change."""
+        self.remote = remote
+        if [(j.id, j.status) for j in merged_recent(self.ps.ctx.jobs.recent(RECENT), remote, RECENT)] != self.shown:
+            self.show()
