@@ -13,6 +13,7 @@ from nicegui import run, ui
 from ehr_backup.catalogue import as_utc
 from ehr_backup.web import WebContext
 
+from .deferred import Deferred
 from .frame import admin_page, guarded, tid
 from .theme import badge_slot_html, page_body, section
 
@@ -65,6 +66,9 @@ def register(ctx: WebContext) -> None:
     @ui.page("/admin/audit", title="Audit log · EHR Backup")
     async def audit_page(request: Request) -> None:
         ps = admin_page(ctx, request, "Audit log")
+        body = Deferred()  # built once the browser connects (pages/deferred.py)
+        if not await body.connected():
+            return
         state: dict[str, Any] = {"entries": []}
 
         def days() -> tuple[date | None, date | None] | None:
@@ -151,3 +155,4 @@ def register(ctx: WebContext) -> None:
                             .classes("w-full").props("dense wrap-cells flat"), "audit-table")
                 table.add_slot("body-cell-outcome", badge_slot_html("outcome"))
             await reload()
+            body.built()

@@ -11,6 +11,7 @@ from ehr_backup.catalogue import as_utc
 from ehr_backup.models import ApiToken
 from ehr_backup.web import WebContext
 
+from .deferred import Deferred
 from .frame import PageSession, admin_page, guarded, tid
 from .theme import badge, notify, page_body, section
 
@@ -37,6 +38,9 @@ def register(ctx: WebContext) -> None:
     @ui.page("/admin/users", title="Users · EHR Backup")
     async def users_page(request: Request) -> None:
         ps = admin_page(ctx, request, "Users & API tokens")
+        body = Deferred()  # built once the browser connects (pages/deferred.py)
+        if not await body.connected():
+            return
 
         @ui.refreshable
         def user_list() -> None:
@@ -131,6 +135,7 @@ def register(ctx: WebContext) -> None:
 
                 token_user.on_value_change(warn)
                 token_list()
+                body.built()
 
 
 def _token_row(ps: PageSession, t: ApiToken, owner: str, refresh: ui.refreshable) -> None:
