@@ -10,6 +10,7 @@ from nicegui import run, ui
 from ehr_backup.web import WebContext
 
 from .alert_settings import channel_controls, thresholds_form
+from .deferred import Deferred
 from .frame import PageSession, admin_page, guarded, local_time, tid
 from .theme import notify
 
@@ -21,6 +22,9 @@ def register(ctx: WebContext) -> None:
     @ui.page("/admin/alerts", title="Alerts · EHR Backup")
     async def alerts_page(request: Request) -> None:
         ps = admin_page(ctx, request, "Alerts")
+        body = Deferred()  # built once the browser connects (pages/deferred.py)
+        if not await body.connected():
+            return
         state: dict[str, Any] = {"channels": [], "open": [], "history": [], "thresholds": {}}
 
         async def reload() -> None:
@@ -126,6 +130,7 @@ def register(ctx: WebContext) -> None:
                 ui.label("History").classes("text-lg font-bold")
                 history_list()
         await reload()
+        body.built()
 
 
 def _add_forms(ps: PageSession, reload: Any) -> None:

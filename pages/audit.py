@@ -13,6 +13,7 @@ from nicegui import run, ui
 from ehr_backup.catalogue import as_utc
 from ehr_backup.web import WebContext
 
+from .deferred import Deferred
 from .frame import admin_page, guarded, tid
 from .loading import read
 from .theme import badge_slot_html, page_body, section
@@ -66,6 +67,9 @@ def register(ctx: WebContext) -> None:
     @ui.page("/admin/audit", title="Audit log · EHR Backup")
     async def audit_page(request: Request) -> None:
         ps = admin_page(ctx, request, "Audit log")
+        body = Deferred()  # built once the browser connects (pages/deferred.py)
+        if not await body.connected():
+            return
         state: dict[str, Any] = {"entries": []}
 
         def days() -> tuple[date | None, date | None] | None:
@@ -157,3 +161,4 @@ def register(ctx: WebContext) -> None:
                 table.add_slot("body-cell-outcome", badge_slot_html("outcome"))
                 table.props["no-data-label"] = "No audit entry matches the filter."
             await reload()
+            body.built()

@@ -10,7 +10,6 @@ from typing import Any
 
 from fastapi import Request
 from nicegui import background_tasks, run, ui
-from nicegui.client import ClientConnectionTimeout
 from sqlalchemy.exc import SQLAlchemyError
 
 from ehr_backup.errors import BackupError
@@ -21,6 +20,7 @@ from ehr_backup.storage import LOCATIONS
 from ehr_backup.web import WebContext
 
 from .dashboard import dashboard_card
+from .deferred import Deferred
 from .drill_report import follow_drill
 from .backups_table import BackupTable
 from .folder_browser import DirectoryBrowser
@@ -45,6 +45,9 @@ def register(ctx: WebContext) -> None:
     @ui.page("/admin/backup", title="Database Backup & Restore · EHR Backup")
     async def backup_page(request: Request) -> None:
         ps = admin_page(ctx, request, "Database Backup & Restore")
+        body = Deferred()  # the HTML carries the frame and a "Loading…" status; the rest comes over the socket
+        if not await body.connected():
+            return
         state: dict[str, Any] = {"rows": []}
         panels: list[JobPanel] = []
 
@@ -150,12 +153,7 @@ def register(ctx: WebContext) -> None:
                     rebuild_button(ps, state, reload)  # pages/rebuild.py: catalogue from the files alone
                 table = BackupTable(ps, lambda action, row: _row_action(ps, action, row, watch, reload, dialogs))
 
-        # the HTML goes out now; the rows are read only for a browser that connects (a script fetching the
-        # page, or a client that never connects, costs no catalogue work)
-        try:
-            await ps_client.connected(timeout=30)
-        except ClientConnectionTimeout:
-            return
+        body.built()
         await reload()
         # a job keeps running when its browser goes away: show it again; and, with PostgreSQL metadata, the
         # jobs other instances run (a card with their progress and a Cancel that asks them to stop)

@@ -9,6 +9,7 @@ from nicegui import run, ui
 
 from ehr_backup.web import WebContext
 
+from .deferred import Deferred
 from .frame import PageSession, admin_page, guarded, tid
 from .theme import badge, notify, page_body, page_title, section
 
@@ -20,6 +21,9 @@ def register(ctx: WebContext) -> None:
     @ui.page("/admin/destinations", title="Destinations · EHR Backup")
     async def destinations_page(request: Request) -> None:
         ps = admin_page(ctx, request, "Destinations")
+        body = Deferred()  # built once the browser connects (pages/deferred.py)
+        if not await body.connected():
+            return
         state: dict[str, Any] = {"rows": [], "tests": {}}
 
         async def reload() -> None:
@@ -84,6 +88,7 @@ def register(ctx: WebContext) -> None:
                 listing()
                 _add_form(ps, reload)
         await reload()
+        body.built()
 
 
 def _add_form(ps: PageSession, reload: Any) -> None:

@@ -14,6 +14,7 @@ from ehr_backup.token_expiry import CHOICES, choice_moment, is_expired, stamp
 from ehr_backup.web import WebContext
 
 from .audit import _date_input, parse_day
+from .deferred import Deferred
 from .frame import PageSession, admin_page, guarded, tid
 from .theme import badge, notify, page_body, section
 
@@ -40,6 +41,9 @@ def register(ctx: WebContext) -> None:
     @ui.page("/admin/users", title="Users · EHR Backup")
     async def users_page(request: Request) -> None:
         ps = admin_page(ctx, request, "Users & API tokens")
+        body = Deferred()  # built once the browser connects (pages/deferred.py)
+        if not await body.connected():
+            return
 
         @ui.refreshable
         def user_list() -> None:
@@ -145,6 +149,7 @@ def register(ctx: WebContext) -> None:
 
                 token_user.on_value_change(warn)
                 token_list()
+                body.built()
 
 
 def _token_row(ps: PageSession, t: ApiToken, owner: str, refresh: ui.refreshable) -> None:

@@ -223,10 +223,25 @@ def accounts(web_env: dict[str, str]):
 
 
 @pytest.fixture
-async def user(web_env: dict[str, str], caplog: pytest.LogCaptureFixture, request: pytest.FixtureRequest):
+async def user(web_env: dict[str, str], caplog: pytest.LogCaptureFixture, request: pytest.FixtureRequest,
+               monkeypatch: pytest.MonkeyPatch):
     """NiceGUI's simulated user, started only after the installation's environment is in place."""
+    from nicegui.testing import User
     from nicegui.testing.general_fixtures import get_path_to_main_file
     from nicegui.testing.user_simulation import user_simulation
+
+    from pages.deferred import page_built
+
+    original_open = User.open
+
+    async def open_until_built(self: User, path: str, **kwargs: object):
+        # pages build their body once the browser connects (pages/deferred.py): a test, like a person,
+        # looks at the page once it is there, as every open (navigation included) waits for it
+        client = await original_open(self, path, **kwargs)  # type: ignore[arg-type]
+        await page_built(client)
+        return client
+
+    monkeypatch.setattr(User, "open", open_until_built)
 
     async with user_simulation(main_file=get_path_to_main_file(request)) as simulated:
         yield simulated

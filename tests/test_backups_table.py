@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from nicegui import ui
+from nicegui import Client, ui
 from nicegui.testing import User
 
 from ehr_backup.config import Settings
@@ -98,7 +99,11 @@ async def test_a_client_that_never_connects_costs_no_catalogue_read(user: User, 
     BackupService.list_page = lambda self, **kw: calls.append(kw) or original(self, **kw)  # type: ignore[method-assign]
     try:
         response = await user.http_client.get("/admin/backup")  # a script: the HTML, no websocket
-        assert response.status_code == 200 and "backup-table" in response.text
+        # the frame and a "Loading…" status only: the body is built once a browser connects (pages/deferred.py)
+        assert response.status_code == 200 and "page-loading" in response.text
+        assert "backup-table" not in response.text and "create-button" not in response.text
+        client_id = re.search(r"'client_id': '([0-9a-f-]+)'", response.text).group(1)  # type: ignore[union-attr]
+        assert len(Client.instances[client_id].elements) < 60  # the header's; with the body about 110
         assert calls == []
     finally:
         BackupService.list_page = original  # type: ignore[method-assign]

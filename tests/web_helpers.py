@@ -11,6 +11,8 @@ import httpx
 from nicegui import app
 from nicegui.testing import User
 
+from pages.deferred import page_built
+
 from .conftest import ADMIN_PW
 
 
@@ -29,6 +31,7 @@ async def wait_for_path(user: User, path: str, timeout: float = 10) -> None:
     while time.monotonic() < deadline:
         client = user.client
         if client is not None and client.page.path == path:
+            await page_built(client)  # a deferred page body (pages/deferred.py) is there too
             return
         await asyncio.sleep(0.05)
     raise AssertionError(f"never reached {path}; at {user.client.page.path if user.client else None}")
