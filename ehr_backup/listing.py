@@ -233,7 +233,9 @@ class Listing:
             by_database.setdefault(r.database, []).append(r.id)
         kept = self.kept_by(by_database)
         drills = last_drills(self.s.db, [r.id for r in records])
-        return {"backups": [self.s.view(r, kept.get(r.id, []), last_drill=drills.get(r.id)) for r in records],
+        copies = self.s.copies.rows_of([r.id for r in records])  # one query for the page, not one per backup
+        return {"backups": [self.s.view(r, kept.get(r.id, []), last_drill=drills.get(r.id), copies=copies[r.id])
+                            for r in records],
                 "total": total, "nextCursor": cursor}
 
     def databases(self) -> list[str]:

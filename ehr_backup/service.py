@@ -551,9 +551,12 @@ class BackupService:
         self._scanned = (time.monotonic(), stamps)
 
     def view(self, r: BackupRecord, kept_by: Sequence[str] | None = None,
-             last_drill: dict[str, Any] | None | bool = False) -> dict[str, Any]:
+             last_drill: dict[str, Any] | None | bool = False, copies: Sequence[Any] | None = None) -> dict[str, Any]:
         """The public JSON form of a backup; kept_by: the rotation rules that keep it (default: planned now);
-        last_drill: its newest drill when already read (default: read now)."""
+        last_drill: its newest drill when already read (default: read now); copies: its S3 copies when
+        already read (default: read now)."""
+        if copies is None:
+            copies = self.copies.rows(r.id)
         if last_drill is False:
             last_drill = self.drills.last_for(r.id)
         if kept_by is None:
@@ -561,7 +564,7 @@ class BackupService:
         path = os.path.join(r.directory, r.id)  # directories are stored as str(Path): already normal
         exists = file_exists(r)  # a regular file, not a link: one lstat (a list page views 100 backups)
         if remote_primary(r):  # kept at an S3 destination only: there while a copy there is good
-            path, exists = r.directory + r.id, any(c.status == "ok" for c in self.copies.rows(r.id))
+            path, exists = r.directory + r.id, any(c.status == "ok" for c in copies)
         status = r.status
         if r.status in (Status.COMPLETED, Status.DISCOVERED) and not exists:
             status = Status.MISSING
@@ -581,7 +584,7 @@ class BackupService:
                 # a file found on disk and not verified yet: its description, creator and database are
                 # what its unauthenticated header claims
                 "unverified": r.status == Status.DISCOVERED, "lastDrill": last_drill,
-                **self.copies.view(r, exists)}  # copies: [{destination, uri, size, sha256, status}], degraded
+                **self.copies.view(r, exists, copies)}  # copies: [{destination, uri, size, sha256, status}], degraded
 
     def get(self, backup_id: str) -> BackupRecord:
         """The catalogued backup with this id (ids are validated, never used as paths directly)."""

@@ -78,8 +78,8 @@ async def test_a_recreate_restore_from_the_page_shows_its_steps_and_lists_the_sa
     await login(user, next_="/admin/backup")
     user.find(marker="description").type("to restore")
     user.find(marker="create-button").click()
-    await eventually(lambda: any(folder.glob("backup_*to_restore*")))
-    bid = next(folder.glob("backup_*to_restore*")).name
+    await eventually(lambda: any(folder.glob("backup_*to_restore*.enc")))
+    bid = next(folder.glob("backup_*to_restore*.enc")).name
     await table_row(user, bid, lambda r: r["status"] == "completed")
     before = {p.name for p in folder.iterdir()}
     row_action(user, "restore", bid)

@@ -127,8 +127,8 @@ async def test_verify_restore_and_delete_from_the_list(user: User, accounts, web
     await login(user, next_="/admin/backup")
     user.find(marker="description").type("restore me")
     user.find(marker="create-button").click()
-    await eventually(lambda: any(Path(web_env["EHR_BACKUP_DEFAULT_DIR"]).glob("backup_*restore_me*")))
-    bid = next(Path(web_env["EHR_BACKUP_DEFAULT_DIR"]).glob("backup_*restore_me*")).name
+    await eventually(lambda: any(Path(web_env["EHR_BACKUP_DEFAULT_DIR"]).glob("backup_*restore_me*.enc")))
+    bid = next(Path(web_env["EHR_BACKUP_DEFAULT_DIR"]).glob("backup_*restore_me*.enc")).name
     await table_row(user, bid, lambda r: r["status"] == "completed")
     row_action(user, "verify", bid)
     await table_row(user, bid, lambda r: r["verifiedText"].startswith("verified ")
@@ -195,8 +195,8 @@ async def test_download_streams_the_exact_file(user: User, accounts, web_env) ->
     await login(user, next_="/admin/backup")
     user.find(marker="description").type("download me")
     user.find(marker="create-button").click()
-    await eventually(lambda: any(Path(web_env["EHR_BACKUP_DEFAULT_DIR"]).glob("backup_*download_me*")))
-    path = next(Path(web_env["EHR_BACKUP_DEFAULT_DIR"]).glob("backup_*download_me*"))
+    await eventually(lambda: any(Path(web_env["EHR_BACKUP_DEFAULT_DIR"]).glob("backup_*download_me*.enc")))
+    path = next(Path(web_env["EHR_BACKUP_DEFAULT_DIR"]).glob("backup_*download_me*.enc"))
     await table_row(user, path.name, lambda r: r["status"] == "completed")
     row_action(user, "download", path.name)
     response = await user.download.next(timeout=10)

@@ -6,11 +6,13 @@ others. A backup whose copy failed or went missing is "degraded"; `copy ID --to 
 
 from __future__ import annotations
 
+import os
 import threading
+from collections.abc import Sequence
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
-from sqlmodel import select
+from sqlmodel import col, select
 
 from .. import storage
 from ..audit import Actor
@@ -60,15 +62,26 @@ class Copies:
             return list(s.exec(select(BackupCopy).where(BackupCopy.backup_id == backup_id)
                                .order_by(BackupCopy.id)).all())
 
-    def view(self, record: BackupRecord, exists: bool) -> dict[str, Any]:
-        """`copies` (the local file first) and `degraded` for a backup's JSON."""
+    def rows_of(self, backup_ids: Sequence[str]) -> dict[str, list[BackupCopy]]:
+        """The recorded (non-local) copies of several backups, in one query (a list page shows 100)."""
+        found: dict[str, list[BackupCopy]] = {backup_id: [] for backup_id in backup_ids}
+        if backup_ids:
+            with self.db.reading() as s:
+                for c in s.exec(select(BackupCopy).where(col(BackupCopy.backup_id).in_(list(backup_ids)))
+                                .order_by(BackupCopy.id)).all():
+                    found[c.backup_id].append(c)
+        return found
+
+    def view(self, record: BackupRecord, exists: bool,
+             rows: Sequence[BackupCopy] | None = None) -> dict[str, Any]:
+        """`copies` (the local file first) and `degraded` for a backup's JSON; rows: its copies when already read."""
         local_status = {Status.COMPLETED: OK if exists else MISSING, Status.DISCOVERED: OK if exists else MISSING}
-        copies = [] if remote_primary(record) else [{"destination": record.location, "uri": str(Path(record.directory) / record.id),
+        copies = [] if remote_primary(record) else [{"destination": record.location, "uri": os.path.join(record.directory, record.id),
                    "size": record.size, "sha256": record.sha256,
                    "status": local_status.get(record.status, FAILED if record.status == Status.FAILED else
                                               record.status), "error": None}]
         copies += [{"destination": c.destination, "uri": c.uri, "size": c.size, "sha256": c.sha256,
-                    "status": c.status, "error": c.error} for c in self.rows(record.id)]
+                    "status": c.status, "error": c.error} for c in (self.rows(record.id) if rows is None else rows)]
         done = record.status in (Status.COMPLETED, Status.DISCOVERED)
         return {"copies": copies, "degraded": done and any(c["status"] != OK for c in copies)}
 
