@@ -6,6 +6,7 @@ import argparse
 import signal
 import sys
 import threading
+import time
 from typing import Any
 
 from .audit import Actor
@@ -91,11 +92,16 @@ def run_with_progress(task: Any) -> Any:
     if threading.current_thread() is threading.main_thread():  # Ctrl-C asks the worker to stop at its next read
         previous = signal.signal(signal.SIGINT, lambda *_: task.cancel.set())
     try:
+        written, phase = 0.0, None
         while worker.is_alive():
-            worker.join(0.5)
+            worker.join(0.05)
+            now = time.monotonic()
             if shown and worker.is_alive():
-                sys.stderr.write("\r" + progress_line(task.progress.as_dict())[:110].ljust(110))
-                sys.stderr.flush()
+                d = task.progress.as_dict()
+                if d["phase"] != phase or now - written >= 0.5:  # a new phase at once, else twice a second
+                    sys.stderr.write("\r" + progress_line(d)[:110].ljust(110))
+                    sys.stderr.flush()
+                    written, phase = now, d["phase"]
     finally:
         if previous is not None:
             signal.signal(signal.SIGINT, previous)

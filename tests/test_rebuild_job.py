@@ -164,7 +164,7 @@ def test_the_command_shows_progress_on_a_terminal_and_ctrl_c_cancels_changing_no
 
     from .test_cli import cli_env
 
-    _files(service, 8, 64 << 20)  # 512 MiB: more than a second of reading, even from the page cache
+    _files(service, 8, 128 << 20)  # 1 GiB: most of a second of reading on an idle machine, from the page cache
     leader, follower = pty.openpty()
     proc = subprocess.Popen([sys.executable, "-m", "ehr_backup.cli", "catalogue", "rebuild"], env=cli_env(env),
                             stdout=subprocess.PIPE, stderr=follower, text=True)
