@@ -40,3 +40,25 @@ def test_an_ended_jobs_card_folds_into_recent_activity_by_itself(page: Page, ser
     expect(card).to_have_count(0, timeout=30_000)  # nobody clicked: it went by itself
     expect(page.get_by_test_id("recent-activity")).to_contain_text("Create: folds away")
     shot("31-recent-activity")
+
+
+def test_a_toast_never_covers_a_control_once_the_page_is_scrolled_to_its_end(page: Page, server: Server) -> None:
+    login(page, server, "alice", ADMIN_PW, "/admin/backup")
+    for width, height in ((1366, 768), (390, 844)):
+        page.set_viewport_size({"width": width, "height": height})
+        page.goto(server.url + "/admin/backup")
+        expect(page.get_by_test_id("backup-table")).to_be_visible(timeout=TIMEOUT)
+        page.get_by_test_id("description").fill("toast check")
+        page.get_by_test_id("create-button").click()
+        toast = page.locator(".q-notification").first
+        expect(toast).to_be_visible(timeout=TIMEOUT)
+        page.evaluate("window.scrollTo(0, document.body.scrollHeight)")
+        covered = page.evaluate("""() => {
+            const t = document.querySelector('.q-notification').getBoundingClientRect();
+            const hit = (r) => r.width > 0 && r.height > 0 && r.left < t.right && r.right > t.left
+                               && r.top < t.bottom && r.bottom > t.top;
+            return [...document.querySelectorAll('button, a, input, [role=button], .q-pagination, .q-select')]
+                .filter((e) => !e.closest('.q-notification') && hit(e.getBoundingClientRect()))
+                .map((e) => e.outerHTML.slice(0, 120));
+        }""")
+        assert covered == [], (width, covered)

@@ -40,6 +40,9 @@ _CSS = """
   .ehr-back::before { content: "arrow_back"; font-family: "Material Icons"; font-size: 1.25rem; }
   .ehr-page { width: 100%%; max-width: 72rem; margin: 0 auto; padding: 1rem; gap: 1.25rem; }
   @media (min-width: 640px) { .ehr-page { padding: 1.5rem; } }
+  /* room under the last card for the bottom-right toasts: scrolled to the end, no control (the table's
+     paging, say) stays under a toast */
+  .ehr-page { padding-bottom: 6rem; }
   .ehr-card { width: 100%%; border-radius: 12px; }
   .ehr-title { font-size: 1.5rem; font-weight: 600; line-height: 1.3; }
   .ehr-section-title { font-size: 1.125rem; font-weight: 600; }
