@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import os
+import threading
 from pathlib import Path
+from typing import Any
 
 from nicegui.testing import User
 
@@ -114,9 +116,36 @@ async def test_the_rebuild_through_rest_previews_by_default_and_applies_when_ask
     assert listed.json()["backups"][0]["description"] == "row lost"
 
 
+class Gated:
+    """A backup file whose reads wait for a gate: the rebuild is still reading when Cancel is pressed, on a
+    machine of any speed (unread, 256 MiB went by before the click on an idle one)."""
+
+    def __init__(self, fh: Any, gate: threading.Event) -> None:
+        self._fh, self._gate = fh, gate
+
+    def read(self, *args: Any) -> bytes:
+        self._gate.wait(60)
+        return self._fh.read(*args)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._fh, name)
+
+    def __enter__(self) -> Gated:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._fh.close()
+
+
 async def test_the_rebuild_dialog_follows_the_job_cancels_it_and_refuses_a_second_rebuild(user: User, accounts,
-                                                                                        web_env) -> None:
+                                                                                        web_env, monkeypatch) -> None:
+    from ehr_backup import rebuild_source
+
     from .test_rebuild_files import make
+
+    gate = threading.Event()
+    opener = rebuild_source._opener
+    monkeypatch.setattr(rebuild_source, "_opener", lambda d, n: lambda: Gated(opener(d, n)(), gate))
 
     service = BackupService(Settings.from_env(web_env))
     try:
@@ -143,6 +172,9 @@ async def test_the_rebuild_dialog_follows_the_job_cancels_it_and_refuses_a_secon
     await eventually(lambda: "file " in text(user, "job-detail") and " of 8" in text(user, "job-detail"),
                      state=lambda: text(user, "job-detail"))
     user.find(marker="cancel-job").click()
+    await eventually(lambda: "Cancelling" in text(user, "job-status") or not user.find(marker="cancel-job")
+                     .elements.pop().enabled, state=lambda: text(user, "job-status"))
+    gate.set()  # the reads go on, and the next one sees the cancel
     await eventually(lambda: text(user, "rebuild-summary").startswith("Cancelled: cancelled while reading"),
                      state=lambda: text(user, "rebuild-summary"))
     assert not user.find(marker="rebuild-apply").elements.pop().enabled
