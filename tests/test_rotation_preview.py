@@ -55,8 +55,13 @@ async def test_thousands_of_backups_preview_as_counts_and_a_page_of_what_goes(us
         _text(user, "rotation-count-daily").split(": ")[1]) > 0
     for bucket in ("weekly", "monthly", "yearly", "pinned"):
         await user.should_see(marker=f"rotation-count-{bucket}")
-    shown = [m for m in user.find(marker="rotation-going").elements.pop().descendants()
-             if any(str(x).startswith("rotation-row-") for x in m._markers)]
+    def rows() -> list:
+        return [m for m in user.find(marker="rotation-going").elements.pop().descendants()
+                if any(str(x).startswith("rotation-row-") for x in m._markers)]
+
+    # the page of what goes is drawn after the counts (its descriptions are read for that page only)
+    await eventually(lambda: len(rows()) >= PAGE, state=lambda: len(rows()))
+    shown = rows()
     assert len(shown) == PAGE  # a page, not thousands of rows
     assert _text(user, "rotation-more-count") == f"and {going - PAGE:,} more"
     listed = [e.text for row in shown for e in row.descendants() if hasattr(e, "text")]
