@@ -24,8 +24,8 @@ from .theme import notify
 Action = Callable[[str, dict[str, Any]], Awaitable[Any]]
 PAGE_SIZES = [10, 25, 50, 100]
 STATE_COLORS = {"completed": "positive", "verified": "positive", "running": "info", "failed": "negative",
-                "cancelled": "grey-7", "missing": "warning", "discovered": "orange-9", "verify failed": "negative"}
-KIND_COLORS = {"manual": "blue-grey-7", "scheduled": "indigo", "safety": "deep-purple", "discovered": "orange-9"}
+                "cancelled": "grey-7", "missing": "brown-8", "discovered": "deep-orange-10", "verify failed": "negative"}
+KIND_COLORS = {"manual": "blue-grey-7", "scheduled": "indigo", "safety": "deep-purple", "discovered": "deep-orange-10"}
 COLUMNS = [
     {"name": "description", "label": "Description", "field": "description", "align": "left", "sortable": True},
     {"name": "kind", "label": "Kind", "field": "kind", "align": "left", "sortable": True},
@@ -66,7 +66,7 @@ SLOTS = {
   <div v-if="props.row.drillText" :data-testid="'drill-state-' + props.row.id" class="text-xs"
    :class="props.row.drillBad ? 'text-negative' : ''">{{ props.row.drillText }}</div></q-td>""",
     "rotation": """<q-td :props="props"><div class="row items-center no-wrap q-gutter-x-xs">
-  <q-badge :color="props.row.kept ? 'teal-8' : 'orange-9'" :data-testid="'kept-' + props.row.id"
+  <q-badge :color="props.row.kept ? 'teal-8' : 'deep-orange-10'" :data-testid="'kept-' + props.row.id"
    :label="props.row.keptText" class="ehr-kept" />
   <q-btn flat dense no-caps size="sm" icon="push_pin" :color="props.row.pinned ? 'primary' : 'grey-8'"
    :label="props.row.pinned ? 'Unpin' : 'Pin'" :disable="!props.row.pinnable" :data-testid="'pin-' + props.row.id"
@@ -134,7 +134,7 @@ def table_row(b: dict[str, Any], now: datetime) -> dict[str, Any]:
         "protects": f"before restoring {b['protects']}" if b.get("protects") else "",
         "stateLabel": state + (" (found on disk)" if status == "discovered" else "")
         + (" · degraded" if b.get("degraded") else ""),  # a copy failed or is missing (destinations/copies.py)
-        "stateColor": "warning" if b.get("degraded") else STATE_COLORS.get(state, "grey-7"), "createdAt": b["createdAt"],
+        "stateColor": "brown-8" if b.get("degraded") else STATE_COLORS.get(state, "grey-7"), "createdAt": b["createdAt"],
         "createdAgo": ago(b["createdAt"], now), "createdLocal": local_time(b["createdAt"]),
         "createdUtc": utc_text(b["createdAt"]), "size": b["size"], "sizeText": human_size(b["size"]),
         "location": b["location"], "locationLabel": LOCATIONS.get(b["location"], b["location"])

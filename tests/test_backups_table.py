@@ -85,7 +85,7 @@ def test_a_row_shows_states_kinds_sizes_and_times_for_people() -> None:
     failed = table_row({**base, "status": "failed", "verifyOk": None, "origin": "discovered"}, now)
     assert failed["stateLabel"] == "failed" and failed["kindLabel"] == "discovered"
     assert [a["name"] for a in failed["actions"] if a["enabled"]] == ["delete"]
-    assert table_row({**base, "status": "missing"}, now)["stateColor"] == "warning"
+    assert table_row({**base, "status": "missing"}, now)["stateColor"] == "brown-8"
     assert ago("2026-11-28T12:00:00Z", now) == "2 d ago"
     assert ago((now - timedelta(seconds=5)).isoformat(), now) == "just now"
 

@@ -174,7 +174,7 @@ def test_the_table_row_shows_the_copies_and_a_degraded_backup() -> None:
                                       {"destination": "offsite", "status": "ok"},
                                       {"destination": "second", "status": "failed"}]}
     row = table_row(b, datetime(2026, 11, 30, tzinfo=UTC))
-    assert row["stateLabel"].endswith("· degraded") and row["stateColor"] == "warning"
+    assert row["stateLabel"].endswith("· degraded") and row["stateColor"] == "brown-8"
     assert row["locationLabel"] == "Default + offsite ✓ + second ✗ failed"
 
 
